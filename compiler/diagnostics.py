@@ -1,0 +1,124 @@
+"""Diagnostics: the one error type of the front end, and its rendering with a caret.
+
+Every pass reports problems as ``Diagnostic`` values; a pass that cannot go on
+raises ``CompileError`` holding all diagnostics collected so far. Nothing else
+may escape the front end for any input text.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tritondsl.compiler.nodes import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One located problem: ``path:line:col: error: message`` plus optional help and notes."""
+
+    message: str
+    span: Span | None
+    severity: str = "error"
+    help: str | None = None
+    notes: tuple[tuple[str, Span | None], ...] = ()
+
+    def render(self, path: str, source: str | None) -> str:
+        """Format as ``path:line:col: severity: message`` with the source line and a caret."""
+        return _render(path, source, self.span, self.severity, self.message, self.help, self.notes)
+
+
+@dataclass
+class CompileError(Exception):
+    """Raised by the front end; carries every diagnostic found in the file."""
+
+    diagnostics: list[Diagnostic]
+    path: str = "<input>"
+    source: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        """All diagnostics, rendered, followed by a count."""
+        parts = [d.render(self.path, self.source) for d in self.diagnostics]
+        errors = sum(d.severity == "error" for d in self.diagnostics)
+        parts.append(f"{errors} error{'s' if errors != 1 else ''} in {self.path}")
+        return "\n".join(parts)
+
+
+class Reporter:
+    """Collects diagnostics for one file; passes append to it and go on where they can."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(
+        self,
+        message: str,
+        span: Span | None,
+        help: str | None = None,
+        notes: Iterable[tuple[str, Span | None]] = (),
+    ) -> None:
+        """Record an error."""
+        self.diagnostics.append(Diagnostic(message, span, "error", help, tuple(notes)))
+
+    @property
+    def has_errors(self) -> bool:
+        """True once any error was recorded."""
+        return any(d.severity == "error" for d in self.diagnostics)
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean' hint for a misspelt ``name``, or None."""
+    pool = sorted(set(candidates))
+    lowered = {c.lower(): c for c in pool}
+    if name.lower() in lowered and lowered[name.lower()] != name:
+        return f"did you mean '{lowered[name.lower()]}'?"
+    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    return f"did you mean '{matches[0]}'?" if matches else None
+
+
+def _render(
+    path: str,
+    source: str | None,
+    span: Span | None,
+    severity: str,
+    message: str,
+    help: str | None,
+    notes: tuple[tuple[str, Span | None], ...],
+) -> str:
+    if span is None:
+        lines = [f"{path}: {severity}: {message}"]
+    else:
+        lines = [f"{path}:{span.line}:{span.column}: {severity}: {message}"]
+        lines.extend(_excerpt(source, span))
+    if help:
+        lines.append(f"  = help: {help}")
+    for text, note_span in notes:
+        where = f"{path}:{note_span.line}:{note_span.column}: " if note_span else ""
+        lines.append(f"  = note: {where}{text}")
+    return "\n".join(lines)
+
+
+def _excerpt(source: str | None, span: Span) -> list[str]:
+    """The source line of ``span`` with a caret line under it."""
+    if source is None:
+        return []
+    text_lines = source.split("\n")
+    if not 1 <= span.line <= len(text_lines):
+        return []
+    raw = text_lines[span.line - 1].rstrip("\r").expandtabs(1)
+    # Control characters would garble the terminal; show them as '?' (same width).
+    text = "".join(ch if ch.isprintable() else "?" for ch in raw)
+    if len(text) > 200:  # keep huge generated lines readable
+        start = max(0, span.column - 80)
+        text, offset = text[start : start + 160], start
+    else:
+        offset = 0
+    end = span.end_column if span.end_line == span.line else len(text) + offset + 1
+    width = max(1, min(end, len(text) + offset + 1) - span.column)
+    gutter = f"{span.line:>5} | "
+    caret = " " * (len(gutter) - 2) + "| " + " " * (span.column - 1 - offset) + "^" * width
+    return [gutter + text, caret]

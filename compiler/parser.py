@@ -1,0 +1,443 @@
+"""Text -> AST: the Lark LALR parser, friendly syntax errors, and input limits.
+
+Lark is used only here: its trees become ``nodes`` dataclasses with ``Span``s at
+once. Syntax errors are reported in words (not token names), one per top-level
+definition, so a file with several broken definitions shows all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
+
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
+
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "TRUE", "FALSE", "ADD_OP", "NOT",
+               "SEQUENTIAL"}
+_OPERATORS = {"COMP_OP", "ADD_OP", "MUL_OP", "POW", "LPAR", "LSQB", "DOT", "IF", "AND", "OR"}
+_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STRING": "a string",
+    "_NL": "a new line",
+    "$END": "the end of the file",
+    "COMP_OP": "a comparison operator",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "an operator such as '*'",
+}
+_DEF_START = re.compile(r"^(block|model|layer)\b", re.MULTILINE)
+
+
+class _NewlineFilter:
+    """Postlexer: drops newlines inside () and [] so argument lists may span lines."""
+
+    always_accept = ("_NL",)
+
+    def __init__(self) -> None:
+        self.open: list[Token] = []
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        """Filter the token stream, tracking open brackets for error messages."""
+        self.open = []
+        for tok in stream:
+            if tok.type in _OPENERS:
+                self.open.append(tok)
+            elif tok.type in _CLOSERS and self.open and self.open[-1].type == _CLOSERS[tok.type]:
+                self.open.pop()
+            elif tok.type == "_NL" and self.open and self.open[-1].type != "LBRACE":
+                continue
+            yield tok
+
+
+@cache
+def _lark() -> tuple[Lark, _NewlineFilter]:
+    postlex = _NewlineFilter()
+    lark = Lark.open(
+        "tdsl.lark",
+        rel_to=__file__,
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=postlex,
+    )
+    return lark, postlex
+
+
+def parse(source: str, path: str = "<input>") -> n.Program:
+    """Parse .tdsl text into a ``Program``; raise ``CompileError`` listing every syntax error."""
+    reporter = Reporter()
+    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        size = len(source.encode("utf-8", "surrogatepass")) / 1e6
+        reporter.error(f"file is too large ({size:.1f} MB); the limit is "
+                       f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB", None)
+        raise CompileError(reporter.diagnostics, path, source)
+    tree = _parse_tree(source, reporter)
+    if tree is not None:
+        _check_depth(tree, reporter)
+    if reporter.has_errors or tree is None:
+        raise CompileError(reporter.diagnostics, path, source)
+    builder = _AstBuilder(reporter)
+    program = n.Program(tuple(builder.transform(tree)), path)
+    if reporter.has_errors:
+        raise CompileError(reporter.diagnostics, path, source)
+    return program
+
+
+def decode(data: bytes, path: str = "<input>") -> str:
+    """Decode file bytes as UTF-8, or raise ``CompileError`` locating the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        span = n.Span(line, column, line, column + 1)
+        diag = Diagnostic(f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})", span)
+        raise CompileError([diag], path, None) from None
+
+
+def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
+    """Parse, and after a syntax error resume at the next top-level definition."""
+    lark, postlex = _lark()
+    text, tree = source, None
+    while True:
+        try:
+            result = lark.parse(text)
+        except UnexpectedInput as exc:
+            reporter.error(*_describe(exc, source, postlex.open))
+            line = getattr(exc, "line", -1)
+            resume = _next_definition(source, max(line, 1))
+            if resume is None:
+                return None
+            text = "\n" * (source.count("\n", 0, resume)) + source[resume:]
+            continue
+        return tree if reporter.has_errors else result
+
+
+def _next_definition(source: str, after_line: int) -> int | None:
+    for match in _DEF_START.finditer(source):
+        if source.count("\n", 0, match.start()) + 1 > after_line:
+            return match.start()
+    return None
+
+
+def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> tuple:
+    """Turn a lark error into (message, span, help) in words."""
+    if isinstance(exc, UnexpectedCharacters):
+        span = n.Span(exc.line, exc.column, exc.line, exc.column + 1)
+        rest = source[exc.pos_in_stream : exc.pos_in_stream + 2]
+        if rest == "/*":
+            return "unterminated block comment", span, "close it with '*/'"
+        if rest[:1] in "\"'":
+            return "unterminated string", span, f"close it with {rest[:1]} on the same line"
+        char = rest[:1]
+        shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
+        return f"unexpected character {shown}", span, None
+    token: Token | None = getattr(exc, "token", None)
+    expected = set(getattr(exc, "accepts", None) or getattr(exc, "expected", None) or ())
+    if open_brackets and open_brackets[-1].type != "LBRACE":
+        expected.discard("_NL")  # newlines are dropped inside () and []
+    if isinstance(exc, UnexpectedEOF) or token is None or token.type == "$END":
+        line, column = _end_position(source)
+        span = n.Span(line, column, line, column + 1)
+        if open_brackets:
+            tok = open_brackets[-1]
+            closer = {"(": ")", "[": "]", "{": "}"}[tok.value]
+            return (f"unexpected end of file; expected '{closer}'", span,
+                    f"the '{tok.value}' opened at line {tok.line}, column {tok.column} is never closed")
+        return f"unexpected end of file; expected {_expected_words(expected)}", span, None
+    assert isinstance(exc, UnexpectedToken)
+    span = n.Span(token.line or 1, token.column or 1, token.end_line or token.line or 1,
+                  token.end_column or (token.column or 1) + 1)
+    if token.value == "/" and source[token.start_pos : token.start_pos + 2] == "/*":
+        return "unterminated block comment", span, "close it with '*/'"
+    help_text = None
+    inner = open_brackets[-1] if open_brackets else None
+    if inner is not None and inner.type != "LBRACE" and (token.line or 0) > (inner.line or 0):
+        help_text = (f"the '{inner.value}' opened at line {inner.line}, column {inner.column} "
+                     "is not closed")
+    elif token.type == "EQUAL" and expected & {"RPAR", "COMP_OP"}:
+        help_text = "keyword arguments are written name=value; comparisons use '=='"
+    elif token.type != "_NL" and "_NL" in expected:
+        help_text = "put each statement on its own line (or separate them with ';')"
+    return f"unexpected {_token_words(token)}; expected {_expected_words(expected)}", span, help_text
+
+
+def _end_position(source: str) -> tuple[int, int]:
+    lines = source.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def _token_words(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "NAME":
+        return f"name '{token.value}'"
+    if token.type in ("INT", "FLOAT"):
+        return f"number {token.value}"
+    if token.type == "STRING":
+        return "string"
+    if token.value.isalpha():
+        return f"keyword '{token.value}'"
+    return f"'{token.value}'"
+
+
+def _expected_words(expected: set[str]) -> str:
+    lark, _ = _lark()
+    words: list[str] = []
+    if "NAME" in expected and "INT" in expected:
+        words.append("an expression")
+        expected = expected - _EXPR_START
+    elif len(expected & _OPERATORS) >= 3:
+        words.append("an operator")
+        expected = expected - _OPERATORS
+    for name in sorted(expected):
+        if name in _WORDS:
+            words.append(_WORDS[name])
+            continue
+        try:
+            pattern = lark.get_terminal(name).pattern.value
+        except KeyError:
+            pattern = name.lower()
+        words.append(f"'{pattern}'")
+    words = sorted(set(words), key=lambda w: (w.startswith("'"), w))
+    if not words:
+        return "something else"
+    if len(words) > 6:
+        words = [*words[:6], "..."]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _check_depth(tree: Tree, reporter: Reporter) -> None:
+    """Reject absurdly deep trees before any recursive pass sees them."""
+    stack: list[tuple[Any, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            span = (n.Span(meta.line, meta.column, meta.end_line, meta.end_column)
+                    if not meta.empty else None)
+            reporter.error(f"nesting is too deep (more than {MAX_DEPTH} levels)", span,
+                           "split the expression with 'let' bindings")
+            return
+        stack.extend((child, depth + 1) for child in node.children)
+
+
+def _span(meta: Any) -> n.Span:
+    if getattr(meta, "empty", True):
+        return n.Span(1, 1, 1, 1)
+    return n.Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(tok: Token) -> n.Span:
+    return n.Span(tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+
+
+@v_args(meta=True)
+class _AstBuilder(Transformer):
+    """Lark tree -> ``nodes``; rule names match the grammar's aliases."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(visit_tokens=False)
+        self.reporter = reporter
+
+    def __default__(self, data: str, children: list, meta: Any) -> Any:
+        raise AssertionError(f"grammar rule {data!r} has no AST builder")
+
+    # --- definitions
+    def start(self, meta: Any, children: list) -> list[n.Definition]:
+        return children
+
+    def _definition(self, kind: str, meta: Any, children: list) -> n.Definition:
+        name, params, rest = children[0], children[1], children[2]
+        if isinstance(rest, list):
+            body, alias = tuple(rest), None
+        else:
+            body, alias = (), rest
+        return n.Definition(kind, str(name), params, body, alias, _span(meta), _tok_span(name))
+
+    def block_def(self, meta: Any, children: list) -> n.Definition:
+        return self._definition("block", meta, children)
+
+    def model_def(self, meta: Any, children: list) -> n.Definition:
+        return self._definition("model", meta, children)
+
+    def layer_def(self, meta: Any, children: list) -> n.Definition:
+        return self._definition("layer", meta, children)
+
+    def params(self, meta: Any, children: list) -> tuple[n.Param, ...]:
+        return tuple(c for c in children if c is not None)
+
+    def param(self, meta: Any, children: list) -> n.Param:
+        name, type_, default = children
+        return n.Param(str(name), type_, default, _span(meta))
+
+    def type_expr(self, meta: Any, children: list) -> n.TypeExpr:
+        name, *args = children
+        items = tuple(a for a in args if a is not None)
+        return n.TypeExpr(str(name), items if args and args[0] is not None else None, _span(meta))
+
+    def body(self, meta: Any, children: list) -> list:
+        return [c for c in children if c is not None]
+
+    # --- statements
+    def let_stmt(self, meta: Any, children: list) -> n.Let:
+        name, type_, value = children
+        return n.Let(str(name), type_, value, _span(meta))
+
+    def assign(self, meta: Any, children: list) -> n.Assign:
+        return n.Assign(str(children[0]), children[1], _span(meta))
+
+    def expr_stmt(self, meta: Any, children: list) -> n.ExprStmt:
+        return n.ExprStmt(children[0], _span(meta))
+
+    def if_stmt(self, meta: Any, children: list) -> n.If:
+        cond, body, *rest = children
+        orelse = rest.pop() if rest else None
+        branches = [(cond, tuple(body)), *rest]
+        return n.If(tuple(branches), tuple(orelse) if orelse is not None else None, _span(meta))
+
+    def elif_clause(self, meta: Any, children: list) -> tuple:
+        return (children[0], tuple(children[1]))
+
+    def for_stmt(self, meta: Any, children: list) -> n.For:
+        *targets, iterable, body = children
+        return n.For(tuple(str(t) for t in targets), iterable, tuple(body), _span(meta))
+
+    def input_decl(self, meta: Any, children: list) -> n.InputDecl:
+        return n.InputDecl(str(children[0]), children[1], _span(meta))
+
+    def weights_decl(self, meta: Any, children: list) -> n.WeightsDecl:
+        return n.WeightsDecl(children[0], _span(meta))
+
+    def param_decl(self, meta: Any, children: list) -> n.ParamDecl:
+        return n.ParamDecl(str(children[0]), children[1], _span(meta))
+
+    def forward_def(self, meta: Any, children: list) -> n.Forward:
+        *params, returns, body = children
+        fparams = tuple(p for p in params if p is not None)
+        return n.Forward(fparams, returns, tuple(body), _span(meta))
+
+    def fparam(self, meta: Any, children: list) -> n.FwdParam:
+        return n.FwdParam(str(children[0]), children[1], _span(meta))
+
+    def return_stmt(self, meta: Any, children: list) -> n.Return:
+        return n.Return(children[0], _span(meta))
+
+    # --- expressions
+    def cond_expr(self, meta: Any, children: list) -> n.Cond:
+        then, cond, otherwise = children
+        return n.Cond(cond, then, otherwise, _span(meta))
+
+    def or_op(self, meta: Any, children: list) -> n.BoolOp:
+        return n.BoolOp("or", children[0], children[1], _span(meta))
+
+    def and_op(self, meta: Any, children: list) -> n.BoolOp:
+        return n.BoolOp("and", children[0], children[1], _span(meta))
+
+    def not_op(self, meta: Any, children: list) -> n.Not:
+        return n.Not(children[0], _span(meta))
+
+    def compare(self, meta: Any, children: list) -> n.Compare:
+        return n.Compare(str(children[1]), children[0], children[2], _span(meta))
+
+    def binary(self, meta: Any, children: list) -> n.Binary:
+        return n.Binary(str(children[1]), children[0], children[2], _span(meta))
+
+    def power_op(self, meta: Any, children: list) -> n.Binary:
+        return n.Binary("**", children[0], children[2], _span(meta))
+
+    def unary(self, meta: Any, children: list) -> n.Unary:
+        return n.Unary(str(children[0]), children[1], _span(meta))
+
+    def call(self, meta: Any, children: list) -> n.Call:
+        func, *args = children
+        positional: list[n.Expr] = []
+        keywords: list[n.Keyword] = []
+        for arg in args:
+            if arg is None:
+                continue
+            if isinstance(arg, n.Keyword):
+                keywords.append(arg)
+            elif keywords:
+                self.reporter.error("positional argument after a keyword argument", arg.span)
+            else:
+                positional.append(arg)
+        return n.Call(func, tuple(positional), tuple(keywords), _span(meta))
+
+    def arg(self, meta: Any, children: list) -> n.Expr:
+        return children[0]
+
+    def kwarg(self, meta: Any, children: list) -> n.Keyword:
+        return n.Keyword(str(children[0]), children[1], _span(meta))
+
+    def index(self, meta: Any, children: list) -> n.Index:
+        value, *items = children
+        return n.Index(value, tuple(i for i in items if i is not None), _span(meta))
+
+    def attribute(self, meta: Any, children: list) -> n.Attribute:
+        return n.Attribute(children[0], str(children[1]), _span(meta))
+
+    def int_lit(self, meta: Any, children: list) -> n.Num:
+        return n.Num(int(children[0]), _span(meta))
+
+    def float_lit(self, meta: Any, children: list) -> n.Num:
+        value = float(children[0])
+        if value == float("inf"):
+            self.reporter.error("number is too large", _span(meta))
+        return n.Num(value, _span(meta))
+
+    def string_lit(self, meta: Any, children: list) -> n.Str:
+        raw = str(children[0])[1:-1]
+        out, i = [], 0
+        while i < len(raw):
+            ch = raw[i]
+            if ch == "\\":
+                nxt = raw[i + 1]
+                if nxt not in _ESCAPES:
+                    self.reporter.error(f"unknown escape sequence '\\{nxt}' in string", _span(meta),
+                                        "known escapes: \\n \\t \\r \\\\ \\\" \\' \\0")
+                out.append(_ESCAPES.get(nxt, nxt))
+                i += 2
+            else:
+                out.append(ch)
+                i += 1
+        return n.Str("".join(out), _span(meta))
+
+    def true_lit(self, meta: Any, children: list) -> n.Bool:
+        return n.Bool(True, _span(meta))
+
+    def false_lit(self, meta: Any, children: list) -> n.Bool:
+        return n.Bool(False, _span(meta))
+
+    def name(self, meta: Any, children: list) -> n.Name:
+        return n.Name(str(children[0]), _span(meta))
+
+    def tuple_lit(self, meta: Any, children: list) -> n.TupleLit:
+        return n.TupleLit(tuple(c for c in children if c is not None), _span(meta))
+
+    def list_lit(self, meta: Any, children: list) -> n.ListLit:
+        return n.ListLit(tuple(c for c in children if c is not None), _span(meta))
+
+    def seq_call(self, meta: Any, children: list) -> n.SeqExpr:
+        items = [c for c in children if c is not None]
+        return n.SeqExpr(tuple(n.ExprStmt(c, c.span) for c in items), _span(meta))
+
+    def seq_body(self, meta: Any, children: list) -> n.SeqExpr:
+        return n.SeqExpr(tuple(children[0]), _span(meta))
+
