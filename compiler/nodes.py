@@ -210,7 +210,7 @@ class Let:
 
 @dataclass(frozen=True, slots=True)
 class Assign:
-    """``name = value``: a submodule in a block, a named child in a Sequential, a local in forward."""
+    """``name = value``: a block's submodule, a named Sequential child, or a forward local."""
 
     name: str
     value: Expr

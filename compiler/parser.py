@@ -153,8 +153,9 @@ def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> 
         if open_brackets:
             tok = open_brackets[-1]
             closer = {"(": ")", "[": "]", "{": "}"}[tok.value]
+            where = f"line {tok.line}, column {tok.column}"
             return (f"unexpected end of file; expected '{closer}'", span,
-                    f"the '{tok.value}' opened at line {tok.line}, column {tok.column} is never closed")
+                    f"the '{tok.value}' opened at {where} is never closed")
         return f"unexpected end of file; expected {_expected_words(expected)}", span, None
     assert isinstance(exc, UnexpectedToken)
     span = n.Span(token.line or 1, token.column or 1, token.end_line or token.line or 1,
@@ -170,7 +171,8 @@ def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> 
         help_text = "keyword arguments are written name=value; comparisons use '=='"
     elif token.type != "_NL" and "_NL" in expected:
         help_text = "put each statement on its own line (or separate them with ';')"
-    return f"unexpected {_token_words(token)}; expected {_expected_words(expected)}", span, help_text
+    message = f"unexpected {_token_words(token)}; expected {_expected_words(expected)}"
+    return message, span, help_text
 
 
 def _end_position(source: str) -> tuple[int, int]:
