@@ -1,0 +1,175 @@
+"""The front-end pipeline: text -> parsed -> resolved -> instantiated -> shape-inferred.
+
+``check_source`` / ``check_file`` return a ``CheckedProgram`` or raise ``CompileError``
+with every diagnostic found; no other exception escapes for any input text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
+from tritondsl.compiler.evaluate import BudgetExceeded
+from tritondsl.compiler.infer import ShapeInference
+from tritondsl.compiler.instantiate import resolve_precisions
+from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.parser import decode, parse
+from tritondsl.compiler.resolve import resolve
+from tritondsl.compiler.values import EvalError, Module, Poison, Tensor, TensorDecl
+
+
+@dataclass(frozen=True)
+class StateItem:
+    """One predicted state_dict entry of a built model."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    learnable: bool
+
+
+@dataclass
+class ModelInfo:
+    """A model instantiated with concrete arguments, with inferred shapes."""
+
+    name: str
+    definition: n.Definition
+    root: Module
+    args: dict[str, Any]
+    output: Any  # a Tensor, a tuple of them, or None when inference failed
+
+    @property
+    def inputs(self) -> dict[str, Tensor]:
+        """The declared inputs by name."""
+        return self.root.inputs
+
+    def modules(self) -> Iterator[Module]:
+        """Every module of the tree in definition order (the root first)."""
+        stack = [self.root]
+        while stack:
+            module = stack.pop()
+            yield module
+            stack.extend(reversed([c for c in module.children.values() if isinstance(c, Module)]))
+
+    def state_dict(self) -> list[StateItem]:
+        """The state_dict entries the generated model has with quantization disabled."""
+        items: list[StateItem] = []
+        for module in self.modules():
+            prefix = f"{module.path}." if module.path else ""
+            spec = LAYERS.get(module.kind)
+            if spec is not None and not module.sequential:
+                items.extend(StateItem(prefix + e.name, e.shape, e.dtype, e.learnable)
+                             for e in spec.state(module.args))
+            for child in module.children.values():
+                if isinstance(child, TensorDecl):
+                    dtype = "float32" if child.learnable else "int8"
+                    items.append(StateItem(child.path, child.shape, dtype, child.learnable))
+        return items
+
+    def num_parameters(self) -> int:
+        """Number of learnable scalars (what ``sum(p.numel() for p in parameters())`` gives)."""
+        return sum(math.prod(i.shape) for i in self.state_dict() if i.learnable)
+
+
+@dataclass
+class CheckedProgram:
+    """The result of a successful check."""
+
+    program: n.Program
+    source: str
+    definitions: dict[str, n.Definition]
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        """The file this program came from."""
+        return self.program.path
+
+
+def check_file(path: str | Path, args: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> CheckedProgram:
+    """Read and check a .tdsl file."""
+    shown = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CompileError([Diagnostic(f"cannot read file: {exc.strerror or exc}", None)],
+                           shown) from None
+    return check_source(decode(data, shown), shown, args)
+
+
+def check_source(source: str, path: str = "<input>",
+                 args: Mapping[str, Mapping[str, Any]] | None = None) -> CheckedProgram:
+    """Check .tdsl text; ``args`` maps a model name to constructor arguments to use."""
+    try:
+        return _check(source, path, args or {})
+    except RecursionError:
+        diag = Diagnostic("program is nested too deeply to check", None)
+        raise CompileError([diag], path, source) from None
+
+
+def _check(source: str, path: str, args: Mapping[str, Mapping[str, Any]]) -> CheckedProgram:
+    program = parse(source, path)
+    reporter = Reporter()
+    definitions = resolve(program, reporter)
+    for name in args:
+        if name not in definitions or definitions[name].kind != "model":
+            reporter.error(f"no model named '{name}' to pass arguments to", None)
+    checked = CheckedProgram(program, source, definitions)
+    if not reporter.has_errors:
+        engine = ShapeInference(definitions, reporter)
+        try:
+            for definition in program.definitions:
+                if definition.kind == "model" and definitions.get(definition.name) is definition:
+                    info = _check_model(engine, definition, dict(args.get(definition.name, {})))
+                    if info is not None:
+                        checked.models[definition.name] = info
+        except BudgetExceeded as error:
+            engine.report(error)
+    if reporter.has_errors:
+        raise CompileError(_ordered(reporter.diagnostics), path, source)
+    return checked
+
+
+def _check_model(engine: ShapeInference, definition: n.Definition, args: dict[str, Any]
+                 ) -> ModelInfo | None:
+    try:
+        root = engine.instantiate(definition, [], args, definition.name_span)
+    except EvalError as error:
+        engine.report(error)
+        return None
+    resolve_precisions(root)
+    output = engine.infer_model(root)
+    return ModelInfo(definition.name, definition, root, dict(root.args),
+                     None if isinstance(output, Poison) else output)
+
+
+def _ordered(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop repeats (a block instantiated many times) and sort by position."""
+    seen: set[tuple[str, Any]] = set()
+    unique = []
+    for diag in diagnostics:
+        key = (diag.message, diag.span)
+        if key not in seen:
+            seen.add(key)
+            unique.append(diag)
+    return sorted(unique, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+
+
+def verify(checked: CheckedProgram) -> None:
+    """Assert the invariants later stages rely on (used by tests after every check)."""
+    for info in checked.models.values():
+        paths = set()
+        for module in info.modules():
+            assert module.path not in paths, f"duplicate module path {module.path!r}"
+            paths.add(module.path)
+            spec = LAYERS.get(module.kind)
+            if spec is not None and spec.quantizable:
+                assert module.precision is not None, f"{module.path} has no precision"
+            assert module is info.root or module.attached, f"{module.path} is not attached"
+        assert isinstance(info.output, Tensor | tuple), f"{info.name} has no inferred output"

@@ -1,0 +1,369 @@
+"""Compile-time evaluation of expressions, shared by instantiation and shape inference.
+
+Values are plain Python scalars/tables plus the classes in ``values``. Tensor
+values exist only inside ``forward``; layers are created only outside it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler import shapes as sh
+from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS, as_tensor
+from tritondsl.compiler.layers import LAYERS, LayerSpec, bind
+from tritondsl.compiler.values import (
+    POISON,
+    EvalError,
+    Module,
+    Poison,
+    Precision,
+    Tensor,
+    TensorDecl,
+    is_int,
+    is_number,
+    show_value,
+    type_name,
+)
+
+MAX_STEPS = 2_000_000
+MAX_INT_BITS = 256
+
+
+@dataclass(frozen=True)
+class DefRef:
+    """A reference to a user definition (block, layer or model)."""
+
+    definition: n.Definition
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A reference to a built-in layer."""
+
+    spec: LayerSpec
+
+
+@dataclass(frozen=True)
+class FuncRef:
+    """A reference to a built-in function."""
+
+    name: str
+    forward_only: bool
+
+
+class Scope:
+    """Name bindings of one block instance, or of one forward call (with the block as parent)."""
+
+    def __init__(self, values: dict[str, Any], parent: Scope | None = None,
+                 forward: bool = False) -> None:
+        self.values, self.parent, self.forward = values, parent, forward
+
+    def lookup(self, name: str) -> tuple[bool, Any]:
+        """(found, value) for ``name`` in this scope or its parents."""
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.values:
+                return True, scope.values[name]
+            scope = scope.parent
+        return False, None
+
+
+class Budget:
+    """Counts evaluation steps so hostile programs cannot hang the compiler."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def tick(self, span: n.Span) -> None:
+        """Count one step; raise once the budget is spent."""
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise BudgetExceeded(
+                f"compile-time evaluation takes more than {MAX_STEPS:,} steps", span,
+                "loops and tables in a .tdsl file must stay small")
+
+
+class BudgetExceeded(EvalError):
+    """Evaluation stopped: the program does too much work at compile time."""
+
+
+_ARITH = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+}
+_COMPARE = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+_VERBS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "divide",
+          "%": "take the remainder of", "**": "raise"}
+
+
+class ExprEvaluator:
+    """Evaluates expressions; subclasses supply block instantiation and module calls."""
+
+    def __init__(self, definitions: dict[str, n.Definition], budget: Budget) -> None:
+        self.definitions = definitions
+        self.budget = budget
+
+    # Hooks implemented by the instantiation/shape passes.
+    def instantiate(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
+                    span: n.Span) -> Module:
+        """Create a block instance (see ``instantiate.Instantiator``)."""
+        raise EvalError(f"cannot use '{definition.name}' here", span)
+
+    def build_sequential(self, node: n.SeqExpr, scope: Scope) -> Module:
+        """Create a Sequential module (see ``instantiate.Instantiator``)."""
+        raise EvalError("cannot build a Sequential here", node.span)
+
+    def call_module(self, module: Module, args: list[Any], kwargs: dict[str, Any],
+                    span: n.Span) -> Any:
+        """Run a module on tensors (see ``infer.ShapeInference``)."""
+        raise EvalError(f"layers can only be applied to tensors inside forward ({module.label})",
+                        span)
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, node: n.Expr, scope: Scope) -> Any:
+        """Evaluate ``node`` in ``scope``."""
+        self.budget.tick(node.span)
+        match node:
+            case n.Num() | n.Str() | n.Bool():
+                return node.value
+            case n.Name():
+                return self.name(node, scope)
+            case n.TupleLit():
+                return tuple(self.expr(item, scope) for item in node.items)
+            case n.ListLit():
+                return [self.expr(item, scope) for item in node.items]
+            case n.Unary():
+                return self.unary(node, self.expr(node.operand, scope))
+            case n.Binary():
+                return self.binary(node, self.expr(node.left, scope), self.expr(node.right, scope))
+            case n.Compare():
+                return self.compare(node, self.expr(node.left, scope), self.expr(node.right, scope))
+            case n.BoolOp():
+                return self.bool_op(node, scope)
+            case n.Not():
+                return not self.condition(node.operand, scope, "'not'")
+            case n.Cond():
+                chosen = node.then if self.condition(node.cond, scope, "a condition") else (
+                    node.otherwise)
+                return self.expr(chosen, scope)
+            case n.Call():
+                return self.call(node, scope)
+            case n.Index():
+                return self.index(node, scope)
+            case n.Attribute():
+                return self.attribute(node, scope)
+            case n.SeqExpr():
+                if scope.forward:
+                    raise EvalError("layers cannot be created inside forward", node.span,
+                                    "declare them in the block, e.g. 'body = Sequential(...)'")
+                return self.build_sequential(node, scope)
+        raise EvalError(f"unsupported expression {type(node).__name__}", node.span)
+
+    def name(self, node: n.Name, scope: Scope) -> Any:
+        """Look a name up: local bindings, then constants, definitions and built-ins."""
+        found, value = scope.lookup(node.id)
+        if found:
+            return value
+        if node.id in CONSTANTS:
+            return CONSTANTS[node.id]
+        if node.id in self.definitions:
+            return DefRef(self.definitions[node.id])
+        if node.id in LAYERS:
+            return LayerRef(LAYERS[node.id])
+        if node.id in COMPILE_TIME:
+            return FuncRef(node.id, forward_only=False)
+        if node.id in FORWARD_OPS:
+            return FuncRef(node.id, forward_only=True)
+        raise _Unassigned(node)
+
+    def condition(self, node: n.Expr, scope: Scope, what: str) -> bool:
+        """Evaluate a compile-time boolean."""
+        value = self.expr(node, scope)
+        if isinstance(value, Poison):
+            raise Abort()
+        if not isinstance(value, bool):
+            raise EvalError(f"{what} must be true or false, got {show_value(value)}", node.span,
+                            "conditions are evaluated at compile time")
+        return value
+
+    def bool_op(self, node: n.BoolOp, scope: Scope) -> bool:
+        """Short-circuit ``and``/``or`` over compile-time booleans."""
+        left = self.condition(node.left, scope, f"the left side of '{node.op}'")
+        if (node.op == "and" and not left) or (node.op == "or" and left):
+            return left
+        return self.condition(node.right, scope, f"the right side of '{node.op}'")
+
+    def unary(self, node: n.Unary, value: Any) -> Any:
+        """``-x`` / ``+x`` on numbers and tensors."""
+        if isinstance(value, Poison):
+            return value
+        if isinstance(value, Tensor | TensorDecl):
+            return as_tensor(value, node.op, node.span)
+        if not is_number(value):
+            raise EvalError(f"cannot apply unary '{node.op}' to {show_value(value)}", node.span)
+        return -value if node.op == "-" else value
+
+    def binary(self, node: n.Binary, left: Any, right: Any) -> Any:
+        """Arithmetic, string/table concatenation, tensor ops and ``layer @ precision``."""
+        if isinstance(left, Poison) or isinstance(right, Poison):
+            return POISON
+        if node.op == "@" and isinstance(left, Module):
+            return self.annotate(node, left, right)
+        if isinstance(left, Tensor | TensorDecl) or isinstance(right, Tensor | TensorDecl):
+            return self.tensor_binary(node, left, right)
+        if is_number(left) and is_number(right) and node.op != "@":
+            return _arith(node, left, right)
+        if node.op == "+" and type(left) is type(right) and isinstance(left, str | tuple | list):
+            return left + right
+        raise EvalError(f"cannot {_VERBS.get(node.op, 'apply ' + repr(node.op) + ' to')} "
+                        f"{type_name(left)} and {type_name(right)}", node.span)
+
+    def annotate(self, node: n.Binary, module: Module, precision: Any) -> Module:
+        """``layer @ precision``: set the weight precision of a layer or a whole subtree."""
+        if not isinstance(precision, Precision):
+            raise EvalError(f"'@' after a layer expects a precision (fp32, fp16, int8, "
+                            f"ternary(...)), got {show_value(precision)}", node.right.span)
+        if module.explicit is not None:
+            raise EvalError(f"{module.label} already has precision "
+                            f"{module.explicit.describe()}", node.span)
+        spec = LAYERS.get(module.kind)
+        if spec is not None and not spec.quantizable:
+            raise EvalError(f"{module.kind} has no weights to quantize; '@{precision.describe()}'"
+                            " applies to Conv2d, Linear, blocks and Sequential", node.span)
+        module.explicit = precision
+        return module
+
+    def tensor_binary(self, node: n.Binary, left: Any, right: Any) -> Tensor:
+        """Elementwise ops with broadcasting, and ``@`` as matmul."""
+        if node.op == "@":
+            return sh.matmul(as_tensor(left, "'@'", node.span), as_tensor(right, "'@'", node.span),
+                             node.span)
+        if node.op not in ("+", "-", "*", "/"):
+            raise EvalError(f"'{node.op}' is not supported on tensors", node.span)
+        verb = _VERBS[node.op]
+        if is_number(left) or is_number(right):
+            tensor = left if not is_number(left) else right
+            return as_tensor(tensor, f"'{node.op}'", node.span)
+        a, b = as_tensor(left, f"'{node.op}'", node.span), as_tensor(right, f"'{node.op}'", node.span)
+        return Tensor(sh.broadcast(a.shape, b.shape, verb, node.span), a.dtype)
+
+    def compare(self, node: n.Compare, left: Any, right: Any) -> Any:
+        """Comparisons of compile-time values."""
+        if isinstance(left, Poison) or isinstance(right, Poison):
+            return POISON
+        if node.op in ("==", "!="):
+            if isinstance(left, Tensor | Module) or isinstance(right, Tensor | Module):
+                raise EvalError("tensors and layers cannot be compared", node.span)
+            return _COMPARE[node.op](left, right)
+        ordered = (is_number(left) and is_number(right)) or (
+            isinstance(left, str) and isinstance(right, str))
+        if not ordered:
+            raise EvalError(f"cannot compare {type_name(left)} and {type_name(right)} with "
+                            f"'{node.op}'", node.span)
+        return _COMPARE[node.op](left, right)
+
+    def call(self, node: n.Call, scope: Scope) -> Any:
+        """Calls of definitions, built-in layers, functions, and (in forward) modules."""
+        func = self.expr(node.func, scope)
+        args = [self.expr(a, scope) for a in node.args]
+        kwargs: dict[str, Any] = {}
+        for kw in node.kwargs:
+            if kw.name in kwargs:
+                raise EvalError(f"keyword argument '{kw.name}' is given twice", kw.span)
+            kwargs[kw.name] = self.expr(kw.value, scope)
+        if any(isinstance(v, Poison) for v in (func, *args, *kwargs.values())):
+            return POISON
+        match func:
+            case DefRef(definition=definition):
+                self._no_layers_in_forward(scope, definition.name, node.span)
+                return self.instantiate(definition, args, kwargs, node.span)
+            case LayerRef(spec=spec):
+                self._no_layers_in_forward(scope, spec.name, node.span)
+                return Module(spec.name, node.span, bind(spec, args, kwargs, node.span))
+            case FuncRef(name=name, forward_only=forward_only):
+                fn = FORWARD_OPS[name] if forward_only else COMPILE_TIME[name]
+                return fn(args, kwargs, node.span)
+            case Module():
+                return self.call_module(func, args, kwargs, node.span)
+        raise EvalError(f"{show_value(func)} is not callable", node.span)
+
+    @staticmethod
+    def _no_layers_in_forward(scope: Scope, what: str, span: n.Span) -> None:
+        if scope.forward:
+            raise EvalError(f"{what} cannot be created inside forward", span,
+                            "declare it in the block (name = ...) and call it by name")
+
+    def index(self, node: n.Index, scope: Scope) -> Any:
+        """``table[i]`` and ``sequential[i]``."""
+        value = self.expr(node.value, scope)
+        keys = [self.expr(i, scope) for i in node.indices]
+        if isinstance(value, Poison) or any(isinstance(k, Poison) for k in keys):
+            return POISON
+        if len(keys) != 1 or not is_int(keys[0]):
+            raise EvalError("an index must be a single int", node.span)
+        key = keys[0]
+        if isinstance(value, Module):
+            items: list[Any] = list(value.children.values())
+        elif isinstance(value, tuple | list | str):
+            items = list(value)
+        else:
+            raise EvalError(f"{show_value(value)} cannot be indexed", node.span)
+        if not -len(items) <= key < len(items):
+            raise EvalError(f"index {key} is out of range (length {len(items)})", node.span)
+        return items[key]
+
+    def attribute(self, node: n.Attribute, scope: Scope) -> Any:
+        """``layer.arg`` reads a constructor argument; ``block.member`` a submodule."""
+        value = self.expr(node.value, scope)
+        if isinstance(value, Poison):
+            return value
+        if isinstance(value, Module):
+            if node.name in value.args:
+                return value.args[node.name]
+            if node.name in value.children:
+                return value.children[node.name]
+            known = [*value.args, *value.children]
+            raise EvalError(f"{value.label} has no attribute '{node.name}'", node.span,
+                            f"known: {', '.join(known)}" if known else None)
+        raise EvalError(f"{show_value(value)} has no attribute '{node.name}'", node.span)
+
+
+class _Unassigned(EvalError):
+    """A name the resolver accepted but that has no value at this point."""
+
+    def __init__(self, node: n.Name) -> None:
+        super().__init__(f"'{node.id}' is not defined here", node.span,
+                         "it may be assigned only in a branch that was not taken")
+
+
+class Abort(Exception):
+    """Stop evaluating a statement whose inputs already failed (no new diagnostic)."""
+
+
+def _arith(node: n.Binary, left: int | float, right: int | float) -> int | float:
+    if node.op in ("/", "//", "%") and right == 0:
+        raise EvalError("division by zero", node.span)
+    if node.op == "**":
+        if is_int(right) and right < 0 and left == 0:
+            raise EvalError("zero cannot be raised to a negative power", node.span)
+        if abs(right) > 64 and abs(left) > 1:
+            raise EvalError("exponent is too large for compile time", node.span)
+    try:
+        result = _ARITH[node.op](left, right)
+    except OverflowError:
+        raise EvalError("number is too large", node.span) from None
+    if isinstance(result, complex):
+        raise EvalError("result is not a real number", node.span)
+    if is_int(result) and result.bit_length() > MAX_INT_BITS:
+        raise EvalError("number is too large", node.span)
+    if isinstance(result, float) and not math.isfinite(result):
+        raise EvalError("result is not a finite number", node.span)
+    return result
+

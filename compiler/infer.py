@@ -1,0 +1,136 @@
+"""Shape inference: run ``forward`` bodies over symbolic tensors, recording each layer's output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.evaluate import Abort, Scope
+from tritondsl.compiler.functions import as_tensor
+from tritondsl.compiler.instantiate import Instantiator
+from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.values import POISON, EvalError, Module, Tensor, show_value
+
+
+class _Return(Exception):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def find_forward(definition: n.Definition) -> n.Forward | None:
+    """The ``forward`` of a definition, if it has one."""
+    return next((s for s in definition.body if isinstance(s, n.Forward)), None)
+
+
+class ShapeInference(Instantiator):
+    """Instantiation plus forward execution over ``Tensor`` shapes."""
+
+    def call_module(self, module: Module, args: list[Any], kwargs: dict[str, Any],
+                    span: n.Span) -> Any:
+        """Apply a module to tensors and record the output shape on the module."""
+        if kwargs:
+            raise EvalError(f"{module.label} takes its inputs positionally", span)
+        if module.definition is not None and not module.sequential:
+            out = self.run_forward(module, args, span)
+        else:
+            if len(args) != 1:
+                raise EvalError(f"{module.label} takes one input, got {len(args)}", span)
+            out = as_tensor(args[0], module.label, span)
+            if module.sequential:
+                for child in module.children.values():
+                    out = self.call_module(child, [out], {}, span)  # type: ignore[arg-type]
+            else:
+                out = LAYERS[module.kind].shape(module.args, out, span)
+        module.out_shapes.append(out)
+        return out
+
+    def run_forward(self, module: Module, args: list[Any], span: n.Span) -> Any:
+        """Execute a block instance's forward with ``args`` bound to its parameters."""
+        assert module.definition is not None
+        forward = find_forward(module.definition)
+        if forward is None:
+            raise EvalError(f"{module.label} has no forward and cannot be called", span)
+        if len(args) != len(forward.params):
+            raise EvalError(f"{module.label}.forward takes {len(forward.params)} input"
+                            f"{'s' if len(forward.params) != 1 else ''}, got {len(args)}", span)
+        values: dict[str, Any] = {}
+        for param, arg in zip(forward.params, args, strict=True):
+            if param.type is not None and isinstance(arg, Tensor):
+                self.check_annotation(arg, param, module)
+            values[param.name] = arg
+        scope = Scope(values, Scope(module.env), forward=True)
+        try:
+            self.forward_body(forward.body, scope)
+        except _Return as ret:
+            return ret.value
+        except EvalError as error:
+            error.notes.append((f"in {module.label}.forward, called here", span))
+            raise
+        raise EvalError(f"{module.label}.forward does not return a value", forward.span)
+
+    def check_annotation(self, tensor: Tensor, param: n.FwdParam, module: Module) -> None:
+        """Compare an input with ``x: Tensor[...]`` on a forward parameter."""
+        assert param.type is not None
+        shape, _, _ = self.tensor_type(param.type, Scope(module.env), symbolic=True)
+        if not shape:
+            return  # dtype-only annotation such as Tensor[float16]
+        mismatch = len(shape) != len(tensor.shape) or any(
+            isinstance(want, int) and isinstance(got, int) and want != got
+            for want, got in zip(shape, tensor.shape, strict=False))
+        if mismatch:
+            raise EvalError(f"{module.label}.forward expects '{param.name}' of shape "
+                            f"{list(shape)}, got {tensor.show()}", param.span)
+
+    def forward_body(self, stmts: tuple[n.Stmt, ...], scope: Scope) -> None:
+        """Run forward statements; the first error stops the forward."""
+        for stmt in stmts:
+            self.budget.tick(stmt.span)
+            match stmt:
+                case n.Let() | n.Assign():
+                    value = self.expr(stmt.value, scope)
+                    scope.values[stmt.name] = value
+                case n.Return():
+                    raise _Return(self.expr(stmt.value, scope))
+                case n.If():
+                    for cond, body in stmt.branches:
+                        if self.condition(cond, scope, "an 'if' condition"):
+                            self.forward_body(body, scope)
+                            break
+                    else:
+                        if stmt.orelse is not None:
+                            self.forward_body(stmt.orelse, scope)
+                case n.For():
+                    value = self.expr(stmt.iterable, scope)
+                    if not isinstance(value, tuple | list):
+                        raise EvalError(f"'for' needs a list, tuple or range(), got "
+                                        f"{show_value(value)}", stmt.iterable.span)
+                    for item in value:
+                        self.bind_targets(stmt, item, scope)
+                        self.forward_body(stmt.body, scope)
+                case n.ExprStmt():
+                    raise EvalError("the value of this expression is not used", stmt.span,
+                                    "assign it (y = ...) or return it")
+                case _:
+                    raise EvalError("this statement is not allowed inside forward", stmt.span)
+
+    def infer_model(self, module: Module) -> Any:
+        """Run a model's forward on its declared inputs; POISON when that fails."""
+        assert module.definition is not None
+        forward = find_forward(module.definition)
+        if forward is None or not module.inputs:
+            return POISON
+        args = []
+        for param in forward.params:
+            if param.name not in module.inputs:
+                raise EvalError(f"forward parameter '{param.name}' has no 'input' declaration "
+                                f"(inputs: {', '.join(module.inputs)})", param.span)
+            args.append(module.inputs[param.name])
+        try:
+            return self.run_forward(module, args, module.definition.name_span)
+        except Abort:
+            return POISON
+        except EvalError as error:
+            error.notes = error.notes[:-1]  # the last note is this root call itself
+            self.report(error)
+            return POISON
+

@@ -1,0 +1,335 @@
+"""Instantiation: run block bodies at compile time to build a model's module tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.diagnostics import Reporter, suggest
+from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
+from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.values import (
+    FP32,
+    POISON,
+    EvalError,
+    Module,
+    Poison,
+    Precision,
+    Tensor,
+    TensorDecl,
+    is_int,
+    is_number,
+    show_value,
+)
+
+MAX_NESTING = 40
+DTYPES = ("float32", "float16", "bfloat16")
+TRIT_VALUES = (-1, 0, 1)
+TENSOR_TYPES = ("Tensor", "TernaryTensor")
+
+
+class Instantiator(ExprEvaluator):
+    """Builds module trees; reports each failing statement and carries on with the next."""
+
+    def __init__(self, definitions: dict[str, n.Definition], reporter: Reporter,
+                 budget: Budget | None = None) -> None:
+        super().__init__(definitions, budget or Budget())
+        self.reporter = reporter
+        self.nesting = 0
+
+    def report(self, error: EvalError) -> None:
+        """Turn an evaluation error into a diagnostic."""
+        self.reporter.error(error.message, error.span, error.help, error.notes)
+
+    # ------------------------------------------------------------ instantiation
+    def instantiate(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
+                    span: n.Span) -> Module:
+        """Create an instance of ``definition`` with the given arguments."""
+        if self.nesting >= MAX_NESTING:
+            raise EvalError(f"blocks are nested more than {MAX_NESTING} deep", span)
+        bound = self.bind_params(definition, args, kwargs, span)
+        scope = Scope(dict(bound))
+        self.nesting += 1
+        try:
+            if definition.alias is not None:
+                module = self.expr(definition.alias, scope)
+                if not isinstance(module, Module) or not module.sequential:
+                    raise EvalError(f"block {definition.name} = ... must be a Sequential, got "
+                                    f"{show_value(module)}", definition.alias.span)
+                module.kind = definition.name
+            else:
+                module = Module(definition.name, span)
+                self.body(definition.body, scope, module, seq=False)
+        finally:
+            self.nesting -= 1
+        module.span, module.definition, module.args, module.env = span, definition, bound, (
+            scope.values)
+        return module
+
+    def bind_params(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
+                    span: n.Span) -> dict[str, Any]:
+        """Match call arguments to a definition's parameters, with defaults and type checks."""
+        params = definition.params
+        label = definition.name
+        if len(args) > len(params):
+            raise EvalError(f"{label} takes {len(params)} argument"
+                            f"{'s' if len(params) != 1 else ''}, got {len(args)}", span)
+        names = [p.name for p in params]
+        for key in kwargs:
+            if key not in names:
+                raise EvalError(f"{label} has no parameter '{key}'", span, suggest(key, names))
+        bound: dict[str, Any] = {}
+        for i, param in enumerate(params):
+            if i < len(args):
+                if param.name in kwargs:
+                    raise EvalError(f"{label} got two values for '{param.name}'", span)
+                value = args[i]
+            elif param.name in kwargs:
+                value = kwargs[param.name]
+            elif param.default is not None:
+                value = self.expr(param.default, Scope(dict(bound)))
+            else:
+                raise EvalError(f"{label} is missing its argument '{param.name}'", span)
+            if not isinstance(value, Poison):
+                check_type(value, param.type, f"argument '{param.name}' of {label}", span)
+            bound[param.name] = value
+        return bound
+
+    def build_sequential(self, node: n.SeqExpr, scope: Scope) -> Module:
+        """Evaluate ``Sequential(...)`` / ``Sequential { ... }`` in the enclosing scope."""
+        module = Module("Sequential", node.span, sequential=True)
+        self.body(node.body, scope, module, seq=True)
+        return module
+
+    # ------------------------------------------------------------ statements
+    def body(self, stmts: tuple[n.Stmt, ...], scope: Scope, module: Module, seq: bool) -> None:
+        """Run statements in order, reporting each failure and continuing."""
+        for stmt in stmts:
+            try:
+                self.stmt(stmt, scope, module, seq)
+            except BudgetExceeded:
+                raise
+            except Abort:
+                continue
+            except EvalError as error:
+                self.report(error)
+
+    def stmt(self, stmt: n.Stmt, scope: Scope, module: Module, seq: bool) -> None:
+        """Run one block-level (or Sequential-body) statement."""
+        self.budget.tick(stmt.span)
+        match stmt:
+            case n.Let():
+                scope.values[stmt.name] = self.poison_on_error(stmt.name, scope,
+                                                               lambda: self.let(stmt, scope, module))
+            case n.Assign():
+                value = self.poison_on_error(stmt.name, scope, lambda: self.expr(stmt.value, scope))
+                if not seq:
+                    scope.values[stmt.name] = value
+                if not isinstance(value, Poison):
+                    self.attach(module, stmt.name, value, stmt.span)
+            case n.ExprStmt() if seq:
+                value = self.expr(stmt.expr, scope)
+                if not isinstance(value, Poison):
+                    self.attach(module, str(len(module.children)), value, stmt.span)
+            case n.If():
+                for cond, body in stmt.branches:
+                    if self.condition(cond, scope, "an 'if' condition"):
+                        self.body(body, scope, module, seq)
+                        return
+                if stmt.orelse is not None:
+                    self.body(stmt.orelse, scope, module, seq)
+            case n.For():
+                for item in self.iterate(stmt, scope):
+                    self.bind_targets(stmt, item, scope)
+                    self.body(stmt.body, scope, module, seq)
+            case n.InputDecl():
+                shape, dtype, _ = self.tensor_type(stmt.type, scope, symbolic=True)
+                module.inputs[stmt.name] = Tensor(shape, dtype)
+            case n.WeightsDecl():
+                value = self.expr(stmt.precision, scope)
+                if not isinstance(value, Precision):
+                    raise EvalError(f"'weights' expects a precision (fp32, fp16, int8, "
+                                    f"ternary(...)), got {show_value(value)}", stmt.precision.span)
+                module.weights_default = value
+            case n.ParamDecl():
+                shape, _, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
+                decl = TensorDecl(stmt.name, shape, ternary, True, stmt.span)  # type: ignore[arg-type]
+                scope.values[stmt.name] = decl
+                module.children[stmt.name] = decl
+            case n.Forward():
+                return  # run later, by shape inference
+            case _:
+                raise EvalError("this statement has no effect here", stmt.span)
+
+    @staticmethod
+    def poison_on_error(name: str, scope: Scope, compute: Any) -> Any:
+        """Evaluate; if that fails, bind ``name`` to POISON so later uses stay quiet."""
+        try:
+            return compute()
+        except (EvalError, Abort):
+            scope.values[name] = POISON
+            raise
+
+    def let(self, stmt: n.Let, scope: Scope, module: Module) -> Any:
+        """``let name[: type] = value``; a typed TernaryTensor literal becomes a constant."""
+        if stmt.type is not None and stmt.type.name in TENSOR_TYPES:
+            shape, _, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
+            values = self.trit_literal(stmt.value, scope, shape)  # type: ignore[arg-type]
+            decl = TensorDecl(stmt.name, shape, ternary, False, stmt.span,  # type: ignore[arg-type]
+                              values)
+            module.children[stmt.name] = decl
+            return decl
+        value = self.expr(stmt.value, scope)
+        if stmt.type is not None and not isinstance(value, Poison):
+            check_type(value, stmt.type, f"'{stmt.name}'", stmt.value.span)
+        return value
+
+    def attach(self, parent: Module, name: str, child: Any, span: n.Span) -> None:
+        """Make ``child`` a submodule of ``parent`` under ``name``."""
+        if not isinstance(child, Module):
+            where = "a Sequential child" if parent.sequential else f"submodule '{name}'"
+            raise EvalError(f"{where} must be a layer or block, got {show_value(child)}", span,
+                            None if parent.sequential else
+                            f"use 'let {name} = ...' for compile-time values")
+        if child.attached:
+            raise EvalError(f"this {child.label} is already part of the model", span,
+                            "create a new layer for each use; layers do not share weights")
+        if name in parent.children:
+            raise EvalError(f"'{name}' is defined twice in {parent.label}", span)
+        child.attached = True
+        parent.children[name] = child
+
+    def iterate(self, stmt: n.For, scope: Scope) -> list[Any]:
+        """The items a compile-time ``for`` runs over."""
+        value = self.expr(stmt.iterable, scope)
+        if isinstance(value, Poison):
+            raise Abort()
+        if not isinstance(value, tuple | list):
+            raise EvalError(f"'for' needs a list, tuple or range(), got {show_value(value)}",
+                            stmt.iterable.span)
+        return list(value)
+
+    @staticmethod
+    def bind_targets(stmt: n.For, item: Any, scope: Scope) -> None:
+        """Bind loop variables, unpacking table rows when there are several."""
+        if len(stmt.targets) == 1:
+            scope.values[stmt.targets[0]] = item
+            return
+        if not isinstance(item, tuple | list) or len(item) != len(stmt.targets):
+            raise EvalError(f"cannot unpack {show_value(item)} into {len(stmt.targets)} names "
+                            f"({', '.join(stmt.targets)})", stmt.iterable.span)
+        for target, value in zip(stmt.targets, item, strict=True):
+            scope.values[target] = value
+
+    # ------------------------------------------------------------ tensor types
+    def tensor_type(self, type_: n.TypeExpr, scope: Scope, symbolic: bool
+                    ) -> tuple[tuple[int | str, ...], str, bool]:
+        """Evaluate ``Tensor[...]``/``TernaryTensor[...]`` into (shape, dtype, is_ternary)."""
+        if type_.name not in TENSOR_TYPES:
+            raise EvalError(f"expected Tensor[...] or TernaryTensor[...], got {type_.name}",
+                            type_.span)
+        shape: list[int | str] = []
+        dtype = "float32"
+        for arg in type_.args or ():
+            if isinstance(arg, n.Name) and arg.id in DTYPES:
+                dtype = arg.id
+            elif isinstance(arg, n.Name) and not scope.lookup(arg.id)[0]:
+                if not symbolic:
+                    raise EvalError(f"'{arg.id}' is not a known size; layer tensors need "
+                                    "concrete sizes", arg.span)
+                shape.append(arg.id)
+            else:
+                dim = self.expr(arg, scope)
+                if not is_int(dim) or dim < 1:
+                    raise EvalError(f"a tensor dimension must be a positive int, got "
+                                    f"{show_value(dim)}", arg.span)
+                shape.append(dim)
+        return tuple(shape), dtype, type_.name == "TernaryTensor"
+
+    def trit_literal(self, node: n.Expr, scope: Scope, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Check a (nested) list literal of trits against ``shape``; return the flat values."""
+        flat: list[int] = []
+        nested_shape: list[int] = []
+
+        def visit(item: n.Expr, depth: int) -> None:
+            if isinstance(item, n.ListLit):
+                if len(nested_shape) <= depth:
+                    nested_shape.append(len(item.items))
+                elif nested_shape[depth] != len(item.items):
+                    raise EvalError("rows of a tensor literal must all have the same length",
+                                    item.span)
+                for sub in item.items:
+                    visit(sub, depth + 1)
+                return
+            value = self.expr(item, scope)
+            if not is_int(value) or value not in TRIT_VALUES:
+                raise EvalError(f"trit literal {show_value(value)} is outside {{-1, 0, 1}}",
+                                item.span)
+            flat.append(value)
+
+        if not isinstance(node, n.ListLit):
+            raise EvalError("a tensor constant needs a list literal of trits, e.g. [[1, 0, -1]]",
+                            node.span)
+        visit(node, 0)
+        expected = 1
+        for d in shape:
+            expected *= d
+        if len(flat) != expected:
+            raise EvalError(f"TernaryTensor{list(shape)} needs {expected} values, got {len(flat)}",
+                            node.span)
+        if len(nested_shape) > 1 and tuple(nested_shape) != shape:
+            raise EvalError(f"literal has shape {nested_shape}, declared {list(shape)}", node.span)
+        return tuple(flat)
+
+
+_SCALARS = {
+    "int": (is_int, "an int"),
+    "float": (is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "trit": (lambda v: is_int(v) and v in TRIT_VALUES, "a trit (-1, 0 or 1)"),
+    "precision": (lambda v: isinstance(v, Precision), "a precision"),
+}
+TYPE_NAMES = (*_SCALARS, "tuple", "list", *TENSOR_TYPES)
+
+
+def check_type(value: Any, type_: n.TypeExpr, what: str, span: n.Span) -> None:
+    """Raise unless ``value`` matches the declared parameter/let type."""
+    if type_.name in _SCALARS:
+        test, words = _SCALARS[type_.name]
+        if not test(value):
+            raise EvalError(f"{what} must be {words}, got {show_value(value)}", span)
+        return
+    if type_.name in ("tuple", "list"):
+        if not isinstance(value, tuple | list):
+            raise EvalError(f"{what} must be a {type_.name}, got {show_value(value)}", span)
+        items = type_.args or ()
+        element_types = [a.id for a in items if isinstance(a, n.Name)]
+        if type_.name == "tuple" and element_types and len(element_types) != len(value):
+            raise EvalError(f"{what} must have {len(element_types)} items, got {len(value)}", span)
+        for i, item in enumerate(value):
+            if element_types:
+                name = element_types[i] if type_.name == "tuple" else element_types[0]
+                check_type(item, n.TypeExpr(name, None, type_.span), f"item {i} of {what}", span)
+        return
+    raise EvalError(f"{what}: type {type_.name} cannot be used here", type_.span)
+
+
+def resolve_precisions(module: Module, inherited: Precision | None = None, path: str = "") -> None:
+    """Give every quantizable layer its effective precision and every node its path."""
+    module.path = path
+    current = module.explicit or module.weights_default or inherited
+    spec = LAYERS.get(module.kind)
+    if spec is not None and spec.quantizable:
+        module.precision = current or FP32
+    for name, child in module.children.items():
+        child_path = f"{path}.{name}" if path else name
+        if isinstance(child, TensorDecl):
+            child.path = child_path
+            if child.ternary:
+                default = Precision("ternary")
+                child.precision = current if current and current.kind == "ternary" else default
+            else:
+                child.precision = FP32
+        else:
+            resolve_precisions(child, current, child_path)

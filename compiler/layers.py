@@ -1,0 +1,279 @@
+"""Built-in layers: signatures (mirroring torch.nn), parameter shapes and shape rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tritondsl.compiler import shapes as sh
+from tritondsl.compiler.nodes import Span
+from tritondsl.compiler.values import EvalError, Tensor, is_int, is_number, show_value
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One constructor parameter: its name, accepted kind and default."""
+
+    name: str
+    kind: str  # "posint", "nonneg", "int", "float", "bool", "str", "pair", "pair0", "dims"
+    default: Any = REQUIRED
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """A predicted state_dict entry of a layer (suffix relative to the layer)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    learnable: bool = True
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A built-in layer: signature, state it owns, and how it maps input to output shape."""
+
+    name: str
+    signature: tuple[Arg, ...]
+    state: Callable[[dict[str, Any]], list[StateEntry]]
+    shape: Callable[[dict[str, Any], Tensor, Span], Tensor]
+    quantizable: bool = False
+    check: Callable[[dict[str, Any], Span], None] | None = None
+
+
+def check_kind(kind: str, value: Any) -> bool:
+    """Whether ``value`` is acceptable for an argument of ``kind``."""
+    match kind:
+        case "posint":
+            return is_int(value) and value >= 1
+        case "nonneg":
+            return is_int(value) and value >= 0
+        case "int":
+            return is_int(value)
+        case "float":
+            return is_number(value)
+        case "bool":
+            return isinstance(value, bool)
+        case "str":
+            return isinstance(value, str)
+        case "pair" | "pair0":
+            low = 1 if kind == "pair" else 0
+            if is_int(value):
+                return value >= low
+            return (isinstance(value, tuple | list) and len(value) == 2
+                    and all(is_int(v) and v >= low for v in value))
+        case "dims":
+            return is_int(value) or (isinstance(value, tuple | list) and all(map(is_int, value)))
+    return False
+
+
+KIND_WORDS = {
+    "posint": "a positive int",
+    "nonneg": "a non-negative int",
+    "int": "an int",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "pair": "a positive int or a pair of them",
+    "pair0": "a non-negative int or a pair of them",
+    "dims": "an int or a tuple of ints",
+}
+
+
+def bind(spec: LayerSpec, args: list[Any], kwargs: dict[str, Any], span: Span) -> dict[str, Any]:
+    """Bind call arguments to ``spec``'s signature, checking count, names and kinds."""
+    sig = spec.signature
+    if len(args) > len(sig):
+        raise EvalError(f"{spec.name} takes at most {len(sig)} arguments, got {len(args)}", span)
+    bound = {arg.name: value for arg, value in zip(sig, args, strict=False)}
+    for key, value in kwargs.items():
+        if key in bound:
+            raise EvalError(f"{spec.name} got two values for '{key}'", span)
+        bound[key] = value
+    for arg in sig:
+        if arg.name not in bound:
+            if arg.default is REQUIRED:
+                raise EvalError(f"{spec.name} is missing its argument '{arg.name}'", span)
+            bound[arg.name] = arg.default
+        elif bound[arg.name] is not None and not check_kind(arg.kind, bound[arg.name]):
+            raise EvalError(
+                f"{spec.name}: '{arg.name}' must be {KIND_WORDS[arg.kind]}, "
+                f"got {show_value(bound[arg.name])}", span)
+    if spec.check is not None:
+        spec.check(bound, span)
+    return bound
+
+
+def pair(value: int | tuple | list) -> tuple[int, int]:
+    """Expand an int to ``(v, v)``; pass pairs through."""
+    return (value, value) if is_int(value) else (int(value[0]), int(value[1]))
+
+
+# ---------------------------------------------------------------- Conv2d
+
+
+def _conv_check(a: dict[str, Any], span: Span) -> None:
+    for key in ("in_channels", "out_channels"):
+        if a[key] % a["groups"]:
+            raise EvalError(f"Conv2d: {key} ({a[key]}) must be divisible by groups ({a['groups']})",
+                            span)
+
+
+def _conv_state(a: dict[str, Any]) -> list[StateEntry]:
+    kh, kw = pair(a["kernel_size"])
+    out = [StateEntry("weight", (a["out_channels"], a["in_channels"] // a["groups"], kh, kw))]
+    if a["bias"]:
+        out.append(StateEntry("bias", (a["out_channels"],)))
+    return out
+
+
+def _conv_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    batch, c, h, w = sh.expect_image(x, "Conv2d", span)
+    sh.expect_dim(c, a["in_channels"], "Conv2d", "input channels", x, span)
+    (kh, kw), (sh_, sw) = pair(a["kernel_size"]), pair(a["stride"])
+    (ph, pw), (dh, dw) = pair(a["padding"]), pair(a["dilation"])
+    oh = sh.window_out(h, kh, sh_, ph, dh, "Conv2d", x, span)
+    ow = sh.window_out(w, kw, sw, pw, dw, "Conv2d", x, span)
+    return Tensor((*batch, a["out_channels"], oh, ow), x.dtype)
+
+
+CONV2D = LayerSpec(
+    "Conv2d",
+    (Arg("in_channels", "posint"), Arg("out_channels", "posint"), Arg("kernel_size", "pair"),
+     Arg("stride", "pair", 1), Arg("padding", "pair0", 0), Arg("dilation", "pair", 1),
+     Arg("groups", "posint", 1), Arg("bias", "bool", True)),
+    _conv_state, _conv_shape, quantizable=True, check=_conv_check,
+)
+
+
+# ---------------------------------------------------------------- Linear
+
+
+def _linear_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    if not x.shape:
+        raise EvalError("Linear expects a tensor with at least one dimension", span)
+    sh.expect_dim(x.shape[-1], a["in_features"], "Linear", "input features", x, span)
+    return Tensor((*x.shape[:-1], a["out_features"]), x.dtype)
+
+
+LINEAR = LayerSpec(
+    "Linear",
+    (Arg("in_features", "posint"), Arg("out_features", "posint"), Arg("bias", "bool", True)),
+    lambda a: [StateEntry("weight", (a["out_features"], a["in_features"])),
+               *([StateEntry("bias", (a["out_features"],))] if a["bias"] else [])],
+    _linear_shape, quantizable=True,
+)
+
+
+# ---------------------------------------------------------------- BatchNorm2d
+
+
+def _bn_state(a: dict[str, Any]) -> list[StateEntry]:
+    c = (a["num_features"],)
+    out = [StateEntry("weight", c), StateEntry("bias", c)] if a["affine"] else []
+    if a["track_running_stats"]:
+        out += [StateEntry("running_mean", c, learnable=False),
+                StateEntry("running_var", c, learnable=False),
+                StateEntry("num_batches_tracked", (), "int64", learnable=False)]
+    return out
+
+
+def _bn_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    _, c, _, _ = sh.expect_image(x, "BatchNorm2d", span)
+    sh.expect_dim(c, a["num_features"], "BatchNorm2d", "channels", x, span)
+    return x
+
+
+BATCHNORM2D = LayerSpec(
+    "BatchNorm2d",
+    (Arg("num_features", "posint"), Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1),
+     Arg("affine", "bool", True), Arg("track_running_stats", "bool", True)),
+    _bn_state, _bn_shape,
+)
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_shape(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
+    def shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+        batch, c, h, w = sh.expect_image(x, name, span)
+        (kh, kw), (ph, pw) = pair(a["kernel_size"]), pair(a["padding"])
+        (sh_, sw) = pair(a["stride"] if a["stride"] is not None else a["kernel_size"])
+        (dh, dw) = pair(a.get("dilation", 1))
+        if ph * 2 > kh or pw * 2 > kw:
+            raise EvalError(f"{name}: padding {a['padding']} must be at most half the kernel "
+                            f"size {a['kernel_size']}", span)
+        ceil = a["ceil_mode"]
+        oh = sh.window_out(h, kh, sh_, ph, dh, name, x, span, ceil)
+        ow = sh.window_out(w, kw, sw, pw, dw, name, x, span, ceil)
+        return Tensor((*batch, c, oh, ow), x.dtype)
+
+    return shape
+
+
+MAXPOOL2D = LayerSpec(
+    "MaxPool2d",
+    (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair0", 0),
+     Arg("dilation", "pair", 1), Arg("return_indices", "bool", False),
+     Arg("ceil_mode", "bool", False)),
+    lambda a: [], _pool_shape("MaxPool2d"),
+)
+AVGPOOL2D = LayerSpec(
+    "AvgPool2d",
+    (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair0", 0),
+     Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
+    lambda a: [], _pool_shape("AvgPool2d"),
+)
+
+
+def _adaptive_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    batch, c, _, _ = sh.expect_image(x, "AdaptiveAvgPool2d", span)
+    oh, ow = pair(a["output_size"])
+    return Tensor((*batch, c, oh, ow), x.dtype)
+
+
+ADAPTIVEAVGPOOL2D = LayerSpec(
+    "AdaptiveAvgPool2d", (Arg("output_size", "pair"),), lambda a: [], _adaptive_shape)
+
+
+# ---------------------------------------------------------------- shape-preserving and Flatten
+
+
+def _same(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    return x
+
+
+def _elementwise(name: str, *signature: Arg) -> LayerSpec:
+    return LayerSpec(name, signature, lambda a: [], _same)
+
+
+def _dropout_check(a: dict[str, Any], span: Span) -> None:
+    if not 0 <= a["p"] <= 1:
+        raise EvalError(f"Dropout: p must be between 0 and 1, got {a['p']}", span)
+
+
+FLATTEN = LayerSpec(
+    "Flatten", (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), lambda a: [],
+    lambda a, x, span: sh.flatten(x, a["start_dim"], a["end_dim"], span),
+)
+
+_GELU_MODES = ("none", "tanh")
+
+LAYERS: dict[str, LayerSpec] = {
+    spec.name: spec
+    for spec in (
+        CONV2D, LINEAR, BATCHNORM2D, MAXPOOL2D, AVGPOOL2D, ADAPTIVEAVGPOOL2D, FLATTEN,
+        _elementwise("ReLU", Arg("inplace", "bool", False)),
+        _elementwise("ReLU6", Arg("inplace", "bool", False)),
+        LayerSpec("GELU", (Arg("approximate", "str", "none"),), lambda a: [], _same,
+                  check=lambda a, span: sh.expect_choice(a["approximate"], _GELU_MODES,
+                                                         "GELU: approximate", span)),
+        LayerSpec("Dropout", (Arg("p", "float", 0.5), Arg("inplace", "bool", False)),
+                  lambda a: [], _same, check=_dropout_check),
+        _elementwise("Identity"),
+    )
+}

@@ -1,0 +1,304 @@
+"""Static checks before evaluation: names, placement, signatures, duplicates, recursion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.diagnostics import Reporter, suggest
+from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
+from tritondsl.compiler.instantiate import TYPE_NAMES
+from tritondsl.compiler.layers import LAYERS
+
+RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
+GLOBALS = {*LAYERS, *COMPILE_TIME, *FORWARD_OPS, *CONSTANTS, "Sequential"}
+
+
+def resolve(program: n.Program, reporter: Reporter) -> dict[str, n.Definition]:
+    """Check the whole program statically; return definitions by name (first wins)."""
+    definitions: dict[str, n.Definition] = {}
+    for definition in program.definitions:
+        if definition.name in RESERVED or definition.name in GLOBALS:
+            reporter.error(f"'{definition.name}' is a built-in name; choose another name",
+                           definition.name_span)
+        elif definition.name in definitions:
+            first = definitions[definition.name]
+            reporter.error(f"'{definition.name}' is defined twice", definition.name_span,
+                           notes=[("first defined here", first.name_span)])
+        else:
+            definitions[definition.name] = definition
+    for definition in program.definitions:
+        _DefinitionChecker(definition, definitions, reporter).run()
+    _check_recursion(definitions, reporter)
+    return definitions
+
+
+class _DefinitionChecker:
+    """Checks one definition: placement of statements, names, calls and types."""
+
+    def __init__(self, definition: n.Definition, definitions: dict[str, n.Definition],
+                 reporter: Reporter) -> None:
+        self.d, self.definitions, self.reporter = definition, definitions, reporter
+        self.block_names: set[str] = {p.name for p in definition.params}
+
+    def run(self) -> None:
+        """Run every check on the definition."""
+        d = self.d
+        seen: dict[str, n.Param] = {}
+        for param in d.params:
+            if param.name in seen:
+                self.reporter.error(f"parameter '{param.name}' is declared twice", param.span)
+            seen[param.name] = param
+            self.type_expr(param.type)
+            if d.kind == "model" and param.default is None:
+                self.reporter.error(f"model parameter '{param.name}' needs a default value",
+                                    param.span, "models are checked with their default arguments")
+        if d.alias is not None:
+            if not isinstance(d.alias, n.SeqExpr):
+                self.reporter.error("a block defined with '=' must be a Sequential, e.g. "
+                                    "'block B(c: int) = Sequential { ... }'", d.alias.span)
+            self.collect(d.alias.body if isinstance(d.alias, n.SeqExpr) else ())
+            for param in d.params:
+                if param.default is not None:
+                    self.expr(param.default, self.block_names, forward=False)
+            self.expr(d.alias, self.block_names, forward=False)
+            return
+        self.collect(d.body)
+        for param in d.params:
+            if param.default is not None:
+                self.expr(param.default, self.block_names, forward=False)
+        forwards = [s for s in d.body if isinstance(s, n.Forward)]
+        if not forwards:
+            self.reporter.error(f"{d.kind} '{d.name}' has no forward", d.name_span,
+                                "add 'forward(x) { ... return y }'")
+        for extra in forwards[1:]:
+            self.reporter.error(f"{d.kind} '{d.name}' has more than one forward", extra.span)
+        inputs = [s for s in d.body if isinstance(s, n.InputDecl)]
+        if d.kind == "model" and not inputs:
+            self.reporter.error(f"model '{d.name}' has no input declaration", d.name_span,
+                                "declare one, e.g. 'input x: Tensor[N, 3, 32, 32]'")
+        self.statements(d.body, "top")
+
+    # ------------------------------------------------------------ scopes
+    def collect(self, stmts: Iterable[n.Stmt], in_seq: bool = False) -> None:
+        """Names bound anywhere in the block's compile-time code (flat scope, like Python)."""
+        for stmt in stmts:
+            match stmt:
+                case n.Let() | n.ParamDecl():
+                    self.block_names.add(stmt.name)
+                    if isinstance(stmt, n.Let):
+                        self.collect_seq(stmt.value)
+                case n.Assign():
+                    if not in_seq:
+                        self.block_names.add(stmt.name)
+                    self.collect_seq(stmt.value)
+                case n.ExprStmt():
+                    self.collect_seq(stmt.expr)
+                case n.For():
+                    self.block_names.update(stmt.targets)
+                    self.collect(stmt.body, in_seq)
+                case n.If():
+                    for _, body in stmt.branches:
+                        self.collect(body, in_seq)
+                    self.collect(stmt.orelse or (), in_seq)
+
+    def collect_seq(self, expr: n.Expr) -> None:
+        for node in n.walk(expr):
+            if isinstance(node, n.SeqExpr):
+                self.collect(node.body, in_seq=True)
+
+    @staticmethod
+    def forward_names(forward: n.Forward) -> set[str]:
+        names = {p.name for p in forward.params}
+        for node in n.walk(forward):
+            if isinstance(node, n.Let | n.Assign):
+                names.add(node.name)
+            elif isinstance(node, n.For):
+                names.update(node.targets)
+        return names
+
+    # ------------------------------------------------------------ statements
+    def statements(self, stmts: Iterable[n.Stmt], where: str) -> None:
+        """Check placement and contents; ``where`` is top, nested, seq or forward."""
+        for stmt in stmts:
+            self.statement(stmt, where)
+
+    def statement(self, stmt: n.Stmt, where: str) -> None:
+        names = self.block_names
+        match stmt:
+            case n.Forward():
+                if where != "top":
+                    self.reporter.error("forward must be at the top level of a definition",
+                                        stmt.span)
+                fnames = names | self.forward_names(stmt)
+                for param in stmt.params:
+                    if param.type is not None:
+                        self.type_expr(param.type)
+                if stmt.returns is not None:
+                    self.type_expr(stmt.returns)
+                self.forward_statements(stmt.body, fnames)
+                if not stmt.body or not isinstance(stmt.body[-1], n.Return | n.If):
+                    self.reporter.error("forward must end with a return", stmt.span)
+            case n.InputDecl():
+                if self.d.kind != "model" or where != "top":
+                    self.reporter.error("'input' declarations belong at the top level of a model",
+                                        stmt.span)
+                self.type_expr(stmt.type)
+            case n.WeightsDecl() | n.ParamDecl():
+                word = "weights" if isinstance(stmt, n.WeightsDecl) else "param"
+                if where not in ("top", "nested") or (word == "param" and where != "top"):
+                    self.reporter.error(f"'{word}' belongs at the top level of a definition",
+                                        stmt.span)
+                if isinstance(stmt, n.WeightsDecl):
+                    self.expr(stmt.precision, names, forward=False)
+                else:
+                    self.type_expr(stmt.type)
+            case n.Let():
+                if stmt.type is not None:
+                    self.type_expr(stmt.type)
+                self.expr(stmt.value, names, forward=False)
+            case n.Assign():
+                self.expr(stmt.value, names, forward=False)
+            case n.ExprStmt():
+                if where != "seq":
+                    self.reporter.error("this expression has no effect here", stmt.span,
+                                        "name it to make it a submodule: 'name = ...'")
+                self.expr(stmt.expr, names, forward=False)
+            case n.If():
+                inner = "seq" if where == "seq" else "nested"
+                for cond, body in stmt.branches:
+                    self.expr(cond, names, forward=False)
+                    self.statements(body, inner)
+                self.statements(stmt.orelse or (), inner)
+            case n.For():
+                self.expr(stmt.iterable, names, forward=False)
+                self.statements(stmt.body, "seq" if where == "seq" else "nested")
+            case n.Return():
+                self.reporter.error("'return' belongs inside forward", stmt.span)
+
+    def forward_statements(self, stmts: Iterable[n.Stmt], names: set[str]) -> None:
+        stmts = list(stmts)
+        for i, stmt in enumerate(stmts):
+            match stmt:
+                case n.Let() | n.Assign():
+                    self.expr(stmt.value, names, forward=True)
+                case n.Return():
+                    self.expr(stmt.value, names, forward=True)
+                    if i != len(stmts) - 1:
+                        self.reporter.error("statements after 'return' never run",
+                                            stmts[i + 1].span)
+                case n.If():
+                    for cond, body in stmt.branches:
+                        self.expr(cond, names, forward=True)
+                        self.forward_statements(body, names)
+                    self.forward_statements(stmt.orelse or (), names)
+                case n.For():
+                    self.expr(stmt.iterable, names, forward=True)
+                    self.forward_statements(stmt.body, names)
+                case n.ExprStmt():
+                    self.expr(stmt.expr, names, forward=True)
+                    self.reporter.error("the value of this expression is not used", stmt.span,
+                                        "assign it (y = ...) or return it")
+                case _:
+                    self.reporter.error("this statement is not allowed inside forward",
+                                        stmt.span)
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, expr: n.Expr, names: set[str], forward: bool) -> None:
+        """Check every name and call inside ``expr`` (Sequential bodies as statements)."""
+        stack: list[object] = [expr]
+        while stack:
+            node = stack.pop()
+            match node:
+                case n.SeqExpr():
+                    if forward:
+                        self.reporter.error("layers cannot be created inside forward", node.span)
+                    else:
+                        self.statements(node.body, "seq")
+                    continue
+                case n.Name():
+                    self.name(node, names, forward)
+                case n.Call(func=n.Name(id=callee)) if callee not in names:
+                    self.call(node, callee, forward)
+            stack.extend(n.children(node))
+
+    def name(self, node: n.Name, names: set[str], forward: bool) -> None:
+        if node.id in names or node.id in self.definitions or node.id in GLOBALS:
+            if not forward and node.id in FORWARD_OPS and node.id not in names:
+                layer = {"relu": "ReLU()", "relu6": "ReLU6()", "gelu": "GELU()",
+                         "flatten": "Flatten()"}.get(node.id)
+                self.reporter.error(f"{node.id}() is a forward operation", node.span,
+                                    f"to create a layer use {layer}" if layer else
+                                    "use it inside forward")
+            return
+        pool = names | set(self.definitions) | GLOBALS
+        self.reporter.error(f"unknown name '{node.id}'", node.span, suggest(node.id, pool))
+
+    def call(self, node: n.Call, callee: str, forward: bool) -> None:
+        if callee in LAYERS or callee in self.definitions:
+            if forward:
+                self.reporter.error(f"{callee} cannot be created inside forward", node.span,
+                                    "declare it in the block (name = ...) and call it by name")
+                return
+        if callee in LAYERS:
+            params = [a.name for a in LAYERS[callee].signature]
+        elif callee in self.definitions:
+            params = [p.name for p in self.definitions[callee].params]
+        else:
+            return
+        if len(node.args) > len(params):
+            self.reporter.error(f"{callee} takes at most {len(params)} argument"
+                                f"{'s' if len(params) != 1 else ''}, got {len(node.args)}",
+                                node.span)
+        for kw in node.kwargs:
+            if kw.name not in params:
+                self.reporter.error(f"{callee} has no parameter '{kw.name}'", kw.span,
+                                    suggest(kw.name, params))
+            elif params.index(kw.name) < len(node.args):
+                self.reporter.error(f"{callee} got two values for '{kw.name}'", kw.span)
+
+    def type_expr(self, type_: n.TypeExpr) -> None:
+        if type_.name not in TYPE_NAMES:
+            self.reporter.error(f"unknown type '{type_.name}'", type_.span,
+                                suggest(type_.name, TYPE_NAMES))
+        for arg in type_.args or ():
+            if not isinstance(arg, n.Name):  # bare names are symbolic sizes or dtypes
+                self.expr(arg, self.block_names, forward=False)
+
+
+def _check_recursion(definitions: dict[str, n.Definition], reporter: Reporter) -> None:
+    """Report blocks that (directly or indirectly) contain themselves."""
+    uses: dict[str, list[tuple[str, n.Span]]] = {}
+    for name, definition in definitions.items():
+        refs = []
+        for node in n.walk(definition):
+            if isinstance(node, n.Name) and node.id in definitions:
+                refs.append((node.id, node.span))
+        uses[name] = refs
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    reported: set[frozenset[str]] = set()
+    for root in definitions:
+        if state.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            name, i = stack.pop()
+            if i == 0:
+                state[name] = 1
+                path.append(name)
+            if i < len(uses[name]):
+                stack.append((name, i + 1))
+                target, span = uses[name][i]
+                if state.get(target) == 1:
+                    cycle = [*path[path.index(target):], target]
+                    key = frozenset(cycle)
+                    if key not in reported:
+                        reported.add(key)
+                        reporter.error(f"recursive definition: {' -> '.join(cycle)}", span,
+                                       "a block cannot contain itself")
+                elif not state.get(target):
+                    stack.append((target, 0))
+            else:
+                state[name] = 2
+                path.pop()

@@ -1,0 +1,187 @@
+"""Compile-time values: precisions, module instances, symbolic tensor shapes.
+
+Plain Python ``int``/``float``/``bool``/``str``/``tuple``/``list`` stand for the
+language's scalar and table values; the classes here cover the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.nodes import Span
+
+Dim = int | str  # a str is a symbolic dimension such as "N" or "(H + 1) // 2"
+
+
+class EvalError(Exception):
+    """A located evaluation problem; caught per statement and turned into a diagnostic."""
+
+    def __init__(self, message: str, span: Span | None, help: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.span, self.help = message, span, help
+        self.notes: list[tuple[str, Span | None]] = []  # e.g. the call sites it came through
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """Stands in for a value whose evaluation already failed, so errors do not cascade."""
+
+
+POISON = Poison()
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A named constant used as an option value, e.g. ``per_channel`` or ``absmean``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """A weight precision: ``fp32``, ``fp16``, ``int8`` or ``ternary(...)``."""
+
+    kind: str
+    method: str = "twn"
+    threshold: float | None = None
+    scale: str = "per_channel"
+    sparsity: float | None = None
+
+    @property
+    def bits(self) -> float:
+        """Storage bits per weight once deployed (ternary uses the 2-bit runtime layout)."""
+        return {"fp32": 32.0, "fp16": 16.0, "int8": 8.0, "ternary": 2.0}[self.kind]
+
+    def describe(self) -> str:
+        """Human-readable form, e.g. ``ternary(twn, threshold=0.7, per_channel)``."""
+        if self.kind != "ternary":
+            return self.kind
+        parts = [self.method]
+        if self.threshold is not None:
+            parts.append(f"threshold={self.threshold:g}")
+        if self.sparsity is not None:
+            parts.append(f"sparsity={self.sparsity:g}")
+        parts.append(self.scale)
+        return f"ternary({', '.join(parts)})"
+
+
+FP32 = Precision("fp32")
+
+
+@dataclass(eq=False)
+class Module:
+    """An instantiated layer, block or Sequential: one node of a model's module tree."""
+
+    kind: str  # built-in layer name, "Sequential", or the block's name
+    span: Span
+    args: dict[str, Any] = field(default_factory=dict)  # bound constructor arguments
+    children: dict[str, Module | TensorDecl] = field(default_factory=dict)
+    definition: n.Definition | None = None  # the block/layer/model this instantiates
+    env: dict[str, Any] = field(default_factory=dict)  # the block's compile-time scope
+    explicit: Precision | None = None  # from `expr @ precision`
+    weights_default: Precision | None = None  # from a `weights` statement in the block
+    precision: Precision | None = None  # resolved for quantizable layers
+    path: str = ""
+    sequential: bool = False  # children run in order (Sequential, or a `block B = Sequential`)
+    inputs: dict[str, Tensor] = field(default_factory=dict)  # a model's `input` declarations
+    attached: bool = False  # a module may have one owner only
+    out_shapes: list[Any] = field(default_factory=list)  # recorded during shape inference
+
+    @property
+    def label(self) -> str:
+        """The name shown in messages: the block name or the layer kind."""
+        return self.kind
+
+
+@dataclass(eq=False)
+class TensorDecl:
+    """A tensor declared in a layer: ``param W: TernaryTensor[n, k]`` or a trit constant."""
+
+    name: str
+    shape: tuple[int, ...]
+    ternary: bool
+    learnable: bool
+    span: Span
+    values: tuple[int, ...] | None = None
+    precision: Precision | None = None
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A tensor flowing through ``forward``: its (possibly symbolic) shape and dtype."""
+
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    def show(self) -> str:
+        """``[N, 64, 56, 56]``."""
+        return show_shape(self.shape)
+
+
+def show_shape(shape: tuple[Dim, ...]) -> str:
+    """Format a shape as ``[N, 64, 56, 56]``."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def type_name(value: Any) -> str:
+    """The language's name for a value's type, for messages."""
+    match value:
+        case bool():
+            return "bool"
+        case int():
+            return "int"
+        case float():
+            return "float"
+        case str():
+            return "str"
+        case tuple():
+            return "tuple"
+        case list():
+            return "list"
+        case Precision():
+            return "precision"
+        case Symbol():
+            return "option"
+        case Module():
+            return value.label
+        case Tensor():
+            return "Tensor"
+        case TensorDecl():
+            return "TernaryTensor" if value.ternary else "Tensor"
+        case _:
+            return type(value).__name__
+
+
+def show_value(value: Any) -> str:
+    """A short rendering of a value for messages."""
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case str():
+            return repr(value)
+        case Tensor():
+            return f"a tensor of shape {value.show()}"
+        case Module():
+            return f"a {value.label} layer"
+        case Precision():
+            return value.describe()
+        case Symbol():
+            return value.name
+        case tuple() | list():
+            text = repr(value)
+            return text if len(text) < 60 else text[:57] + "..."
+        case _:
+            return repr(value)
+
+
+def is_int(value: Any) -> bool:
+    """True for ints that are not bools."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """True for ints and floats, not bools."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
