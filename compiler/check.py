@@ -129,6 +129,7 @@ def _check(source: str, path: str, args: Mapping[str, Mapping[str, Any]]) -> Che
                     info = _check_model(engine, definition, dict(args.get(definition.name, {})))
                     if info is not None:
                         checked.models[definition.name] = info
+            _check_unused(engine, program)
         except BudgetExceeded as error:
             engine.report(error)
     if reporter.has_errors:
@@ -147,6 +148,18 @@ def _check_model(engine: ShapeInference, definition: n.Definition, args: dict[st
     output = engine.infer_model(root)
     return ModelInfo(definition.name, definition, root, dict(root.args),
                      None if isinstance(output, Poison) else output)
+
+
+def _check_unused(engine: ShapeInference, program: n.Program) -> None:
+    """Run blocks no model used, when their defaults allow, so their bodies get checked too."""
+    for definition in program.definitions:
+        runnable = all(p.default is not None for p in definition.params)
+        if definition.name in engine.instantiated or not runnable:
+            continue
+        try:
+            engine.instantiate(definition, [], {}, definition.name_span)
+        except EvalError as error:
+            engine.report(error)
 
 
 def _ordered(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

@@ -119,18 +119,20 @@ class ShapeInference(Instantiator):
         forward = find_forward(module.definition)
         if forward is None or not module.inputs:
             return POISON
-        args = []
-        for param in forward.params:
-            if param.name not in module.inputs:
-                raise EvalError(f"forward parameter '{param.name}' has no 'input' declaration "
-                                f"(inputs: {', '.join(module.inputs)})", param.span)
-            args.append(module.inputs[param.name])
         try:
+            args = []
+            for param in forward.params:
+                if param.name not in module.inputs:
+                    raise EvalError(f"forward parameter '{param.name}' has no 'input' "
+                                    f"declaration (inputs: {', '.join(module.inputs)})",
+                                    param.span)
+                args.append(module.inputs[param.name])
             return self.run_forward(module, args, module.definition.name_span)
         except Abort:
             return POISON
         except EvalError as error:
-            error.notes = error.notes[:-1]  # the last note is this root call itself
+            if error.notes:
+                error.notes.pop()  # the last note is this root call itself
             self.report(error)
             return POISON
 

@@ -36,6 +36,7 @@ class Instantiator(ExprEvaluator):
         super().__init__(definitions, budget or Budget())
         self.reporter = reporter
         self.nesting = 0
+        self.instantiated: set[str] = set()  # definitions run at least once
 
     def report(self, error: EvalError) -> None:
         """Turn an evaluation error into a diagnostic."""
@@ -47,6 +48,7 @@ class Instantiator(ExprEvaluator):
         """Create an instance of ``definition`` with the given arguments."""
         if self.nesting >= MAX_NESTING:
             raise EvalError(f"blocks are nested more than {MAX_NESTING} deep", span)
+        self.instantiated.add(definition.name)
         bound = self.bind_params(definition, args, kwargs, span)
         scope = Scope(dict(bound))
         self.nesting += 1

@@ -1,0 +1,134 @@
+"""The pipeline on real programs: zoo models match torchvision, examples check, precisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
+from tritondsl.compiler.check import check_file, check_source, verify
+from tritondsl.compiler.diagnostics import CompileError
+from tritondsl.compiler.values import Tensor
+
+REFERENCES = {"resnet18.tdsl": "torchvision_resnet18.json",
+              "mobilenetv2.tdsl": "torchvision_mobilenet_v2.json"}
+
+
+def _model(path: Path, **args: object):
+    checked = check_file(path, {"MobileNetV2": args} if args else None)
+    verify(checked)
+    (info,) = checked.models.values()
+    return info
+
+
+@pytest.mark.parametrize("path", ZOO + EXAMPLES, ids=lambda p: p.name)
+def test_every_shipped_program_checks(path: Path) -> None:
+    checked = check_file(path)
+    verify(checked)
+    assert checked.models, f"{path.name} defines no model"
+    for info in checked.models.values():
+        assert isinstance(info.output, Tensor)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_zoo_state_dict_matches_torchvision(name: str) -> None:
+    reference = json.loads((DATA / REFERENCES[name]).read_text())
+    info = _model(ROOT / "models" / name)
+    predicted = [[i.name, list(i.shape), i.dtype] for i in info.state_dict()]
+    assert predicted == reference["state_dict"]
+    assert info.num_parameters() == reference["num_parameters"]
+    assert len(predicted) == reference["num_state_dict_entries"]
+    n, classes = reference["output_shape"]
+    assert info.output.shape == ("N", classes)
+
+
+def test_zoo_models_stay_short() -> None:
+    for path in ZOO:
+        lines = [ln for ln in path.read_text().splitlines()
+                 if ln.strip() and not ln.strip().startswith("#")]
+        assert len(lines) <= 60, f"{path.name} has {len(lines)} non-comment lines"
+
+
+@pytest.mark.parametrize("width", [0.5, 0.75, 1.0, 1.4])
+def test_mobilenet_width_mult_rounds_channels_to_8(width: float) -> None:
+    info = _model(ROOT / "models" / "mobilenetv2.tdsl", width_mult=width)
+    convs = [m for m in info.modules() if m.kind == "Conv2d"]
+    assert all(m.args["out_channels"] % 8 == 0 for m in convs)
+    stem = convs[0].args["out_channels"]
+    assert stem == max(8, int(32 * width + 4) // 8 * 8)
+    last = info.state_dict()[-2]  # classifier.1.weight
+    assert last.name == "classifier.1.weight"
+    assert last.shape[1] == (1280 if width <= 1.0 else int(1280 * width + 4) // 8 * 8)
+
+
+def test_width_mult_changes_parameter_count_monotonically() -> None:
+    counts = [_model(ROOT / "models" / "mobilenetv2.tdsl", width_mult=w).num_parameters()
+              for w in (0.5, 1.0, 1.4)]
+    assert counts[0] < counts[1] == 3_504_872 < counts[2]
+
+
+def test_resnet_precisions_keep_stem_and_classifier_full_precision() -> None:
+    info = _model(ROOT / "models" / "resnet18.tdsl")
+    precisions = {m.path: m.precision.describe() for m in info.modules() if m.precision}
+    assert precisions["conv1"] == "fp32"
+    assert precisions["fc"] == "fp32"
+    ternary = [p for p, d in precisions.items() if d.startswith("ternary")]
+    assert len(ternary) == 19  # 16 3x3 convs + 3 downsample 1x1 convs
+    assert precisions["layer2.0.downsample.0"] == "ternary(twn, threshold=0.7, per_channel)"
+
+
+def test_mixed_precision_example_resolves_each_layer() -> None:
+    (info,) = check_file(ROOT / "examples" / "mixed_precision.tdsl").models.values()
+    got = {m.path: m.precision.describe() for m in info.modules() if m.precision}
+    assert got == {
+        "stem.0": "fp16",
+        "res.conv1": "ternary(sparsity, sparsity=0.5, per_channel)",
+        "res.conv2": "ternary(sparsity, sparsity=0.5, per_channel)",
+        "down": "ternary(learned, per_channel)",
+        "dw": "ternary(twn, threshold=0.7, per_channel)",
+        "pw": "ternary(absmean, per_tensor)",
+        "head": "int8",
+    }
+
+
+def test_layer_shapes_are_recorded_per_module() -> None:
+    info = _model(ROOT / "models" / "resnet18.tdsl")
+    by_path = {m.path: m for m in info.modules()}
+    assert by_path["conv1"].out_shapes == [Tensor(("N", 64, 112, 112))]
+    assert by_path["layer4"].out_shapes == [Tensor(("N", 512, 7, 7))]
+    assert by_path["layer2.0.downsample"].out_shapes == [Tensor(("N", 128, 28, 28))]
+
+
+def test_model_arguments_override_defaults() -> None:
+    checked = check_file(ROOT / "models" / "mobilenetv2.tdsl",
+                         {"MobileNetV2": {"num_classes": 10}})
+    assert checked.models["MobileNetV2"].output == Tensor(("N", 10))
+
+
+def test_arguments_for_unknown_model_are_an_error() -> None:
+    with pytest.raises(CompileError, match="no model named 'Nope'"):
+        check_file(ROOT / "models" / "resnet18.tdsl", {"Nope": {}})
+
+
+def test_symbolic_spatial_sizes_propagate() -> None:
+    source = """
+    model M() {
+        input x: Tensor[N, 3, H, W]
+        conv = Conv2d(3, 8, 3, padding=1)
+        down = Conv2d(8, 8, 3, stride=2)
+        forward(x) { return down(conv(x)) }
+    }
+    """
+    (info,) = check_source(source).models.values()
+    assert info.output == Tensor(("N", 8, "(H - 3) // 2 + 1", "(W - 3) // 2 + 1"))
+
+
+def test_all_errors_of_a_file_are_reported() -> None:
+    source = "model M() {\n  input x: Tensor[N, 3]\n  a = Lineer(3, 4)\n  b = Linear(3, 4, biass=true)\n" \
+             "  forward(x) { return a(x) }\n}\n"
+    with pytest.raises(CompileError) as info:
+        check_source(source)
+    messages = [d.message for d in info.value.diagnostics]
+    assert messages == ["unknown name 'Lineer'", "Linear has no parameter 'biass'"]

@@ -1,0 +1,5 @@
+"""``python -m tritondsl``."""
+
+from tritondsl.cli import main
+
+main()
