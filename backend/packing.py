@@ -44,7 +44,8 @@ def packed_cols(k: int, per_byte: int = TRITS_PER_BYTE) -> int:
 def _check_trits(trits: torch.Tensor) -> None:
     if trits.dim() != 2:
         raise PackingError(f"expected a 2-D [N, K] trit matrix, got shape {tuple(trits.shape)}")
-    if trits.numel() and (trits.min() < -1 or trits.max() > 1):
+    # A float matrix with 0.5 or NaN would otherwise be truncated silently by the int cast.
+    if trits.numel() and not bool(((trits == -1) | (trits == 0) | (trits == 1)).all()):
         raise PackingError("trit values must be -1, 0 or +1")
 
 
@@ -102,7 +103,9 @@ def check_layout(packed: torch.Tensor, k: int, name: str = "packed weight") -> N
     if packed.dtype != torch.uint8:
         raise PackingError(f"{name}: expected dtype uint8, got {packed.dtype}")
     if packed.dim() != 2:
-        raise PackingError(f"{name}: expected a 2-D [N, ceil(K/4)] tensor, got {tuple(packed.shape)}")
+        raise PackingError(
+            f"{name}: expected a 2-D [N, ceil(K/4)] tensor, got {tuple(packed.shape)}"
+        )
     if packed.shape[1] != packed_cols(k):
         raise PackingError(
             f"{name}: K={k} needs {packed_cols(k)} bytes per row, got {packed.shape[1]}"
@@ -139,7 +142,9 @@ def pack_base3(trits: torch.Tensor) -> torch.Tensor:
 def unpack_base3(packed: torch.Tensor, k: int) -> torch.Tensor:
     """Unpack base-3 bytes ``uint8[N, ceil(K/5)]`` into int8 trits ``[N, K]``."""
     if packed.dtype != torch.uint8 or packed.dim() != 2:
-        raise PackingError(f"base-3 data: expected 2-D uint8, got {packed.dtype} {tuple(packed.shape)}")
+        raise PackingError(
+            f"base-3 data: expected 2-D uint8, got {packed.dtype} {tuple(packed.shape)}"
+        )
     if packed.shape[1] != packed_cols(k, TRITS_PER_BYTE_BASE3):
         raise PackingError(
             f"base-3 data: K={k} needs {packed_cols(k, 5)} bytes per row, got {packed.shape[1]}"
