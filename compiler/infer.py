@@ -9,12 +9,12 @@ from tritondsl.compiler.evaluate import Abort, Scope
 from tritondsl.compiler.functions import as_tensor
 from tritondsl.compiler.instantiate import Instantiator
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.values import POISON, EvalError, Module, Tensor, show_value
+from tritondsl.compiler.values import POISON, EvalError, Module, Poison, Tensor, show_value
 
 
 class _Return(Exception):
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    def __init__(self, value: Any, span: n.Span) -> None:
+        self.value, self.span = value, span
 
 
 def find_forward(definition: n.Definition) -> n.Forward | None:
@@ -62,11 +62,21 @@ class ShapeInference(Instantiator):
         try:
             self.forward_body(forward.body, scope)
         except _Return as ret:
-            return ret.value
+            return self.check_result(ret.value, module, ret.span)
         except EvalError as error:
             error.notes.append((f"in {module.label}.forward, called here", span))
             raise
         raise EvalError(f"{module.label}.forward does not return a value", forward.span)
+
+    @staticmethod
+    def check_result(value: Any, module: Module, span: n.Span) -> Any:
+        """A forward returns a tensor or a tuple of tensors."""
+        items = value if isinstance(value, tuple | list) else (value,)
+        if not items or not all(isinstance(v, Tensor | Poison) for v in items):
+            raise EvalError(f"{module.label}.forward must return a tensor, got "
+                            f"{show_value(value)}", span,
+                            "call the layer on a tensor, e.g. 'return fc(x)'")
+        return tuple(value) if isinstance(value, list) else value
 
     def check_annotation(self, tensor: Tensor, param: n.FwdParam, module: Module) -> None:
         """Compare an input with ``x: Tensor[...]`` on a forward parameter."""
@@ -90,7 +100,7 @@ class ShapeInference(Instantiator):
                     value = self.expr(stmt.value, scope)
                     scope.values[stmt.name] = value
                 case n.Return():
-                    raise _Return(self.expr(stmt.value, scope))
+                    raise _Return(self.expr(stmt.value, scope), stmt.value.span)
                 case n.If():
                     for cond, body in stmt.branches:
                         if self.condition(cond, scope, "an 'if' condition"):
