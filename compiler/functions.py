@@ -154,12 +154,16 @@ def _ternary(args: list[Any], kwargs: dict[str, Any], span: Span) -> Precision:
     if args:
         raise EvalError("ternary() takes keyword arguments only, e.g. ternary(threshold=0.7)", span)
     method = _option(kwargs.get("method", Symbol("twn")), _METHODS, "method", span)
-    scale = _option(kwargs.get("scale", Symbol("per_channel")), _SCALES, "scale", span)
     learned = kwargs.get("learned", False)
     if not isinstance(learned, bool):
         raise EvalError("ternary(): learned must be true or false", span)
     if learned:
         method = "learned"
+    # BitNet's absmean and TTQ's learned scales are per layer by definition.
+    default_scale = "per_tensor" if method in ("absmean", "learned") else "per_channel"
+    scale = _option(kwargs.get("scale", Symbol(default_scale)), _SCALES, "scale", span)
+    if method == "learned" and scale != "per_tensor":
+        raise EvalError("ternary(): learned scales are per layer; drop 'scale'", span)
     threshold = kwargs.get("threshold")
     if threshold is not None and (not is_number(threshold) or not 0 < threshold < 10):
         raise EvalError(f"ternary(): threshold must be a positive number, got "

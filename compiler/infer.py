@@ -30,6 +30,9 @@ class ShapeInference(Instantiator):
         """Apply a module to tensors and record the output shape on the module."""
         if kwargs:
             raise EvalError(f"{module.label} takes its inputs positionally", span)
+        if not module.attached:
+            raise EvalError(f"this {module.label} is not a submodule of the model", span,
+                            "declare it as a submodule ('name = ...') and call it by name")
         if module.definition is not None and not module.sequential:
             out = self.run_forward(module, args, span)
         else:

@@ -358,3 +358,18 @@ def walk(node: object) -> list[object]:
         out.append(current)
         stack.extend(reversed(children(current)))
     return out
+
+
+def walk_statements(body: tuple[Stmt, ...] | list[Stmt] | object) -> list[object]:
+    """Statements of a block body, descending into if/for but not into forward or Sequential."""
+    out: list[object] = []
+    stack = list(reversed(list(body)))  # type: ignore[call-overload]
+    while stack:
+        stmt = stack.pop()
+        out.append(stmt)
+        if isinstance(stmt, If):
+            nested = [s for _, branch in stmt.branches for s in branch] + list(stmt.orelse or ())
+            stack.extend(reversed(nested))
+        elif isinstance(stmt, For):
+            stack.extend(reversed(stmt.body))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterable
 
 from tritondsl.compiler import nodes as n
@@ -12,6 +13,19 @@ from tritondsl.compiler.layers import LAYERS
 
 RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
 GLOBALS = {*LAYERS, *COMPILE_TIME, *FORWARD_OPS, *CONSTANTS, "Sequential"}
+# Names the generated Python module itself uses; a .tdsl name may not shadow them.
+GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
+
+
+def unsafe_identifier(name: str) -> str | None:
+    """Why ``name`` cannot become a Python identifier in generated code, or None."""
+    if keyword.iskeyword(name):
+        return f"'{name}' is a Python keyword and cannot be used as a name"
+    if name.startswith("__"):
+        return f"'{name}' starts with '__', which is reserved"
+    if name in GENERATED_NAMES:
+        return f"'{name}' is reserved for the generated PyTorch code"
+    return None
 
 
 def resolve(program: n.Program, reporter: Reporter) -> dict[str, n.Definition]:
@@ -28,6 +42,7 @@ def resolve(program: n.Program, reporter: Reporter) -> dict[str, n.Definition]:
         else:
             definitions[definition.name] = definition
     for definition in program.definitions:
+        _check_identifiers(definition, reporter)
         _DefinitionChecker(definition, definitions, reporter).run()
     _check_recursion(definitions, reporter)
     return definitions
@@ -73,11 +88,32 @@ class _DefinitionChecker:
                                 "add 'forward(x) { ... return y }'")
         for extra in forwards[1:]:
             self.reporter.error(f"{d.kind} '{d.name}' has more than one forward", extra.span)
+        for extra in [s for s in d.body if isinstance(s, n.WeightsDecl)][1:]:
+            self.reporter.error(f"{d.kind} '{d.name}' has more than one 'weights' statement",
+                                extra.span)
+        self.check_name_kinds(d.body)
         inputs = [s for s in d.body if isinstance(s, n.InputDecl)]
         if d.kind == "model" and not inputs:
             self.reporter.error(f"model '{d.name}' has no input declaration", d.name_span,
                                 "declare one, e.g. 'input x: Tensor[N, 3, 32, 32]'")
         self.statements(d.body, "top")
+
+    def check_name_kinds(self, body: Iterable[n.Stmt]) -> None:
+        """A name is either a submodule or a compile-time value, never both."""
+        members: dict[str, n.Span] = {}
+        values: dict[str, n.Span] = {p.name: p.span for p in self.d.params}
+        for node in n.walk_statements(body):
+            if isinstance(node, n.Assign):
+                members.setdefault(node.name, node.span)
+            elif isinstance(node, n.Let | n.ParamDecl):
+                values.setdefault(node.name, node.span)
+            elif isinstance(node, n.For):
+                for target in node.targets:
+                    values.setdefault(target, node.span)
+        for name in sorted(members.keys() & values.keys()):
+            span = max(members[name], values[name], key=lambda s: (s.line, s.column))
+            self.reporter.error(f"'{name}' is both a submodule and a compile-time value", span,
+                                "give them different names")
 
     # ------------------------------------------------------------ scopes
     def collect(self, stmts: Iterable[n.Stmt], in_seq: bool = False) -> None:
@@ -146,7 +182,7 @@ class _DefinitionChecker:
                 self.type_expr(stmt.type)
             case n.WeightsDecl() | n.ParamDecl():
                 word = "weights" if isinstance(stmt, n.WeightsDecl) else "param"
-                if where not in ("top", "nested") or (word == "param" and where != "top"):
+                if where != "top":
                     self.reporter.error(f"'{word}' belongs at the top level of a definition",
                                         stmt.span)
                 if isinstance(stmt, n.WeightsDecl):
@@ -264,6 +300,24 @@ class _DefinitionChecker:
         for arg in type_.args or ():
             if not isinstance(arg, n.Name):  # bare names are symbolic sizes or dtypes
                 self.expr(arg, self.block_names, forward=False)
+
+
+def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:
+    """Every name a definition binds or passes as a keyword must be safe in Python."""
+    found: list[tuple[str, n.Span]] = [(definition.name, definition.name_span)]
+    found += [(p.name, p.span) for p in definition.params]
+    for node in n.walk(definition):
+        match node:
+            case n.Let() | n.Assign() | n.InputDecl() | n.ParamDecl() | n.FwdParam() | n.Keyword():
+                found.append((node.name, node.span))
+            case n.For():
+                found.extend((t, node.span) for t in node.targets)
+            case n.Attribute():
+                found.append((node.name, node.span))
+    for name, span in found:
+        problem = unsafe_identifier(name)
+        if problem:
+            reporter.error(problem, span)
 
 
 def _check_recursion(definitions: dict[str, n.Definition], reporter: Reporter) -> None:

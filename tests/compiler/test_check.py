@@ -86,7 +86,7 @@ def test_mixed_precision_example_resolves_each_layer() -> None:
         "stem.0": "fp16",
         "res.conv1": "ternary(sparsity, sparsity=0.5, per_channel)",
         "res.conv2": "ternary(sparsity, sparsity=0.5, per_channel)",
-        "down": "ternary(learned, per_channel)",
+        "down": "ternary(learned, per_tensor)",
         "dw": "ternary(twn, threshold=0.7, per_channel)",
         "pw": "ternary(absmean, per_tensor)",
         "head": "int8",

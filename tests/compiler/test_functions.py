@@ -49,8 +49,10 @@ def test_bad_calls_are_located_errors(name: str, args: list, message: str) -> No
     ({}, Precision("ternary", "twn", None, "per_channel")),
     ({"threshold": 0.7, "scale": Symbol("per_tensor")},
      Precision("ternary", "twn", 0.7, "per_tensor")),
-    ({"method": Symbol("absmean")}, Precision("ternary", "absmean")),
-    ({"learned": True}, Precision("ternary", "learned")),
+    ({"method": Symbol("absmean")}, Precision("ternary", "absmean", scale="per_tensor")),
+    ({"method": Symbol("absmean"), "scale": Symbol("per_channel")},
+     Precision("ternary", "absmean", scale="per_channel")),
+    ({"learned": True}, Precision("ternary", "learned", scale="per_tensor")),
     ({"sparsity": 0.5}, Precision("ternary", "sparsity", sparsity=0.5)),
 ])
 def test_ternary_precision_options(kwargs: dict, expected: Precision) -> None:
@@ -63,6 +65,7 @@ def test_ternary_precision_options(kwargs: dict, expected: Precision) -> None:
     ({"sparsity": 1.5}, r"sparsity must be a fraction in \[0, 1\)"),
     ({"sparsity": 0.5, "threshold": 0.7}, "sparsity sets the threshold itself"),
     ({"method": Symbol("absmean"), "threshold": 0.5}, "absmean has no threshold"),
+    ({"learned": True, "scale": Symbol("per_channel")}, "learned scales are per layer"),
     ({"colour": 1}, "unexpected keyword argument 'colour'"),
 ])
 def test_ternary_rejects_bad_options(kwargs: dict, message: str) -> None:
