@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 # Public name -> module that defines it; resolved lazily so `tritondsl check` stays fast.
 _LAZY = {
     "deploy": "tritondsl.backend.deploy",
+    "compile": "tritondsl.program",
+    "load_model": "tritondsl.program",
+    "CompileError": "tritondsl.compiler.diagnostics",
 }
 
 

@@ -1,0 +1,384 @@
+"""Checked program -> readable PyTorch source (one class per block, layer and model).
+
+Compile-time ``if``/``for``/``let`` become the same Python statements in ``__init__``;
+each class takes the DSL's parameters plus a keyword-only ``weights`` precision, which
+is how the model's default precision reaches the layers of nested blocks:
+
+* a call annotated ``Block(...) @P`` passes ``weights=P``;
+* a block with its own ``weights`` statement has it as the parameter's default, and
+  unannotated calls leave it alone;
+* otherwise calls pass the caller's ``weights`` on.
+
+This reproduces the checker's rule (use-site ``@`` > the block's ``weights`` > inherited).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import PurePath
+
+import jinja2
+
+from tritondsl.compiler import nodes as n
+from tritondsl.compiler.check import CheckedProgram
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic
+from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
+from tritondsl.compiler.infer import find_forward
+from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.pyexpr import CodegenError, PyPrinter, py_str, wrap
+
+PRECISIONS = {"fp32": "rt.FP32", "fp16": "rt.FP16", "int8": "rt.INT8"}
+FORWARD_CALLS = {
+    "relu": "F.relu", "relu6": "F.relu6", "gelu": "F.gelu", "sigmoid": "torch.sigmoid",
+    "flatten": "torch.flatten", "cat": "torch.cat", "matmul": "torch.matmul",
+    "adaptive_avg_pool2d": "F.adaptive_avg_pool2d",
+}
+PY_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "trit": "int",
+            "precision": "rt.Precision", "tuple": "tuple", "list": "list"}
+QUANTIZABLE = {name for name, spec in LAYERS.items() if spec.quantizable}
+
+
+@dataclass
+class ClassCode:
+    """The pieces of one generated class, laid out by the template."""
+
+    name: str
+    base: str
+    doc: str
+    init_def: list[str]
+    init: list[str]
+    forward_params: str = ""
+    returns: str = ""
+    forward: list[str] = field(default_factory=list)
+
+
+def generate(checked: CheckedProgram, precision: str | None = None) -> str:
+    """Python source for every definition of ``checked``; ``precision`` overrides all."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    classes = []
+    errors: list[Diagnostic] = []
+    for definition in checked.program.definitions:
+        try:
+            classes.append(_ClassEmitter(definition, checked, precision).emit_class())
+        except CodegenError as error:
+            errors.append(Diagnostic(error.message, error.span))
+    if errors:
+        raise CompileError(errors, checked.path, checked.source)
+    body = "\n".join(line for c in classes for line in [*c.init, *c.forward])
+    imports = [line for line, used in (
+        ("import torch", "torch." in body),
+        ("import torch.nn.functional as F", "F." in body),
+        ("from torch import Tensor, nn", True),
+    ) if used]
+    from tritondsl import __version__
+
+    return _template().render(
+        version=__version__,
+        source_name=PurePath(checked.path).name,
+        sha256=hashlib.sha256(checked.source.encode()).hexdigest(),
+        imports=imports,
+        classes=classes,
+    )
+
+
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("tritondsl.compiler", "templates"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined, autoescape=False,
+    )
+    return env.get_template("module.py.jinja")
+
+
+class _ClassEmitter(PyPrinter):
+    """Emits one definition; ``forward`` mode changes how names are printed."""
+
+    def __init__(self, d: n.Definition, checked: CheckedProgram, precision: str | None) -> None:
+        self.d, self.checked, self.override = d, checked, precision
+        self.definitions = checked.definitions
+        body = d.alias.body if isinstance(d.alias, n.SeqExpr) else d.body
+        statements = n.walk_statements(body)
+        self.members = {s.name for s in statements if isinstance(s, n.Assign)}
+        self.params = {s.name for s in statements if isinstance(s, n.ParamDecl)}
+        self.tensors = self.params | {
+            s.name for s in statements
+            if isinstance(s, n.Let) and s.type is not None and s.type.name.endswith("Tensor")}
+        self.values = {p.name for p in d.params}
+        for stmt in [d.alias] if d.alias is not None else d.body:
+            if isinstance(stmt, n.Forward):
+                continue
+            for node in n.walk(stmt):
+                if isinstance(node, n.Let):
+                    self.values.add(node.name)
+                elif isinstance(node, n.For):
+                    self.values.update(node.targets)
+        self.annotated_call: n.Expr | None = None  # the constructor an '@' applies to
+        self.forward_mode = False
+        self.locals: set[str] = set()
+        self.stored: set[str] = set()  # compile-time values forward reads from self
+        self.current = "weights"  # the precision expression in effect
+        self.temps = 0
+        self.pre: list[str] = []
+
+    # ------------------------------------------------------------ class layout
+    def emit_class(self) -> ClassCode:
+        d = self.d
+        own = next((s for s in d.body if isinstance(s, n.WeightsDecl)), None)
+        params = [self.param(p) for p in d.params]
+        weights = "weights: rt.Precision | None = None" if own else "weights: rt.Precision = rt.FP32"
+        signature = ", ".join(["self", *params, "*", weights])
+        # The block's own `weights` applies unless the caller annotated this instance.
+        prologue = ([f"weights = {self.precision_text(own.precision)} if weights is None else weights"]
+                    if own else [])
+        init_def = wrap(f"def __init__({signature}) -> None:", width=99 - 4)
+        where = f"{d.kind} {d.name} ({PurePath(self.checked.path).name}, line {d.span.line})"
+        if isinstance(d.alias, n.SeqExpr):
+            init = self.sequential_init(d.alias, prologue)
+            return ClassCode(d.name, "nn.Sequential", f"Generated from {where}.",
+                             init_def, init)
+        init = ["super().__init__()", *prologue]
+        init += self.block(d.body, target=None)
+        forward = find_forward(d)
+        assert forward is not None  # the checker requires one
+        code = self.forward(forward)
+        init += [f"self.{name} = {name}" for name in sorted(self.stored)]
+        params_text = "".join(f", {p.name}: Tensor" for p in forward.params)
+        last = forward.body[-1] if forward.body else None
+        returns = " -> tuple[Tensor, ...]" if isinstance(last, n.Return) and isinstance(
+            last.value, n.TupleLit) else " -> Tensor"
+        return ClassCode(d.name, "nn.Module", f"Generated from {where}.", init_def,
+                         _wrap_all(init), params_text, returns, _wrap_all(code))
+
+    def param(self, p: n.Param) -> str:
+        annotation = PY_TYPES.get(p.type.name, "object")
+        items = [PY_TYPES.get(a.id, "object") if isinstance(a, n.Name) else "object"
+                 for a in p.type.args or ()]
+        if p.type.name == "tuple" and items:
+            annotation = f"tuple[{', '.join(items)}]"
+        elif p.type.name == "list":
+            # Defaults must not be mutable lists, so a list parameter also takes a tuple.
+            item = items[0] if items else "object"
+            annotation = f"tuple[{item}, ...] | list[{item}]"
+        default = ""
+        if p.default is not None:
+            value = p.default
+            if isinstance(value, n.ListLit):
+                value = n.TupleLit(value.items, value.span)
+            default = f" = {self.text(value)}"
+        return f"{p.name}: {annotation}{default}"
+
+    def sequential_init(self, seq: n.SeqExpr, prologue: list[str]) -> list[str]:
+        if all(isinstance(s, n.ExprStmt) for s in seq.body):
+            items = ", ".join(self.text(s.expr) for s in seq.body)  # type: ignore[union-attr]
+            return _wrap_all([*prologue, *self.pre, f"super().__init__({items})"])
+        return _wrap_all(["super().__init__()", *prologue, *self.block(seq.body, target="self")])
+
+    # ------------------------------------------------------------ __init__ statements
+    def block(self, stmts: tuple[n.Stmt, ...], target: str | None) -> list[str]:
+        """Statements of a block body (target None) or of a Sequential body (target var)."""
+        lines: list[str] = []
+        for stmt in stmts:
+            self.pre = []
+            produced = self.statement(stmt, target)
+            lines += self.pre + produced
+        return lines
+
+    def statement(self, stmt: n.Stmt, target: str | None) -> list[str]:
+        match stmt:
+            case n.Let(type=n.TypeExpr(name="TernaryTensor" | "Tensor")):
+                return [self.constant(stmt)]
+            case n.Let():
+                return [f"{stmt.name} = {self.text(stmt.value)}"]
+            case n.Assign() if isinstance(stmt.value, n.SeqExpr) and target is None:
+                return self.sequential_member(f"self.{stmt.name}", stmt.value)
+            case n.Assign() if target is None:
+                return [f"self.{stmt.name} = {self.text(stmt.value)}"]
+            case n.Assign():
+                return [f"{target}.add_module({py_str(stmt.name)}, {self.text(stmt.value)})"]
+            case n.ExprStmt():
+                return [f"{target}.append({self.text(stmt.expr)})"]
+            case n.If():
+                lines = []
+                for i, (cond, body) in enumerate(stmt.branches):
+                    lines.append(f"{'if' if i == 0 else 'elif'} {self.text(cond)}:")
+                    lines += _indent(self.block(body, target))
+                if stmt.orelse is not None:
+                    lines += ["else:", *_indent(self.block(stmt.orelse, target))]
+                return lines
+            case n.For():
+                head = f"for {', '.join(stmt.targets)} in {self.text(stmt.iterable)}:"
+                return [head, *_indent(self.block(stmt.body, target))]
+            case n.ParamDecl():
+                dims = self.text(n.TupleLit(stmt.type.args or (), stmt.type.span))
+                return [f"self.{stmt.name} = rt.ternary_parameter({dims})",
+                        "self.weights = weights"]
+            case _:  # input, weights, forward: handled elsewhere
+                return []
+
+    def constant(self, stmt: n.Let) -> str:
+        assert stmt.type is not None
+        dims = ", ".join(self.text(a) for a in stmt.type.args or ())
+        return (f"self.register_buffer({py_str(stmt.name)}, torch.tensor({self.text(stmt.value)}, "
+                f"dtype=torch.int8).reshape({dims}))")
+
+    def sequential_member(self, var: str, seq: n.SeqExpr) -> list[str]:
+        if all(isinstance(s, n.ExprStmt) for s in seq.body):
+            return [f"{var} = {self.seq(seq)}"]
+        return [f"{var} = nn.Sequential()", *self.block(seq.body, target=var)]
+
+    # ------------------------------------------------------------ forward
+    def forward(self, forward: n.Forward) -> list[str]:
+        self.forward_mode = True
+        self.locals = {p.name for p in forward.params}
+        lines = [self.input_check(s) for s in self.d.body if isinstance(s, n.InputDecl)]
+        lines += self.forward_block(forward.body)
+        self.forward_mode = False
+        return lines
+
+    def input_check(self, decl: n.InputDecl) -> str:
+        dims = []
+        for arg in decl.type.args or ():
+            if isinstance(arg, n.Name) and arg.id in ("float32", "float16", "bfloat16"):
+                continue
+            known = isinstance(arg, n.Name) and (arg.id in self.definitions or self.is_value(arg.id))
+            dims.append(py_str(arg.id) if isinstance(arg, n.Name) and not known else self.text(arg))
+        shape = f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+        return f"rt.check_input(self, {py_str(decl.name)}, {decl.name}, {shape})"
+
+    def forward_block(self, stmts: tuple[n.Stmt, ...]) -> list[str]:
+        lines: list[str] = []
+        for stmt in stmts:
+            match stmt:
+                case n.Let() | n.Assign():
+                    value = self.text(stmt.value)
+                    self.locals.add(stmt.name)
+                    lines.append(f"{stmt.name} = {value}")
+                case n.Return():
+                    lines.append(f"return {self.text(stmt.value)}")
+                case n.If():
+                    for i, (cond, body) in enumerate(stmt.branches):
+                        lines.append(f"{'if' if i == 0 else 'elif'} {self.text(cond)}:")
+                        lines += _indent(self.forward_block(body) or ["pass"])
+                    if stmt.orelse is not None:
+                        lines += ["else:", *_indent(self.forward_block(stmt.orelse) or ["pass"])]
+                case n.For():
+                    self.locals.update(stmt.targets)
+                    lines.append(f"for {', '.join(stmt.targets)} in {self.text(stmt.iterable)}:")
+                    lines += _indent(self.forward_block(stmt.body) or ["pass"])
+        return lines
+
+    # ------------------------------------------------------------ names and calls
+    def is_value(self, name: str) -> bool:
+        """A compile-time value of this definition (parameter, let, loop variable)."""
+        return name in self.values
+
+    def name(self, node: n.Name) -> str:
+        ident = node.id
+        if self.forward_mode:
+            if ident in self.locals:
+                return ident
+            if ident in self.members or ident in self.tensors:
+                return f"self.{ident}"
+            if self.is_value(ident):
+                self.stored.add(ident)
+                return f"self.{ident}"
+        elif ident in self.members:
+            return f"self.{ident}"
+        if ident in PRECISIONS:
+            return self.precision_text(node)
+        if ident in CONSTANTS:  # option symbols such as per_channel
+            return repr(ident)
+        if ident in LAYERS or ident in FORWARD_OPS:
+            raise CodegenError(f"'{ident}' must be called where it is used", node.span)
+        return ident
+
+    def precision_text(self, node: n.Expr) -> str:
+        """A precision expression; ``--precision`` replaces every one of them."""
+        if self.override is not None:
+            return PRECISIONS[self.override]
+        if isinstance(node, n.Name) and node.id in PRECISIONS:
+            return PRECISIONS[node.id]
+        if isinstance(node, n.Call) and node.func == n.Name("ternary", node.func.span):
+            return self.plain_call("rt.ternary", node)
+        return self.text(node)
+
+    def annotated(self, node: n.Binary) -> str | None:
+        if self.forward_mode or not _is_constructor(node.left, self.definitions):
+            if not self.forward_mode and isinstance(node.left, n.Name):
+                raise CodegenError("annotate a layer where it is created, e.g. "
+                                   "'x = Conv2d(...) @fp32'", node.span)
+            return None
+        saved = self.current, self.annotated_call
+        self.current, self.annotated_call = self.precision_text(node.right), node.left
+        try:
+            return self.text(node.left, 0)
+        finally:
+            self.current, self.annotated_call = saved
+
+    def call(self, node: n.Call) -> str:
+        func = node.func
+        callee = func.id if isinstance(func, n.Name) else None
+        shadowed = callee is not None and (callee in self.locals or self.is_value(callee)
+                                           or callee in self.members)
+        if callee is None or shadowed:
+            return self.plain_call(self.text(func, 10), node)
+        if callee in QUANTIZABLE:
+            return self.plain_call(f"rt.{callee}", node, (f"weights={self.current}",))
+        if callee in LAYERS:
+            return self.plain_call(f"nn.{callee}", node)
+        if callee in self.definitions:
+            target = self.definitions[callee]
+            own = any(isinstance(s, n.WeightsDecl) for s in target.body)
+            direct = node is self.annotated_call
+            passes = () if own and not direct else (f"weights={self.current}",)
+            return self.plain_call(callee, node, passes)
+        if callee == "ternary":
+            return self.precision_text(node)
+        if callee == "make_divisible":
+            return self.plain_call("rt.make_divisible", node)
+        if callee == "reshape":
+            shape = ", ".join(self.text(a) for a in node.args[1:])
+            return f"torch.reshape({self.text(node.args[0])}, ({shape},))"
+        if callee == "ternary_matmul":
+            x, w = (self.text(a) for a in node.args)
+            learnable = isinstance(node.args[1], n.Name) and node.args[1].id in self.params
+            return f"rt.ternary_matmul({x}, {w}{', self.weights' if learnable else ''})"
+        if callee in FORWARD_CALLS:
+            return self.plain_call(FORWARD_CALLS[callee], node)
+        if callee in COMPILE_TIME:
+            return self.plain_call(callee, node)
+        return self.plain_call(callee, node)
+
+    def seq(self, node: n.SeqExpr) -> str:
+        if all(isinstance(s, n.ExprStmt) for s in node.body):
+            items = ", ".join(self.text(s.expr) for s in node.body)  # type: ignore[union-attr]
+            return f"nn.Sequential({items})"
+        self.temps += 1
+        var = f"seq{self.temps}_"
+        self.pre += [f"{var} = nn.Sequential()", *self.block(node.body, target=var)]
+        return var
+
+
+def _is_constructor(node: n.Expr, definitions: dict[str, n.Definition]) -> bool:
+    """Whether an expression creates a new module (so ``@`` annotates it)."""
+    match node:
+        case n.SeqExpr():
+            return True
+        case n.Call(func=n.Name(id=callee)):
+            return callee in LAYERS or callee in definitions
+        case n.Binary(op="@", left=left):
+            return _is_constructor(left, definitions)
+    return False
+
+
+def _indent(lines: list[str]) -> list[str]:
+    return ["    " + line for line in (lines or ["pass"])]
+
+
+def _wrap_all(lines: list[str]) -> list[str]:
+    """Wrap long lines; the template indents everything by 8 spaces."""
+    return [part for line in lines for part in wrap(line, width=99 - 8)]

@@ -1,0 +1,103 @@
+"""``tritondsl.compile`` and ``tritondsl.load_model``: from .tdsl to live PyTorch classes.
+
+The generated source is ordinary Python made only of validated identifiers and
+``repr``/JSON-quoted literals (see ``compiler/codegen.py``); it is executed in a fresh
+module registered with ``linecache`` so ``inspect`` and TorchScript can read it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import linecache
+import sys
+import types
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tritondsl.compiler.check import CheckedProgram, check_file, check_source
+from tritondsl.compiler.codegen import generate
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic
+
+ZOO = {"resnet18": "resnet18.tdsl", "mobilenetv2": "mobilenetv2.tdsl",
+       "mobilenet_v2": "mobilenetv2.tdsl"}
+
+
+class CompiledProgram:
+    """A compiled .tdsl file: its generated classes are attributes, ``.source`` the code."""
+
+    def __init__(self, checked: CheckedProgram, source: str, module: types.ModuleType) -> None:
+        self.checked, self.source, self.module = checked, source, module
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.checked.definitions:
+            return getattr(self.module, name)
+        raise AttributeError(f"{self.checked.path} defines no block or model named {name!r}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.checked.definitions})
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models of the file, in order."""
+        return list(self.checked.models)
+
+    def build(self, model: str | None = None, **params: Any) -> nn.Module:
+        """Instantiate a model (the file's only model unless ``model`` names one)."""
+        names = self.model_names
+        if model is None:
+            if len(names) != 1:
+                raise ValueError(f"{self.checked.path} has models {names}; pass model=...")
+            model = names[0]
+        if model not in names:
+            raise ValueError(f"{self.checked.path} has no model {model!r} (models: {names})")
+        return getattr(self.module, model)(**params)
+
+
+def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:  # noqa: A001
+    """Check and compile a .tdsl file (a path) or .tdsl text; raise ``CompileError`` on errors."""
+    checked = _check(path_or_text)
+    source = generate(checked, precision)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    stem = "".join(c if c.isalnum() else "_" for c in Path(checked.path).stem) or "program"
+    name = f"tritondsl_generated.{stem}_{digest}"
+    filename = f"<tritondsl generated from {checked.path} ({digest})>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module
+    exec(builtins.compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+    return CompiledProgram(checked, source, module)
+
+
+def load_model(name_or_path: str | Path, precision: str | None = None, model: str | None = None,
+               **params: Any) -> nn.Module:
+    """Build a zoo model (``"resnet18"``, ``"mobilenetv2"``) or the model of a .tdsl file."""
+    key = str(name_or_path).lower()
+    if key in ZOO:
+        path: str | Path = zoo_path(key)
+    elif Path(name_or_path).suffix == ".tdsl" or Path(name_or_path).exists():
+        path = Path(name_or_path)
+    else:
+        raise ValueError(f"unknown model {name_or_path!r}: not a zoo name "
+                         f"({', '.join(sorted(ZOO))}) or a .tdsl file")
+    return compile(path, precision).build(model, **params)
+
+
+def zoo_path(name: str) -> Path:
+    """Path of a zoo model's .tdsl file inside the installed package."""
+    return Path(str(resources.files("tritondsl.models").joinpath(ZOO[name])))
+
+
+def _check(path_or_text: str | Path) -> CheckedProgram:
+    if isinstance(path_or_text, Path):
+        return check_file(path_or_text)
+    text = str(path_or_text)
+    if "\n" not in text and text.endswith(".tdsl"):
+        if not Path(text).exists():
+            raise CompileError([Diagnostic("no such file", None)], text)
+        return check_file(text)
+    return check_source(text, "<string>")
