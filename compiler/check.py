@@ -63,8 +63,10 @@ class ModelInfo:
             prefix = f"{module.path}." if module.path else ""
             spec = LAYERS.get(module.kind)
             if spec is not None and not module.sequential:
-                items.extend(StateItem(prefix + e.name, e.shape, e.dtype, e.learnable)
-                             for e in spec.state(module.args))
+                items.extend(
+                    StateItem(prefix + e.name, e.shape, e.dtype, e.learnable)
+                    for e in spec.state(module.args)
+                )
             for child in module.children.values():
                 if isinstance(child, TensorDecl):
                     dtype = "float32" if child.learnable else "int8"
@@ -91,29 +93,40 @@ class CheckedProgram:
         return self.program.path
 
 
-def check_file(path: str | Path, args: Mapping[str, Mapping[str, Any]] | None = None
-               ) -> CheckedProgram:
-    """Read and check a .tdsl file."""
+def check_file(
+    path: str | Path,
+    args: Mapping[str, Mapping[str, Any]] | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> CheckedProgram:
+    """Read and check a .tdsl file (see ``check_source`` for ``args`` and ``sizes``)."""
     shown = str(path)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise CompileError([Diagnostic(f"cannot read file: {exc.strerror or exc}", None)],
-                           shown) from None
-    return check_source(decode(data, shown), shown, args)
+        raise CompileError(
+            [Diagnostic(f"cannot read file: {exc.strerror or exc}", None)], shown
+        ) from None
+    return check_source(decode(data, shown), shown, args, sizes)
 
 
-def check_source(source: str, path: str = "<input>",
-                 args: Mapping[str, Mapping[str, Any]] | None = None) -> CheckedProgram:
-    """Check .tdsl text; ``args`` maps a model name to constructor arguments to use."""
+def check_source(
+    source: str,
+    path: str = "<input>",
+    args: Mapping[str, Mapping[str, Any]] | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> CheckedProgram:
+    """Check .tdsl text; ``args`` maps a model name to constructor arguments, ``sizes``
+    gives symbolic input sizes (such as ``H``) concrete values for shape inference."""
     try:
-        return _check(source, path, args or {})
+        return _check(source, path, args or {}, dict(sizes or {}))
     except RecursionError:
         diag = Diagnostic("program is nested too deeply to check", None)
         raise CompileError([diag], path, source) from None
 
 
-def _check(source: str, path: str, args: Mapping[str, Mapping[str, Any]]) -> CheckedProgram:
+def _check(
+    source: str, path: str, args: Mapping[str, Mapping[str, Any]], sizes: dict[str, int]
+) -> CheckedProgram:
     program = parse(source, path)
     reporter = Reporter()
     definitions = resolve(program, reporter)
@@ -123,6 +136,7 @@ def _check(source: str, path: str, args: Mapping[str, Mapping[str, Any]]) -> Che
     checked = CheckedProgram(program, source, definitions)
     if not reporter.has_errors:
         engine = ShapeInference(definitions, reporter)
+        engine.sizes = sizes
         try:
             for definition in program.definitions:
                 if definition.kind == "model" and definitions.get(definition.name) is definition:
@@ -137,8 +151,9 @@ def _check(source: str, path: str, args: Mapping[str, Mapping[str, Any]]) -> Che
     return checked
 
 
-def _check_model(engine: ShapeInference, definition: n.Definition, args: dict[str, Any]
-                 ) -> ModelInfo | None:
+def _check_model(
+    engine: ShapeInference, definition: n.Definition, args: dict[str, Any]
+) -> ModelInfo | None:
     try:
         root = engine.instantiate(definition, [], args, definition.name_span)
     except EvalError as error:
@@ -146,8 +161,13 @@ def _check_model(engine: ShapeInference, definition: n.Definition, args: dict[st
         return None
     resolve_precisions(root)
     output = engine.infer_model(root)
-    return ModelInfo(definition.name, definition, root, dict(root.args),
-                     None if isinstance(output, Poison) else output)
+    return ModelInfo(
+        definition.name,
+        definition,
+        root,
+        dict(root.args),
+        None if isinstance(output, Poison) else output,
+    )
 
 
 def _check_unused(engine: ShapeInference, program: n.Program) -> None:

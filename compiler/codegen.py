@@ -20,7 +20,6 @@ from functools import cache
 from pathlib import PurePath
 
 import jinja2
-
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
@@ -31,12 +30,25 @@ from tritondsl.compiler.pyexpr import CodegenError, PyPrinter, py_str, wrap
 
 PRECISIONS = {"fp32": "rt.FP32", "fp16": "rt.FP16", "int8": "rt.INT8"}
 FORWARD_CALLS = {
-    "relu": "F.relu", "relu6": "F.relu6", "gelu": "F.gelu", "sigmoid": "torch.sigmoid",
-    "flatten": "torch.flatten", "cat": "torch.cat", "matmul": "torch.matmul",
+    "relu": "F.relu",
+    "relu6": "F.relu6",
+    "gelu": "F.gelu",
+    "sigmoid": "torch.sigmoid",
+    "flatten": "torch.flatten",
+    "cat": "torch.cat",
+    "matmul": "torch.matmul",
     "adaptive_avg_pool2d": "F.adaptive_avg_pool2d",
 }
-PY_TYPES = {"int": "int", "float": "float", "bool": "bool", "str": "str", "trit": "int",
-            "precision": "rt.Precision", "tuple": "tuple", "list": "list"}
+PY_TYPES = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "trit": "int",
+    "precision": "rt.Precision",
+    "tuple": "tuple",
+    "list": "list",
+}
 QUANTIZABLE = {name for name, spec in LAYERS.items() if spec.quantizable}
 
 
@@ -68,11 +80,15 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
     if errors:
         raise CompileError(errors, checked.path, checked.source)
     body = "\n".join(line for c in classes for line in [*c.init, *c.forward])
-    imports = [line for line, used in (
-        ("import torch", "torch." in body),
-        ("import torch.nn.functional as F", "F." in body),
-        ("from torch import Tensor, nn", True),
-    ) if used]
+    imports = [
+        line
+        for line, used in (
+            ("import torch", "torch." in body),
+            ("import torch.nn.functional as F", "F." in body),
+            ("from torch import Tensor, nn", True),
+        )
+        if used
+    ]
     from tritondsl import __version__
 
     return _template().render(
@@ -88,8 +104,11 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("tritondsl.compiler", "templates"),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined, autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
     )
     return env.get_template("module.py.jinja")
 
@@ -105,8 +124,10 @@ class _ClassEmitter(PyPrinter):
         self.members = {s.name for s in statements if isinstance(s, n.Assign)}
         self.params = {s.name for s in statements if isinstance(s, n.ParamDecl)}
         self.tensors = self.params | {
-            s.name for s in statements
-            if isinstance(s, n.Let) and s.type is not None and s.type.name.endswith("Tensor")}
+            s.name
+            for s in statements
+            if isinstance(s, n.Let) and s.type is not None and s.type.name.endswith("Tensor")
+        }
         self.values = {p.name for p in d.params}
         for stmt in [d.alias] if d.alias is not None else d.body:
             if isinstance(stmt, n.Forward):
@@ -129,17 +150,21 @@ class _ClassEmitter(PyPrinter):
         d = self.d
         own = next((s for s in d.body if isinstance(s, n.WeightsDecl)), None)
         params = [self.param(p) for p in d.params]
-        weights = "weights: rt.Precision | None = None" if own else "weights: rt.Precision = rt.FP32"
+        weights = (
+            "weights: rt.Precision | None = None" if own else "weights: rt.Precision = rt.FP32"
+        )
         signature = ", ".join(["self", *params, "*", weights])
         # The block's own `weights` applies unless the caller annotated this instance.
-        prologue = ([f"weights = {self.precision_text(own.precision)} if weights is None else weights"]
-                    if own else [])
+        prologue = (
+            [f"weights = {self.precision_text(own.precision)} if weights is None else weights"]
+            if own
+            else []
+        )
         init_def = wrap(f"def __init__({signature}) -> None:", width=99 - 4)
         where = f"{d.kind} {d.name} ({PurePath(self.checked.path).name}, line {d.span.line})"
         if isinstance(d.alias, n.SeqExpr):
             init = self.sequential_init(d.alias, prologue)
-            return ClassCode(d.name, "nn.Sequential", f"Generated from {where}.",
-                             init_def, init)
+            return ClassCode(d.name, "nn.Sequential", f"Generated from {where}.", init_def, init)
         init = ["super().__init__()", *prologue]
         init += self.block(d.body, target=None)
         forward = find_forward(d)
@@ -148,15 +173,28 @@ class _ClassEmitter(PyPrinter):
         init += [f"self.{name} = {name}" for name in sorted(self.stored)]
         params_text = "".join(f", {p.name}: Tensor" for p in forward.params)
         last = forward.body[-1] if forward.body else None
-        returns = " -> tuple[Tensor, ...]" if isinstance(last, n.Return) and isinstance(
-            last.value, n.TupleLit) else " -> Tensor"
-        return ClassCode(d.name, "nn.Module", f"Generated from {where}.", init_def,
-                         _wrap_all(init), params_text, returns, _wrap_all(code))
+        returns = (
+            " -> tuple[Tensor, ...]"
+            if isinstance(last, n.Return) and isinstance(last.value, n.TupleLit)
+            else " -> Tensor"
+        )
+        return ClassCode(
+            d.name,
+            "nn.Module",
+            f"Generated from {where}.",
+            init_def,
+            _wrap_all(init),
+            params_text,
+            returns,
+            _wrap_all(code),
+        )
 
     def param(self, p: n.Param) -> str:
         annotation = PY_TYPES.get(p.type.name, "object")
-        items = [PY_TYPES.get(a.id, "object") if isinstance(a, n.Name) else "object"
-                 for a in p.type.args or ()]
+        items = [
+            PY_TYPES.get(a.id, "object") if isinstance(a, n.Name) else "object"
+            for a in p.type.args or ()
+        ]
         if p.type.name == "tuple" and items:
             annotation = f"tuple[{', '.join(items)}]"
         elif p.type.name == "list":
@@ -214,16 +252,20 @@ class _ClassEmitter(PyPrinter):
                 return [head, *_indent(self.block(stmt.body, target))]
             case n.ParamDecl():
                 dims = self.text(n.TupleLit(stmt.type.args or (), stmt.type.span))
-                return [f"self.{stmt.name} = rt.ternary_parameter({dims})",
-                        "self.weights = weights"]
+                return [
+                    f"self.{stmt.name} = rt.ternary_parameter({dims})",
+                    "self.weights = weights",
+                ]
             case _:  # input, weights, forward: handled elsewhere
                 return []
 
     def constant(self, stmt: n.Let) -> str:
         assert stmt.type is not None
         dims = ", ".join(self.text(a) for a in stmt.type.args or ())
-        return (f"self.register_buffer({py_str(stmt.name)}, torch.tensor({self.text(stmt.value)}, "
-                f"dtype=torch.int8).reshape({dims}))")
+        return (
+            f"self.register_buffer({py_str(stmt.name)}, torch.tensor({self.text(stmt.value)}, "
+            f"dtype=torch.int8).reshape({dims}))"
+        )
 
     def sequential_member(self, var: str, seq: n.SeqExpr) -> list[str]:
         if all(isinstance(s, n.ExprStmt) for s in seq.body):
@@ -244,7 +286,9 @@ class _ClassEmitter(PyPrinter):
         for arg in decl.type.args or ():
             if isinstance(arg, n.Name) and arg.id in ("float32", "float16", "bfloat16"):
                 continue
-            known = isinstance(arg, n.Name) and (arg.id in self.definitions or self.is_value(arg.id))
+            known = isinstance(arg, n.Name) and (
+                arg.id in self.definitions or self.is_value(arg.id)
+            )
             dims.append(py_str(arg.id) if isinstance(arg, n.Name) and not known else self.text(arg))
         shape = f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
         return f"rt.check_input(self, {py_str(decl.name)}, {decl.name}, {shape})"
@@ -309,8 +353,9 @@ class _ClassEmitter(PyPrinter):
     def annotated(self, node: n.Binary) -> str | None:
         if self.forward_mode or not _is_constructor(node.left, self.definitions):
             if not self.forward_mode and isinstance(node.left, n.Name):
-                raise CodegenError("annotate a layer where it is created, e.g. "
-                                   "'x = Conv2d(...) @fp32'", node.span)
+                raise CodegenError(
+                    "annotate a layer where it is created, e.g. 'x = Conv2d(...) @fp32'", node.span
+                )
             return None
         saved = self.current, self.annotated_call
         self.current, self.annotated_call = self.precision_text(node.right), node.left
@@ -322,8 +367,9 @@ class _ClassEmitter(PyPrinter):
     def call(self, node: n.Call) -> str:
         func = node.func
         callee = func.id if isinstance(func, n.Name) else None
-        shadowed = callee is not None and (callee in self.locals or self.is_value(callee)
-                                           or callee in self.members)
+        shadowed = callee is not None and (
+            callee in self.locals or self.is_value(callee) or callee in self.members
+        )
         if callee is None or shadowed:
             return self.plain_call(self.text(func, 10), node)
         if callee in QUANTIZABLE:

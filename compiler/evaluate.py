@@ -58,8 +58,9 @@ class FuncRef:
 class Scope:
     """Name bindings of one block instance, or of one forward call (with the block as parent)."""
 
-    def __init__(self, values: dict[str, Any], parent: Scope | None = None,
-                 forward: bool = False) -> None:
+    def __init__(
+        self, values: dict[str, Any], parent: Scope | None = None, forward: bool = False
+    ) -> None:
         self.values, self.parent, self.forward = values, parent, forward
 
     def lookup(self, name: str) -> tuple[bool, Any]:
@@ -83,8 +84,10 @@ class Budget:
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise BudgetExceeded(
-                f"compile-time evaluation takes more than {MAX_STEPS:,} steps", span,
-                "loops and tables in a .tdsl file must stay small")
+                f"compile-time evaluation takes more than {MAX_STEPS:,} steps",
+                span,
+                "loops and tables in a .tdsl file must stay small",
+            )
 
 
 class BudgetExceeded(EvalError):
@@ -92,15 +95,31 @@ class BudgetExceeded(EvalError):
 
 
 _ARITH = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
 }
 _COMPARE = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
-_VERBS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "//": "divide",
-          "%": "take the remainder of", "**": "raise"}
+_VERBS = {
+    "+": "add",
+    "-": "subtract",
+    "*": "multiply",
+    "/": "divide",
+    "//": "divide",
+    "%": "take the remainder of",
+    "**": "raise",
+}
 
 
 class ExprEvaluator:
@@ -111,8 +130,9 @@ class ExprEvaluator:
         self.budget = budget
 
     # Hooks implemented by the instantiation/shape passes.
-    def instantiate(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
-                    span: n.Span) -> Module:
+    def instantiate(
+        self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any], span: n.Span
+    ) -> Module:
         """Create a block instance (see ``instantiate.Instantiator``)."""
         raise EvalError(f"cannot use '{definition.name}' here", span)
 
@@ -120,11 +140,13 @@ class ExprEvaluator:
         """Create a Sequential module (see ``instantiate.Instantiator``)."""
         raise EvalError("cannot build a Sequential here", node.span)
 
-    def call_module(self, module: Module, args: list[Any], kwargs: dict[str, Any],
-                    span: n.Span) -> Any:
+    def call_module(
+        self, module: Module, args: list[Any], kwargs: dict[str, Any], span: n.Span
+    ) -> Any:
         """Run a module on tensors (see ``infer.ShapeInference``)."""
-        raise EvalError(f"layers can only be applied to tensors inside forward ({module.label})",
-                        span)
+        raise EvalError(
+            f"layers can only be applied to tensors inside forward ({module.label})", span
+        )
 
     # ------------------------------------------------------------ expressions
     def expr(self, node: n.Expr, scope: Scope) -> Any:
@@ -150,8 +172,11 @@ class ExprEvaluator:
             case n.Not():
                 return not self.condition(node.operand, scope, "'not'")
             case n.Cond():
-                chosen = node.then if self.condition(node.cond, scope, "a condition") else (
-                    node.otherwise)
+                chosen = (
+                    node.then
+                    if self.condition(node.cond, scope, "a condition")
+                    else (node.otherwise)
+                )
                 return self.expr(chosen, scope)
             case n.Call():
                 return self.call(node, scope)
@@ -161,8 +186,11 @@ class ExprEvaluator:
                 return self.attribute(node, scope)
             case n.SeqExpr():
                 if scope.forward:
-                    raise EvalError("layers cannot be created inside forward", node.span,
-                                    "declare them in the block, e.g. 'body = Sequential(...)'")
+                    raise EvalError(
+                        "layers cannot be created inside forward",
+                        node.span,
+                        "declare them in the block, e.g. 'body = Sequential(...)'",
+                    )
                 return self.build_sequential(node, scope)
         raise EvalError(f"unsupported expression {type(node).__name__}", node.span)
 
@@ -189,8 +217,11 @@ class ExprEvaluator:
         if isinstance(value, Poison):
             raise Abort()
         if not isinstance(value, bool):
-            raise EvalError(f"{what} must be true or false, got {show_value(value)}", node.span,
-                            "conditions are evaluated at compile time")
+            raise EvalError(
+                f"{what} must be true or false, got {show_value(value)}",
+                node.span,
+                "conditions are evaluated at compile time",
+            )
         return value
 
     def bool_op(self, node: n.BoolOp, scope: Scope) -> bool:
@@ -222,36 +253,50 @@ class ExprEvaluator:
             return _arith(node, left, right)
         if node.op == "+" and type(left) is type(right) and isinstance(left, str | tuple | list):
             return left + right
-        raise EvalError(f"cannot {_VERBS.get(node.op, 'apply ' + repr(node.op) + ' to')} "
-                        f"{type_name(left)} and {type_name(right)}", node.span)
+        raise EvalError(
+            f"cannot {_VERBS.get(node.op, 'apply ' + repr(node.op) + ' to')} "
+            f"{type_name(left)} and {type_name(right)}",
+            node.span,
+        )
 
     def annotate(self, node: n.Binary, module: Module, precision: Any) -> Module:
         """``layer @ precision``: set the weight precision of a layer or a whole subtree."""
         if not isinstance(precision, Precision):
-            raise EvalError(f"'@' after a layer expects a precision (fp32, fp16, int8, "
-                            f"ternary(...)), got {show_value(precision)}", node.right.span)
+            raise EvalError(
+                f"'@' after a layer expects a precision (fp32, fp16, int8, "
+                f"ternary(...)), got {show_value(precision)}",
+                node.right.span,
+            )
         if module.explicit is not None:
-            raise EvalError(f"{module.label} already has precision "
-                            f"{module.explicit.describe()}", node.span)
+            raise EvalError(
+                f"{module.label} already has precision {module.explicit.describe()}", node.span
+            )
         spec = LAYERS.get(module.kind)
         if spec is not None and not spec.quantizable:
-            raise EvalError(f"{module.kind} has no weights to quantize; '@{precision.describe()}'"
-                            " applies to Conv2d, Linear, blocks and Sequential", node.span)
+            raise EvalError(
+                f"{module.kind} has no weights to quantize; '@{precision.describe()}'"
+                " applies to Conv2d, Linear, blocks and Sequential",
+                node.span,
+            )
         module.explicit = precision
         return module
 
     def tensor_binary(self, node: n.Binary, left: Any, right: Any) -> Tensor:
         """Elementwise ops with broadcasting, and ``@`` as matmul."""
         if node.op == "@":
-            return sh.matmul(as_tensor(left, "'@'", node.span), as_tensor(right, "'@'", node.span),
-                             node.span)
+            return sh.matmul(
+                as_tensor(left, "'@'", node.span), as_tensor(right, "'@'", node.span), node.span
+            )
         if node.op not in ("+", "-", "*", "/"):
             raise EvalError(f"'{node.op}' is not supported on tensors", node.span)
         verb = _VERBS[node.op]
         if is_number(left) or is_number(right):
             tensor = left if not is_number(left) else right
             return as_tensor(tensor, f"'{node.op}'", node.span)
-        a, b = as_tensor(left, f"'{node.op}'", node.span), as_tensor(right, f"'{node.op}'", node.span)
+        a, b = (
+            as_tensor(left, f"'{node.op}'", node.span),
+            as_tensor(right, f"'{node.op}'", node.span),
+        )
         return Tensor(sh.broadcast(a.shape, b.shape, verb, node.span), a.dtype)
 
     def compare(self, node: n.Compare, left: Any, right: Any) -> Any:
@@ -263,10 +308,13 @@ class ExprEvaluator:
                 raise EvalError("tensors and layers cannot be compared", node.span)
             return _COMPARE[node.op](left, right)
         ordered = (is_number(left) and is_number(right)) or (
-            isinstance(left, str) and isinstance(right, str))
+            isinstance(left, str) and isinstance(right, str)
+        )
         if not ordered:
-            raise EvalError(f"cannot compare {type_name(left)} and {type_name(right)} with "
-                            f"'{node.op}'", node.span)
+            raise EvalError(
+                f"cannot compare {type_name(left)} and {type_name(right)} with '{node.op}'",
+                node.span,
+            )
         return _COMPARE[node.op](left, right)
 
     def call(self, node: n.Call, scope: Scope) -> Any:
@@ -297,8 +345,11 @@ class ExprEvaluator:
     @staticmethod
     def _no_layers_in_forward(scope: Scope, what: str, span: n.Span) -> None:
         if scope.forward:
-            raise EvalError(f"{what} cannot be created inside forward", span,
-                            "declare it in the block (name = ...) and call it by name")
+            raise EvalError(
+                f"{what} cannot be created inside forward",
+                span,
+                "declare it in the block (name = ...) and call it by name",
+            )
 
     def index(self, node: n.Index, scope: Scope) -> Any:
         """``table[i]`` and ``sequential[i]``."""
@@ -330,8 +381,11 @@ class ExprEvaluator:
             if node.name in value.children:
                 return value.children[node.name]
             known = [*value.args, *value.children]
-            raise EvalError(f"{value.label} has no attribute '{node.name}'", node.span,
-                            f"known: {', '.join(known)}" if known else None)
+            raise EvalError(
+                f"{value.label} has no attribute '{node.name}'",
+                node.span,
+                f"known: {', '.join(known)}" if known else None,
+            )
         raise EvalError(f"{show_value(value)} has no attribute '{node.name}'", node.span)
 
 
@@ -339,8 +393,11 @@ class _Unassigned(EvalError):
     """A name the resolver accepted but that has no value at this point."""
 
     def __init__(self, node: n.Name) -> None:
-        super().__init__(f"'{node.id}' is not defined here", node.span,
-                         "it may be assigned only in a branch that was not taken")
+        super().__init__(
+            f"'{node.id}' is not defined here",
+            node.span,
+            "it may be assigned only in a branch that was not taken",
+        )
 
 
 class Abort(Exception):
@@ -366,4 +423,3 @@ def _arith(node: n.Binary, left: int | float, right: int | float) -> int | float
     if isinstance(result, float) and not math.isfinite(result):
         raise EvalError("result is not a finite number", node.span)
     return result
-

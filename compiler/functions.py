@@ -32,7 +32,9 @@ CONSTANTS: dict[str, Any] = {
 }
 
 
-def _no_kwargs(name: str, kwargs: dict[str, Any], span: Span, allowed: tuple[str, ...] = ()) -> None:
+def _no_kwargs(
+    name: str, kwargs: dict[str, Any], span: Span, allowed: tuple[str, ...] = ()
+) -> None:
     extra = sorted(set(kwargs) - set(allowed))
     if extra:
         raise EvalError(f"{name}() got an unexpected keyword argument '{extra[0]}'", span)
@@ -112,8 +114,10 @@ def _range(args: list[Any], kwargs: dict[str, Any], span: Span) -> list[int]:
         raise EvalError("range(): step must not be zero", span)
     r = range(*args)
     if len(r) > MAX_RANGE:
-        raise EvalError(f"range() of {len(r)} items is too large for compile time "
-                        f"(the limit is {MAX_RANGE})", span)
+        raise EvalError(
+            f"range() of {len(r)} items is too large for compile time (the limit is {MAX_RANGE})",
+            span,
+        )
     return list(r)
 
 
@@ -166,27 +170,35 @@ def _ternary(args: list[Any], kwargs: dict[str, Any], span: Span) -> Precision:
         raise EvalError("ternary(): learned scales are per layer; drop 'scale'", span)
     threshold = kwargs.get("threshold")
     if threshold is not None and (not is_number(threshold) or not 0 < threshold < 10):
-        raise EvalError(f"ternary(): threshold must be a positive number, got "
-                        f"{show_value(threshold)}", span)
+        raise EvalError(
+            f"ternary(): threshold must be a positive number, got {show_value(threshold)}", span
+        )
     sparsity = kwargs.get("sparsity")
     if sparsity is not None:
         if not is_number(sparsity) or not 0 <= sparsity < 1:
             raise EvalError("ternary(): sparsity must be a fraction in [0, 1)", span)
         if method != "twn" or threshold is not None:
-            raise EvalError("ternary(): sparsity sets the threshold itself; drop "
-                            "'threshold'/'method'", span)
+            raise EvalError(
+                "ternary(): sparsity sets the threshold itself; drop 'threshold'/'method'", span
+            )
         method = "sparsity"
     if method == "absmean" and threshold is not None:
         raise EvalError("ternary(): method=absmean has no threshold", span)
-    return Precision("ternary", method, None if threshold is None else float(threshold), scale,
-                     None if sparsity is None else float(sparsity))
+    return Precision(
+        "ternary",
+        method,
+        None if threshold is None else float(threshold),
+        scale,
+        None if sparsity is None else float(sparsity),
+    )
 
 
 def _option(value: Any, choices: tuple[str, ...], what: str, span: Span) -> str:
     name = value.name if isinstance(value, Symbol) else value
     if name not in choices:
-        raise EvalError(f"ternary(): {what} must be one of {', '.join(choices)}, "
-                        f"got {show_value(value)}", span)
+        raise EvalError(
+            f"ternary(): {what} must be one of {', '.join(choices)}, got {show_value(value)}", span
+        )
     return name
 
 
@@ -199,8 +211,11 @@ def as_tensor(value: Any, op: str, span: Span) -> Tensor:
         return value
     if isinstance(value, TensorDecl):
         return Tensor(value.shape)
-    raise EvalError(f"{op} expects a tensor, got {show_value(value)}", span,
-                    "tensor operations are only available inside forward")
+    raise EvalError(
+        f"{op} expects a tensor, got {show_value(value)}",
+        span,
+        "tensor operations are only available inside forward",
+    )
 
 
 def _unary_op(name: str) -> Builtin:
@@ -227,8 +242,9 @@ def _cat(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
     _arity("cat", args, 1, 2, span)
     dim = args[1] if len(args) == 2 else kwargs.get("dim", 0)
     if not isinstance(args[0], tuple | list) or not is_int(dim):
-        raise EvalError("cat() expects a list of tensors and an int dim, e.g. cat([a, b], dim=1)",
-                        span)
+        raise EvalError(
+            "cat() expects a list of tensors and an int dim, e.g. cat([a, b], dim=1)", span
+        )
     return sh.cat([as_tensor(t, "cat()", span) for t in args[0]], dim, span)
 
 
@@ -246,8 +262,9 @@ def _reshape(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
 def _matmul(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
     _no_kwargs("matmul", kwargs, span)
     _arity("matmul", args, 2, 2, span)
-    return sh.matmul(as_tensor(args[0], "matmul()", span), as_tensor(args[1], "matmul()", span),
-                     span)
+    return sh.matmul(
+        as_tensor(args[0], "matmul()", span), as_tensor(args[1], "matmul()", span), span
+    )
 
 
 def _ternary_matmul(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
@@ -255,14 +272,19 @@ def _ternary_matmul(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tens
     _arity("ternary_matmul", args, 2, 2, span)
     x, w = as_tensor(args[0], "ternary_matmul()", span), args[1]
     if not isinstance(w, TensorDecl) or not w.ternary or len(w.shape) != 2:
-        raise EvalError("ternary_matmul(x, W) expects W to be a 2-D TernaryTensor[out, in], got "
-                        f"{show_value(w)}", span)
+        raise EvalError(
+            "ternary_matmul(x, W) expects W to be a 2-D TernaryTensor[out, in], got "
+            f"{show_value(w)}",
+            span,
+        )
     if not x.shape:
         raise EvalError("ternary_matmul(): x must have at least one dimension", span)
     k = x.shape[-1]
     if isinstance(k, int) and k != w.shape[1]:
-        raise EvalError(f"ternary_matmul: x has {k} features but W is {list(w.shape)} "
-                        f"(expects {w.shape[1]})", span)
+        raise EvalError(
+            f"ternary_matmul: x has {k} features but W is {list(w.shape)} (expects {w.shape[1]})",
+            span,
+        )
     return Tensor((*x.shape[:-1], w.shape[0]), x.dtype)
 
 
@@ -274,7 +296,11 @@ def _adaptive_avg_pool2d(args: list[Any], kwargs: dict[str, Any], span: Span) ->
     batch, c, _, _ = sh.expect_image(x, "adaptive_avg_pool2d", span)
     if is_int(size) and size >= 1:
         return Tensor((*batch, c, size, size), x.dtype)
-    if isinstance(size, tuple | list) and len(size) == 2 and all(is_int(s) and s >= 1 for s in size):
+    if (
+        isinstance(size, tuple | list)
+        and len(size) == 2
+        and all(is_int(s) and s >= 1 for s in size)
+    ):
         return Tensor((*batch, c, *size), x.dtype)
     raise EvalError("adaptive_avg_pool2d(): output size must be a positive int or a pair", span)
 

@@ -25,14 +25,18 @@ def find_forward(definition: n.Definition) -> n.Forward | None:
 class ShapeInference(Instantiator):
     """Instantiation plus forward execution over ``Tensor`` shapes."""
 
-    def call_module(self, module: Module, args: list[Any], kwargs: dict[str, Any],
-                    span: n.Span) -> Any:
+    def call_module(
+        self, module: Module, args: list[Any], kwargs: dict[str, Any], span: n.Span
+    ) -> Any:
         """Apply a module to tensors and record the output shape on the module."""
         if kwargs:
             raise EvalError(f"{module.label} takes its inputs positionally", span)
         if not module.attached:
-            raise EvalError(f"this {module.label} is not a submodule of the model", span,
-                            "declare it as a submodule ('name = ...') and call it by name")
+            raise EvalError(
+                f"this {module.label} is not a submodule of the model",
+                span,
+                "declare it as a submodule ('name = ...') and call it by name",
+            )
         if module.definition is not None and not module.sequential:
             out = self.run_forward(module, args, span)
         else:
@@ -54,8 +58,11 @@ class ShapeInference(Instantiator):
         if forward is None:
             raise EvalError(f"{module.label} has no forward and cannot be called", span)
         if len(args) != len(forward.params):
-            raise EvalError(f"{module.label}.forward takes {len(forward.params)} input"
-                            f"{'s' if len(forward.params) != 1 else ''}, got {len(args)}", span)
+            raise EvalError(
+                f"{module.label}.forward takes {len(forward.params)} input"
+                f"{'s' if len(forward.params) != 1 else ''}, got {len(args)}",
+                span,
+            )
         values: dict[str, Any] = {}
         for param, arg in zip(forward.params, args, strict=True):
             if param.type is not None and isinstance(arg, Tensor):
@@ -76,9 +83,11 @@ class ShapeInference(Instantiator):
         """A forward returns a tensor or a tuple of tensors."""
         items = value if isinstance(value, tuple | list) else (value,)
         if not items or not all(isinstance(v, Tensor | Poison) for v in items):
-            raise EvalError(f"{module.label}.forward must return a tensor, got "
-                            f"{show_value(value)}", span,
-                            "call the layer on a tensor, e.g. 'return fc(x)'")
+            raise EvalError(
+                f"{module.label}.forward must return a tensor, got {show_value(value)}",
+                span,
+                "call the layer on a tensor, e.g. 'return fc(x)'",
+            )
         return tuple(value) if isinstance(value, list) else value
 
     def check_annotation(self, tensor: Tensor, param: n.FwdParam, module: Module) -> None:
@@ -89,10 +98,14 @@ class ShapeInference(Instantiator):
             return  # dtype-only annotation such as Tensor[float16]
         mismatch = len(shape) != len(tensor.shape) or any(
             isinstance(want, int) and isinstance(got, int) and want != got
-            for want, got in zip(shape, tensor.shape, strict=False))
+            for want, got in zip(shape, tensor.shape, strict=False)
+        )
         if mismatch:
-            raise EvalError(f"{module.label}.forward expects '{param.name}' of shape "
-                            f"{list(shape)}, got {tensor.show()}", param.span)
+            raise EvalError(
+                f"{module.label}.forward expects '{param.name}' of shape "
+                f"{list(shape)}, got {tensor.show()}",
+                param.span,
+            )
 
     def forward_body(self, stmts: tuple[n.Stmt, ...], scope: Scope) -> None:
         """Run forward statements; the first error stops the forward."""
@@ -115,14 +128,19 @@ class ShapeInference(Instantiator):
                 case n.For():
                     value = self.expr(stmt.iterable, scope)
                     if not isinstance(value, tuple | list):
-                        raise EvalError(f"'for' needs a list, tuple or range(), got "
-                                        f"{show_value(value)}", stmt.iterable.span)
+                        raise EvalError(
+                            f"'for' needs a list, tuple or range(), got {show_value(value)}",
+                            stmt.iterable.span,
+                        )
                     for item in value:
                         self.bind_targets(stmt, item, scope)
                         self.forward_body(stmt.body, scope)
                 case n.ExprStmt():
-                    raise EvalError("the value of this expression is not used", stmt.span,
-                                    "assign it (y = ...) or return it")
+                    raise EvalError(
+                        "the value of this expression is not used",
+                        stmt.span,
+                        "assign it (y = ...) or return it",
+                    )
                 case _:
                     raise EvalError("this statement is not allowed inside forward", stmt.span)
 
@@ -136,9 +154,11 @@ class ShapeInference(Instantiator):
             args = []
             for param in forward.params:
                 if param.name not in module.inputs:
-                    raise EvalError(f"forward parameter '{param.name}' has no 'input' "
-                                    f"declaration (inputs: {', '.join(module.inputs)})",
-                                    param.span)
+                    raise EvalError(
+                        f"forward parameter '{param.name}' has no 'input' "
+                        f"declaration (inputs: {', '.join(module.inputs)})",
+                        param.span,
+                    )
                 args.append(module.inputs[param.name])
             return self.run_forward(module, args, module.definition.name_span)
         except Abort:
@@ -148,4 +168,3 @@ class ShapeInference(Instantiator):
                 error.notes.pop()  # the last note is this root call itself
             self.report(error)
             return POISON
-

@@ -31,20 +31,23 @@ TENSOR_TYPES = ("Tensor", "TernaryTensor")
 class Instantiator(ExprEvaluator):
     """Builds module trees; reports each failing statement and carries on with the next."""
 
-    def __init__(self, definitions: dict[str, n.Definition], reporter: Reporter,
-                 budget: Budget | None = None) -> None:
+    def __init__(
+        self, definitions: dict[str, n.Definition], reporter: Reporter, budget: Budget | None = None
+    ) -> None:
         super().__init__(definitions, budget or Budget())
         self.reporter = reporter
         self.nesting = 0
         self.instantiated: set[str] = set()  # definitions run at least once
+        self.sizes: dict[str, int] = {}  # concrete values for symbolic input sizes
 
     def report(self, error: EvalError) -> None:
         """Turn an evaluation error into a diagnostic."""
         self.reporter.error(error.message, error.span, error.help, error.notes)
 
     # ------------------------------------------------------------ instantiation
-    def instantiate(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
-                    span: n.Span) -> Module:
+    def instantiate(
+        self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any], span: n.Span
+    ) -> Module:
         """Create an instance of ``definition`` with the given arguments."""
         if self.nesting >= MAX_NESTING:
             raise EvalError(f"blocks are nested more than {MAX_NESTING} deep", span)
@@ -56,26 +59,37 @@ class Instantiator(ExprEvaluator):
             if definition.alias is not None:
                 module = self.expr(definition.alias, scope)
                 if not isinstance(module, Module) or not module.sequential:
-                    raise EvalError(f"block {definition.name} = ... must be a Sequential, got "
-                                    f"{show_value(module)}", definition.alias.span)
+                    raise EvalError(
+                        f"block {definition.name} = ... must be a Sequential, got "
+                        f"{show_value(module)}",
+                        definition.alias.span,
+                    )
                 module.kind = definition.name
             else:
                 module = Module(definition.name, span)
                 self.body(definition.body, scope, module, seq=False)
         finally:
             self.nesting -= 1
-        module.span, module.definition, module.args, module.env = span, definition, bound, (
-            scope.values)
+        module.span, module.definition, module.args, module.env = (
+            span,
+            definition,
+            bound,
+            (scope.values),
+        )
         return module
 
-    def bind_params(self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any],
-                    span: n.Span) -> dict[str, Any]:
+    def bind_params(
+        self, definition: n.Definition, args: list[Any], kwargs: dict[str, Any], span: n.Span
+    ) -> dict[str, Any]:
         """Match call arguments to a definition's parameters, with defaults and type checks."""
         params = definition.params
         label = definition.name
         if len(args) > len(params):
-            raise EvalError(f"{label} takes {len(params)} argument"
-                            f"{'s' if len(params) != 1 else ''}, got {len(args)}", span)
+            raise EvalError(
+                f"{label} takes {len(params)} argument"
+                f"{'s' if len(params) != 1 else ''}, got {len(args)}",
+                span,
+            )
         names = [p.name for p in params]
         for key in kwargs:
             if key not in names:
@@ -121,8 +135,9 @@ class Instantiator(ExprEvaluator):
         self.budget.tick(stmt.span)
         match stmt:
             case n.Let():
-                scope.values[stmt.name] = self.poison_on_error(stmt.name, scope,
-                                                               lambda: self.let(stmt, scope, module))
+                scope.values[stmt.name] = self.poison_on_error(
+                    stmt.name, scope, lambda: self.let(stmt, scope, module)
+                )
             case n.Assign():
                 value = self.poison_on_error(stmt.name, scope, lambda: self.expr(stmt.value, scope))
                 if not seq:
@@ -150,8 +165,11 @@ class Instantiator(ExprEvaluator):
             case n.WeightsDecl():
                 value = self.expr(stmt.precision, scope)
                 if not isinstance(value, Precision):
-                    raise EvalError(f"'weights' expects a precision (fp32, fp16, int8, "
-                                    f"ternary(...)), got {show_value(value)}", stmt.precision.span)
+                    raise EvalError(
+                        f"'weights' expects a precision (fp32, fp16, int8, "
+                        f"ternary(...)), got {show_value(value)}",
+                        stmt.precision.span,
+                    )
                 module.weights_default = value
             case n.ParamDecl():
                 shape, _, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
@@ -177,8 +195,14 @@ class Instantiator(ExprEvaluator):
         if stmt.type is not None and stmt.type.name in TENSOR_TYPES:
             shape, _, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
             values = self.trit_literal(stmt.value, scope, shape)  # type: ignore[arg-type]
-            decl = TensorDecl(stmt.name, shape, ternary, False, stmt.span,  # type: ignore[arg-type]
-                              values)
+            decl = TensorDecl(
+                stmt.name,
+                shape,
+                ternary,
+                False,
+                stmt.span,  # type: ignore[arg-type]
+                values,
+            )
             module.children[stmt.name] = decl
             return decl
         value = self.expr(stmt.value, scope)
@@ -190,12 +214,17 @@ class Instantiator(ExprEvaluator):
         """Make ``child`` a submodule of ``parent`` under ``name``."""
         if not isinstance(child, Module):
             where = "a Sequential child" if parent.sequential else f"submodule '{name}'"
-            raise EvalError(f"{where} must be a layer or block, got {show_value(child)}", span,
-                            None if parent.sequential else
-                            f"use 'let {name} = ...' for compile-time values")
+            raise EvalError(
+                f"{where} must be a layer or block, got {show_value(child)}",
+                span,
+                None if parent.sequential else f"use 'let {name} = ...' for compile-time values",
+            )
         if child.attached:
-            raise EvalError(f"this {child.label} is already part of the model", span,
-                            "create a new layer for each use; layers do not share weights")
+            raise EvalError(
+                f"this {child.label} is already part of the model",
+                span,
+                "create a new layer for each use; layers do not share weights",
+            )
         if name in parent.children:
             raise EvalError(f"'{name}' is defined twice in {parent.label}", span)
         child.attached = True
@@ -207,8 +236,9 @@ class Instantiator(ExprEvaluator):
         if isinstance(value, Poison):
             raise Abort()
         if not isinstance(value, tuple | list):
-            raise EvalError(f"'for' needs a list, tuple or range(), got {show_value(value)}",
-                            stmt.iterable.span)
+            raise EvalError(
+                f"'for' needs a list, tuple or range(), got {show_value(value)}", stmt.iterable.span
+            )
         return list(value)
 
     @staticmethod
@@ -218,33 +248,44 @@ class Instantiator(ExprEvaluator):
             scope.values[stmt.targets[0]] = item
             return
         if not isinstance(item, tuple | list) or len(item) != len(stmt.targets):
-            raise EvalError(f"cannot unpack {show_value(item)} into {len(stmt.targets)} names "
-                            f"({', '.join(stmt.targets)})", stmt.iterable.span)
+            raise EvalError(
+                f"cannot unpack {show_value(item)} into {len(stmt.targets)} names "
+                f"({', '.join(stmt.targets)})",
+                stmt.iterable.span,
+            )
         for target, value in zip(stmt.targets, item, strict=True):
             scope.values[target] = value
 
     # ------------------------------------------------------------ tensor types
-    def tensor_type(self, type_: n.TypeExpr, scope: Scope, symbolic: bool
-                    ) -> tuple[tuple[int | str, ...], str, bool]:
+    def tensor_type(
+        self, type_: n.TypeExpr, scope: Scope, symbolic: bool
+    ) -> tuple[tuple[int | str, ...], str, bool]:
         """Evaluate ``Tensor[...]``/``TernaryTensor[...]`` into (shape, dtype, is_ternary)."""
         if type_.name not in TENSOR_TYPES:
-            raise EvalError(f"expected Tensor[...] or TernaryTensor[...], got {type_.name}",
-                            type_.span)
+            raise EvalError(
+                f"expected Tensor[...] or TernaryTensor[...], got {type_.name}", type_.span
+            )
         shape: list[int | str] = []
         dtype = "float32"
         for arg in type_.args or ():
             if isinstance(arg, n.Name) and arg.id in DTYPES:
                 dtype = arg.id
+            elif isinstance(arg, n.Name) and symbolic and arg.id in self.sizes:
+                shape.append(self.sizes[arg.id])
             elif isinstance(arg, n.Name) and not scope.lookup(arg.id)[0]:
                 if not symbolic:
-                    raise EvalError(f"'{arg.id}' is not a known size; layer tensors need "
-                                    "concrete sizes", arg.span)
+                    raise EvalError(
+                        f"'{arg.id}' is not a known size; layer tensors need concrete sizes",
+                        arg.span,
+                    )
                 shape.append(arg.id)
             else:
                 dim = self.expr(arg, scope)
                 if not is_int(dim) or dim < 1:
-                    raise EvalError(f"a tensor dimension must be a positive int, got "
-                                    f"{show_value(dim)}", arg.span)
+                    raise EvalError(
+                        f"a tensor dimension must be a positive int, got {show_value(dim)}",
+                        arg.span,
+                    )
                 shape.append(dim)
         return tuple(shape), dtype, type_.name == "TernaryTensor"
 
@@ -258,27 +299,31 @@ class Instantiator(ExprEvaluator):
                 if len(nested_shape) <= depth:
                     nested_shape.append(len(item.items))
                 elif nested_shape[depth] != len(item.items):
-                    raise EvalError("rows of a tensor literal must all have the same length",
-                                    item.span)
+                    raise EvalError(
+                        "rows of a tensor literal must all have the same length", item.span
+                    )
                 for sub in item.items:
                     visit(sub, depth + 1)
                 return
             value = self.expr(item, scope)
             if not is_int(value) or value not in TRIT_VALUES:
-                raise EvalError(f"trit literal {show_value(value)} is outside {{-1, 0, 1}}",
-                                item.span)
+                raise EvalError(
+                    f"trit literal {show_value(value)} is outside {{-1, 0, 1}}", item.span
+                )
             flat.append(value)
 
         if not isinstance(node, n.ListLit):
-            raise EvalError("a tensor constant needs a list literal of trits, e.g. [[1, 0, -1]]",
-                            node.span)
+            raise EvalError(
+                "a tensor constant needs a list literal of trits, e.g. [[1, 0, -1]]", node.span
+            )
         visit(node, 0)
         expected = 1
         for d in shape:
             expected *= d
         if len(flat) != expected:
-            raise EvalError(f"TernaryTensor{list(shape)} needs {expected} values, got {len(flat)}",
-                            node.span)
+            raise EvalError(
+                f"TernaryTensor{list(shape)} needs {expected} values, got {len(flat)}", node.span
+            )
         if len(nested_shape) > 1 and tuple(nested_shape) != shape:
             raise EvalError(f"literal has shape {nested_shape}, declared {list(shape)}", node.span)
         return tuple(flat)

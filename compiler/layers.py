@@ -63,8 +63,11 @@ def check_kind(kind: str, value: Any) -> bool:
             low = 1 if kind == "pair" else 0
             if is_int(value):
                 return value >= low
-            return (isinstance(value, tuple | list) and len(value) == 2
-                    and all(is_int(v) and v >= low for v in value))
+            return (
+                isinstance(value, tuple | list)
+                and len(value) == 2
+                and all(is_int(v) and v >= low for v in value)
+            )
         case "dims":
             return is_int(value) or (isinstance(value, tuple | list) and all(map(is_int, value)))
     return False
@@ -101,7 +104,9 @@ def bind(spec: LayerSpec, args: list[Any], kwargs: dict[str, Any], span: Span) -
         elif bound[arg.name] is not None and not check_kind(arg.kind, bound[arg.name]):
             raise EvalError(
                 f"{spec.name}: '{arg.name}' must be {KIND_WORDS[arg.kind]}, "
-                f"got {show_value(bound[arg.name])}", span)
+                f"got {show_value(bound[arg.name])}",
+                span,
+            )
     if spec.check is not None:
         spec.check(bound, span)
     return bound
@@ -118,8 +123,9 @@ def pair(value: int | tuple | list) -> tuple[int, int]:
 def _conv_check(a: dict[str, Any], span: Span) -> None:
     for key in ("in_channels", "out_channels"):
         if a[key] % a["groups"]:
-            raise EvalError(f"Conv2d: {key} ({a[key]}) must be divisible by groups ({a['groups']})",
-                            span)
+            raise EvalError(
+                f"Conv2d: {key} ({a[key]}) must be divisible by groups ({a['groups']})", span
+            )
 
 
 def _conv_state(a: dict[str, Any]) -> list[StateEntry]:
@@ -142,10 +148,20 @@ def _conv_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
 
 CONV2D = LayerSpec(
     "Conv2d",
-    (Arg("in_channels", "posint"), Arg("out_channels", "posint"), Arg("kernel_size", "pair"),
-     Arg("stride", "pair", 1), Arg("padding", "pair0", 0), Arg("dilation", "pair", 1),
-     Arg("groups", "posint", 1), Arg("bias", "bool", True)),
-    _conv_state, _conv_shape, quantizable=True, check=_conv_check,
+    (
+        Arg("in_channels", "posint"),
+        Arg("out_channels", "posint"),
+        Arg("kernel_size", "pair"),
+        Arg("stride", "pair", 1),
+        Arg("padding", "pair0", 0),
+        Arg("dilation", "pair", 1),
+        Arg("groups", "posint", 1),
+        Arg("bias", "bool", True),
+    ),
+    _conv_state,
+    _conv_shape,
+    quantizable=True,
+    check=_conv_check,
 )
 
 
@@ -162,9 +178,12 @@ def _linear_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
 LINEAR = LayerSpec(
     "Linear",
     (Arg("in_features", "posint"), Arg("out_features", "posint"), Arg("bias", "bool", True)),
-    lambda a: [StateEntry("weight", (a["out_features"], a["in_features"])),
-               *([StateEntry("bias", (a["out_features"],))] if a["bias"] else [])],
-    _linear_shape, quantizable=True,
+    lambda a: [
+        StateEntry("weight", (a["out_features"], a["in_features"])),
+        *([StateEntry("bias", (a["out_features"],))] if a["bias"] else []),
+    ],
+    _linear_shape,
+    quantizable=True,
 )
 
 
@@ -175,9 +194,11 @@ def _bn_state(a: dict[str, Any]) -> list[StateEntry]:
     c = (a["num_features"],)
     out = [StateEntry("weight", c), StateEntry("bias", c)] if a["affine"] else []
     if a["track_running_stats"]:
-        out += [StateEntry("running_mean", c, learnable=False),
-                StateEntry("running_var", c, learnable=False),
-                StateEntry("num_batches_tracked", (), "int64", learnable=False)]
+        out += [
+            StateEntry("running_mean", c, learnable=False),
+            StateEntry("running_var", c, learnable=False),
+            StateEntry("num_batches_tracked", (), "int64", learnable=False),
+        ]
     return out
 
 
@@ -189,9 +210,15 @@ def _bn_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
 
 BATCHNORM2D = LayerSpec(
     "BatchNorm2d",
-    (Arg("num_features", "posint"), Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1),
-     Arg("affine", "bool", True), Arg("track_running_stats", "bool", True)),
-    _bn_state, _bn_shape,
+    (
+        Arg("num_features", "posint"),
+        Arg("eps", "float", 1e-5),
+        Arg("momentum", "float", 0.1),
+        Arg("affine", "bool", True),
+        Arg("track_running_stats", "bool", True),
+    ),
+    _bn_state,
+    _bn_shape,
 )
 
 
@@ -205,8 +232,11 @@ def _pool_shape(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
         (sh_, sw) = pair(a["stride"] if a["stride"] is not None else a["kernel_size"])
         (dh, dw) = pair(a.get("dilation", 1))
         if ph * 2 > kh or pw * 2 > kw:
-            raise EvalError(f"{name}: padding {a['padding']} must be at most half the kernel "
-                            f"size {a['kernel_size']}", span)
+            raise EvalError(
+                f"{name}: padding {a['padding']} must be at most half the kernel "
+                f"size {a['kernel_size']}",
+                span,
+            )
         ceil = a["ceil_mode"]
         oh = sh.window_out(h, kh, sh_, ph, dh, name, x, span, ceil)
         ow = sh.window_out(w, kw, sw, pw, dw, name, x, span, ceil)
@@ -217,16 +247,28 @@ def _pool_shape(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
 
 MAXPOOL2D = LayerSpec(
     "MaxPool2d",
-    (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair0", 0),
-     Arg("dilation", "pair", 1), Arg("return_indices", "bool", False),
-     Arg("ceil_mode", "bool", False)),
-    lambda a: [], _pool_shape("MaxPool2d"),
+    (
+        Arg("kernel_size", "pair"),
+        Arg("stride", "pair", None),
+        Arg("padding", "pair0", 0),
+        Arg("dilation", "pair", 1),
+        Arg("return_indices", "bool", False),
+        Arg("ceil_mode", "bool", False),
+    ),
+    lambda a: [],
+    _pool_shape("MaxPool2d"),
 )
 AVGPOOL2D = LayerSpec(
     "AvgPool2d",
-    (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair0", 0),
-     Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
-    lambda a: [], _pool_shape("AvgPool2d"),
+    (
+        Arg("kernel_size", "pair"),
+        Arg("stride", "pair", None),
+        Arg("padding", "pair0", 0),
+        Arg("ceil_mode", "bool", False),
+        Arg("count_include_pad", "bool", True),
+    ),
+    lambda a: [],
+    _pool_shape("AvgPool2d"),
 )
 
 
@@ -237,7 +279,8 @@ def _adaptive_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
 
 
 ADAPTIVEAVGPOOL2D = LayerSpec(
-    "AdaptiveAvgPool2d", (Arg("output_size", "pair"),), lambda a: [], _adaptive_shape)
+    "AdaptiveAvgPool2d", (Arg("output_size", "pair"),), lambda a: [], _adaptive_shape
+)
 
 
 # ---------------------------------------------------------------- shape-preserving and Flatten
@@ -257,7 +300,9 @@ def _dropout_check(a: dict[str, Any], span: Span) -> None:
 
 
 FLATTEN = LayerSpec(
-    "Flatten", (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), lambda a: [],
+    "Flatten",
+    (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)),
+    lambda a: [],
     lambda a, x, span: sh.flatten(x, a["start_dim"], a["end_dim"], span),
 )
 
@@ -266,14 +311,31 @@ _GELU_MODES = ("none", "tanh")
 LAYERS: dict[str, LayerSpec] = {
     spec.name: spec
     for spec in (
-        CONV2D, LINEAR, BATCHNORM2D, MAXPOOL2D, AVGPOOL2D, ADAPTIVEAVGPOOL2D, FLATTEN,
+        CONV2D,
+        LINEAR,
+        BATCHNORM2D,
+        MAXPOOL2D,
+        AVGPOOL2D,
+        ADAPTIVEAVGPOOL2D,
+        FLATTEN,
         _elementwise("ReLU", Arg("inplace", "bool", False)),
         _elementwise("ReLU6", Arg("inplace", "bool", False)),
-        LayerSpec("GELU", (Arg("approximate", "str", "none"),), lambda a: [], _same,
-                  check=lambda a, span: sh.expect_choice(a["approximate"], _GELU_MODES,
-                                                         "GELU: approximate", span)),
-        LayerSpec("Dropout", (Arg("p", "float", 0.5), Arg("inplace", "bool", False)),
-                  lambda a: [], _same, check=_dropout_check),
+        LayerSpec(
+            "GELU",
+            (Arg("approximate", "str", "none"),),
+            lambda a: [],
+            _same,
+            check=lambda a, span: sh.expect_choice(
+                a["approximate"], _GELU_MODES, "GELU: approximate", span
+            ),
+        ),
+        LayerSpec(
+            "Dropout",
+            (Arg("p", "float", 0.5), Arg("inplace", "bool", False)),
+            lambda a: [],
+            _same,
+            check=_dropout_check,
+        ),
         _elementwise("Identity"),
     )
 }

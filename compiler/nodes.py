@@ -181,8 +181,22 @@ class SeqExpr:
 
 
 Expr = (
-    Num | Str | Bool | Name | TupleLit | ListLit | Unary | Binary | Compare | BoolOp | Not | Cond
-    | Call | Index | Attribute | SeqExpr
+    Num
+    | Str
+    | Bool
+    | Name
+    | TupleLit
+    | ListLit
+    | Unary
+    | Binary
+    | Compare
+    | BoolOp
+    | Not
+    | Cond
+    | Call
+    | Index
+    | Attribute
+    | SeqExpr
 )
 
 
@@ -297,9 +311,7 @@ class Return:
     span: Span
 
 
-Stmt = (
-    Let | Assign | ExprStmt | If | For | InputDecl | WeightsDecl | ParamDecl | Forward | Return
-)
+Stmt = Let | Assign | ExprStmt | If | For | InputDecl | WeightsDecl | ParamDecl | Forward | Return
 
 
 # ---------------------------------------------------------------- definitions

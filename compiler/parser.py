@@ -22,8 +22,19 @@ MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
-_EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "LPAR", "LSQB", "TRUE", "FALSE", "ADD_OP", "NOT",
-               "SEQUENTIAL"}
+_EXPR_START = {
+    "NAME",
+    "INT",
+    "FLOAT",
+    "STRING",
+    "LPAR",
+    "LSQB",
+    "TRUE",
+    "FALSE",
+    "ADD_OP",
+    "NOT",
+    "SEQUENTIAL",
+}
 _OPERATORS = {"COMP_OP", "ADD_OP", "MUL_OP", "POW", "LPAR", "LSQB", "DOT", "IF", "AND", "OR"}
 _WORDS = {
     "NAME": "a name",
@@ -79,8 +90,11 @@ def parse(source: str, path: str = "<input>") -> n.Program:
     reporter = Reporter()
     if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         size = len(source.encode("utf-8", "surrogatepass")) / 1e6
-        reporter.error(f"file is too large ({size:.1f} MB); the limit is "
-                       f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB", None)
+        reporter.error(
+            f"file is too large ({size:.1f} MB); the limit is "
+            f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB",
+            None,
+        )
         raise CompileError(reporter.diagnostics, path, source)
     tree = _parse_tree(source, reporter)
     if tree is not None:
@@ -154,19 +168,27 @@ def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> 
             tok = open_brackets[-1]
             closer = {"(": ")", "[": "]", "{": "}"}[tok.value]
             where = f"line {tok.line}, column {tok.column}"
-            return (f"unexpected end of file; expected '{closer}'", span,
-                    f"the '{tok.value}' opened at {where} is never closed")
+            return (
+                f"unexpected end of file; expected '{closer}'",
+                span,
+                f"the '{tok.value}' opened at {where} is never closed",
+            )
         return f"unexpected end of file; expected {_expected_words(expected)}", span, None
     assert isinstance(exc, UnexpectedToken)
-    span = n.Span(token.line or 1, token.column or 1, token.end_line or token.line or 1,
-                  token.end_column or (token.column or 1) + 1)
+    span = n.Span(
+        token.line or 1,
+        token.column or 1,
+        token.end_line or token.line or 1,
+        token.end_column or (token.column or 1) + 1,
+    )
     if token.value == "/" and source[token.start_pos : token.start_pos + 2] == "/*":
         return "unterminated block comment", span, "close it with '*/'"
     help_text = None
     inner = open_brackets[-1] if open_brackets else None
     if inner is not None and inner.type != "LBRACE" and (token.line or 0) > (inner.line or 0):
-        help_text = (f"the '{inner.value}' opened at line {inner.line}, column {inner.column} "
-                     "is not closed")
+        help_text = (
+            f"the '{inner.value}' opened at line {inner.line}, column {inner.column} is not closed"
+        )
     elif token.type == "EQUAL" and expected & {"RPAR", "COMP_OP"}:
         help_text = "keyword arguments are written name=value; comparisons use '=='"
     elif token.type != "_NL" and "_NL" in expected:
@@ -229,10 +251,16 @@ def _check_depth(tree: Tree, reporter: Reporter) -> None:
             continue
         if depth > MAX_DEPTH:
             meta = node.meta
-            span = (n.Span(meta.line, meta.column, meta.end_line, meta.end_column)
-                    if not meta.empty else None)
-            reporter.error(f"nesting is too deep (more than {MAX_DEPTH} levels)", span,
-                           "split the expression with 'let' bindings")
+            span = (
+                n.Span(meta.line, meta.column, meta.end_line, meta.end_column)
+                if not meta.empty
+                else None
+            )
+            reporter.error(
+                f"nesting is too deep (more than {MAX_DEPTH} levels)",
+                span,
+                "split the expression with 'let' bindings",
+            )
             return
         stack.extend((child, depth + 1) for child in node.children)
 
@@ -412,8 +440,11 @@ class _AstBuilder(Transformer):
             if ch == "\\":
                 nxt = raw[i + 1]
                 if nxt not in _ESCAPES:
-                    self.reporter.error(f"unknown escape sequence '\\{nxt}' in string", _span(meta),
-                                        "known escapes: \\n \\t \\r \\\\ \\\" \\' \\0")
+                    self.reporter.error(
+                        f"unknown escape sequence '\\{nxt}' in string",
+                        _span(meta),
+                        "known escapes: \\n \\t \\r \\\\ \\\" \\' \\0",
+                    )
                 out.append(_ESCAPES.get(nxt, nxt))
                 i += 2
             else:
@@ -442,4 +473,3 @@ class _AstBuilder(Transformer):
 
     def seq_body(self, meta: Any, children: list) -> n.SeqExpr:
         return n.SeqExpr(tuple(children[0]), _span(meta))
-

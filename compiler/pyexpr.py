@@ -76,17 +76,26 @@ class PyPrinter:
                 level = _BINARY[node.op]
                 if node.op == "**":  # right-associative
                     return f"{self.text(node.left, POSTFIX)} ** {self.text(node.right, UNARY)}", POW
-                return f"{self.text(node.left, level)} {node.op} {self.text(node.right, level + 1)}", level
+                return (
+                    f"{self.text(node.left, level)} {node.op} {self.text(node.right, level + 1)}",
+                    level,
+                )
             case n.Compare():
                 return f"{self.text(node.left, ADD)} {node.op} {self.text(node.right, ADD)}", CMP
             case n.BoolOp():
                 level = OR if node.op == "or" else AND
-                return f"{self.text(node.left, level)} {node.op} {self.text(node.right, level + 1)}", level
+                return (
+                    f"{self.text(node.left, level)} {node.op} {self.text(node.right, level + 1)}",
+                    level,
+                )
             case n.Not():
                 return f"not {self.text(node.operand, NOT)}", NOT
             case n.Cond():
                 then = self.text(node.then, OR)
-                return f"{then} if {self.text(node.cond, OR)} else {self.text(node.otherwise)}", COND
+                return (
+                    f"{then} if {self.text(node.cond, OR)} else {self.text(node.otherwise)}",
+                    COND,
+                )
             case n.Call():
                 return self.call(node), POSTFIX
             case n.Index():
@@ -98,8 +107,13 @@ class PyPrinter:
                 return self.seq(node), POSTFIX
         raise CodegenError(f"cannot generate code for {type(node).__name__}", node.span)
 
-    def plain_call(self, func: str, node: n.Call, extra: tuple[str, ...] = (),
-                   rename: Callable[[str], str] = lambda k: k) -> str:
+    def plain_call(
+        self,
+        func: str,
+        node: n.Call,
+        extra: tuple[str, ...] = (),
+        rename: Callable[[str], str] = lambda k: k,
+    ) -> str:
         """``func(args, k=v, *extra)``."""
         args = [self.text(a) for a in node.args]
         args += [f"{rename(kw.name)}={self.text(kw.value)}" for kw in node.kwargs]

@@ -26,5 +26,7 @@ def describe_models(checked: CheckedProgram) -> Iterator[str]:
     for info in checked.models.values():
         args = ", ".join(f"{k}={show_value(v)}" for k, v in info.args.items())
         inputs = ", ".join(f"{k}: {t.show()}" for k, t in info.inputs.items())
-        yield (f"model {info.name}({args}): {inputs} -> {show_output(info.output)}  "
-               f"[{info.num_parameters():,} parameters]")
+        yield (
+            f"model {info.name}({args}): {inputs} -> {show_output(info.output)}  "
+            f"[{info.num_parameters():,} parameters]"
+        )

@@ -33,12 +33,16 @@ def resolve(program: n.Program, reporter: Reporter) -> dict[str, n.Definition]:
     definitions: dict[str, n.Definition] = {}
     for definition in program.definitions:
         if definition.name in RESERVED or definition.name in GLOBALS:
-            reporter.error(f"'{definition.name}' is a built-in name; choose another name",
-                           definition.name_span)
+            reporter.error(
+                f"'{definition.name}' is a built-in name; choose another name", definition.name_span
+            )
         elif definition.name in definitions:
             first = definitions[definition.name]
-            reporter.error(f"'{definition.name}' is defined twice", definition.name_span,
-                           notes=[("first defined here", first.name_span)])
+            reporter.error(
+                f"'{definition.name}' is defined twice",
+                definition.name_span,
+                notes=[("first defined here", first.name_span)],
+            )
         else:
             definitions[definition.name] = definition
     for definition in program.definitions:
@@ -51,8 +55,9 @@ def resolve(program: n.Program, reporter: Reporter) -> dict[str, n.Definition]:
 class _DefinitionChecker:
     """Checks one definition: placement of statements, names, calls and types."""
 
-    def __init__(self, definition: n.Definition, definitions: dict[str, n.Definition],
-                 reporter: Reporter) -> None:
+    def __init__(
+        self, definition: n.Definition, definitions: dict[str, n.Definition], reporter: Reporter
+    ) -> None:
         self.d, self.definitions, self.reporter = definition, definitions, reporter
         self.block_names: set[str] = {p.name for p in definition.params}
 
@@ -66,12 +71,18 @@ class _DefinitionChecker:
             seen[param.name] = param
             self.type_expr(param.type)
             if d.kind == "model" and param.default is None:
-                self.reporter.error(f"model parameter '{param.name}' needs a default value",
-                                    param.span, "models are checked with their default arguments")
+                self.reporter.error(
+                    f"model parameter '{param.name}' needs a default value",
+                    param.span,
+                    "models are checked with their default arguments",
+                )
         if d.alias is not None:
             if not isinstance(d.alias, n.SeqExpr):
-                self.reporter.error("a block defined with '=' must be a Sequential, e.g. "
-                                    "'block B(c: int) = Sequential { ... }'", d.alias.span)
+                self.reporter.error(
+                    "a block defined with '=' must be a Sequential, e.g. "
+                    "'block B(c: int) = Sequential { ... }'",
+                    d.alias.span,
+                )
             self.collect(d.alias.body if isinstance(d.alias, n.SeqExpr) else ())
             for param in d.params:
                 if param.default is not None:
@@ -84,18 +95,25 @@ class _DefinitionChecker:
                 self.expr(param.default, self.block_names, forward=False)
         forwards = [s for s in d.body if isinstance(s, n.Forward)]
         if not forwards:
-            self.reporter.error(f"{d.kind} '{d.name}' has no forward", d.name_span,
-                                "add 'forward(x) { ... return y }'")
+            self.reporter.error(
+                f"{d.kind} '{d.name}' has no forward",
+                d.name_span,
+                "add 'forward(x) { ... return y }'",
+            )
         for extra in forwards[1:]:
             self.reporter.error(f"{d.kind} '{d.name}' has more than one forward", extra.span)
         for extra in [s for s in d.body if isinstance(s, n.WeightsDecl)][1:]:
-            self.reporter.error(f"{d.kind} '{d.name}' has more than one 'weights' statement",
-                                extra.span)
+            self.reporter.error(
+                f"{d.kind} '{d.name}' has more than one 'weights' statement", extra.span
+            )
         self.check_name_kinds(d.body)
         inputs = [s for s in d.body if isinstance(s, n.InputDecl)]
         if d.kind == "model" and not inputs:
-            self.reporter.error(f"model '{d.name}' has no input declaration", d.name_span,
-                                "declare one, e.g. 'input x: Tensor[N, 3, 32, 32]'")
+            self.reporter.error(
+                f"model '{d.name}' has no input declaration",
+                d.name_span,
+                "declare one, e.g. 'input x: Tensor[N, 3, 32, 32]'",
+            )
         self.statements(d.body, "top")
 
     def check_name_kinds(self, body: Iterable[n.Stmt]) -> None:
@@ -112,8 +130,11 @@ class _DefinitionChecker:
                     values.setdefault(target, node.span)
         for name in sorted(members.keys() & values.keys()):
             span = max(members[name], values[name], key=lambda s: (s.line, s.column))
-            self.reporter.error(f"'{name}' is both a submodule and a compile-time value", span,
-                                "give them different names")
+            self.reporter.error(
+                f"'{name}' is both a submodule and a compile-time value",
+                span,
+                "give them different names",
+            )
 
     # ------------------------------------------------------------ scopes
     def collect(self, stmts: Iterable[n.Stmt], in_seq: bool = False) -> None:
@@ -164,8 +185,9 @@ class _DefinitionChecker:
         match stmt:
             case n.Forward():
                 if where != "top":
-                    self.reporter.error("forward must be at the top level of a definition",
-                                        stmt.span)
+                    self.reporter.error(
+                        "forward must be at the top level of a definition", stmt.span
+                    )
                 fnames = names | self.forward_names(stmt)
                 for param in stmt.params:
                     if param.type is not None:
@@ -177,14 +199,16 @@ class _DefinitionChecker:
                     self.reporter.error("forward must end with a return", stmt.span)
             case n.InputDecl():
                 if self.d.kind != "model" or where != "top":
-                    self.reporter.error("'input' declarations belong at the top level of a model",
-                                        stmt.span)
+                    self.reporter.error(
+                        "'input' declarations belong at the top level of a model", stmt.span
+                    )
                 self.type_expr(stmt.type)
             case n.WeightsDecl() | n.ParamDecl():
                 word = "weights" if isinstance(stmt, n.WeightsDecl) else "param"
                 if where != "top":
-                    self.reporter.error(f"'{word}' belongs at the top level of a definition",
-                                        stmt.span)
+                    self.reporter.error(
+                        f"'{word}' belongs at the top level of a definition", stmt.span
+                    )
                 if isinstance(stmt, n.WeightsDecl):
                     self.expr(stmt.precision, names, forward=False)
                 else:
@@ -197,8 +221,11 @@ class _DefinitionChecker:
                 self.expr(stmt.value, names, forward=False)
             case n.ExprStmt():
                 if where != "seq":
-                    self.reporter.error("this expression has no effect here", stmt.span,
-                                        "name it to make it a submodule: 'name = ...'")
+                    self.reporter.error(
+                        "this expression has no effect here",
+                        stmt.span,
+                        "name it to make it a submodule: 'name = ...'",
+                    )
                 self.expr(stmt.expr, names, forward=False)
             case n.If():
                 inner = "seq" if where == "seq" else "nested"
@@ -221,8 +248,9 @@ class _DefinitionChecker:
                 case n.Return():
                     self.expr(stmt.value, names, forward=True)
                     if i != len(stmts) - 1:
-                        self.reporter.error("statements after 'return' never run",
-                                            stmts[i + 1].span)
+                        self.reporter.error(
+                            "statements after 'return' never run", stmts[i + 1].span
+                        )
                 case n.If():
                     for cond, body in stmt.branches:
                         self.expr(cond, names, forward=True)
@@ -233,11 +261,13 @@ class _DefinitionChecker:
                     self.forward_statements(stmt.body, names)
                 case n.ExprStmt():
                     self.expr(stmt.expr, names, forward=True)
-                    self.reporter.error("the value of this expression is not used", stmt.span,
-                                        "assign it (y = ...) or return it")
+                    self.reporter.error(
+                        "the value of this expression is not used",
+                        stmt.span,
+                        "assign it (y = ...) or return it",
+                    )
                 case _:
-                    self.reporter.error("this statement is not allowed inside forward",
-                                        stmt.span)
+                    self.reporter.error("this statement is not allowed inside forward", stmt.span)
 
     # ------------------------------------------------------------ expressions
     def expr(self, expr: n.Expr, names: set[str], forward: bool) -> None:
@@ -261,21 +291,29 @@ class _DefinitionChecker:
     def name(self, node: n.Name, names: set[str], forward: bool) -> None:
         if node.id in names or node.id in self.definitions or node.id in GLOBALS:
             if not forward and node.id in FORWARD_OPS and node.id not in names:
-                layer = {"relu": "ReLU()", "relu6": "ReLU6()", "gelu": "GELU()",
-                         "flatten": "Flatten()"}.get(node.id)
-                self.reporter.error(f"{node.id}() is a forward operation", node.span,
-                                    f"to create a layer use {layer}" if layer else
-                                    "use it inside forward")
+                layer = {
+                    "relu": "ReLU()",
+                    "relu6": "ReLU6()",
+                    "gelu": "GELU()",
+                    "flatten": "Flatten()",
+                }.get(node.id)
+                self.reporter.error(
+                    f"{node.id}() is a forward operation",
+                    node.span,
+                    f"to create a layer use {layer}" if layer else "use it inside forward",
+                )
             return
         pool = names | set(self.definitions) | GLOBALS
         self.reporter.error(f"unknown name '{node.id}'", node.span, suggest(node.id, pool))
 
     def call(self, node: n.Call, callee: str, forward: bool) -> None:
-        if callee in LAYERS or callee in self.definitions:
-            if forward:
-                self.reporter.error(f"{callee} cannot be created inside forward", node.span,
-                                    "declare it in the block (name = ...) and call it by name")
-                return
+        if forward and (callee in LAYERS or callee in self.definitions):
+            self.reporter.error(
+                f"{callee} cannot be created inside forward",
+                node.span,
+                "declare it in the block (name = ...) and call it by name",
+            )
+            return
         if callee in LAYERS:
             params = [a.name for a in LAYERS[callee].signature]
         elif callee in self.definitions:
@@ -283,20 +321,24 @@ class _DefinitionChecker:
         else:
             return
         if len(node.args) > len(params):
-            self.reporter.error(f"{callee} takes at most {len(params)} argument"
-                                f"{'s' if len(params) != 1 else ''}, got {len(node.args)}",
-                                node.span)
+            self.reporter.error(
+                f"{callee} takes at most {len(params)} argument"
+                f"{'s' if len(params) != 1 else ''}, got {len(node.args)}",
+                node.span,
+            )
         for kw in node.kwargs:
             if kw.name not in params:
-                self.reporter.error(f"{callee} has no parameter '{kw.name}'", kw.span,
-                                    suggest(kw.name, params))
+                self.reporter.error(
+                    f"{callee} has no parameter '{kw.name}'", kw.span, suggest(kw.name, params)
+                )
             elif params.index(kw.name) < len(node.args):
                 self.reporter.error(f"{callee} got two values for '{kw.name}'", kw.span)
 
     def type_expr(self, type_: n.TypeExpr) -> None:
         if type_.name not in TYPE_NAMES:
-            self.reporter.error(f"unknown type '{type_.name}'", type_.span,
-                                suggest(type_.name, TYPE_NAMES))
+            self.reporter.error(
+                f"unknown type '{type_.name}'", type_.span, suggest(type_.name, TYPE_NAMES)
+            )
         for arg in type_.args or ():
             if not isinstance(arg, n.Name):  # bare names are symbolic sizes or dtypes
                 self.expr(arg, self.block_names, forward=False)
@@ -345,12 +387,15 @@ def _check_recursion(definitions: dict[str, n.Definition], reporter: Reporter) -
                 stack.append((name, i + 1))
                 target, span = uses[name][i]
                 if state.get(target) == 1:
-                    cycle = [*path[path.index(target):], target]
+                    cycle = [*path[path.index(target) :], target]
                     key = frozenset(cycle)
                     if key not in reported:
                         reported.add(key)
-                        reporter.error(f"recursive definition: {' -> '.join(cycle)}", span,
-                                       "a block cannot contain itself")
+                        reporter.error(
+                            f"recursive definition: {' -> '.join(cycle)}",
+                            span,
+                            "a block cannot contain itself",
+                        )
                 elif not state.get(target):
                     stack.append((target, 0))
             else:

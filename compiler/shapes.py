@@ -12,8 +12,9 @@ from tritondsl.compiler.values import Dim, EvalError, Tensor, show_shape
 def expect_choice(value: str, choices: Sequence[str], what: str, span: Span) -> None:
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise EvalError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}",
-                        span)
+        raise EvalError(
+            f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}", span
+        )
 
 
 def expect_image(x: Tensor, layer: str, span: Span) -> tuple[tuple[Dim, ...], Dim, Dim, Dim]:
@@ -27,12 +28,14 @@ def expect_image(x: Tensor, layer: str, span: Span) -> tuple[tuple[Dim, ...], Di
 def expect_dim(actual: Dim, expected: int, layer: str, what: str, x: Tensor, span: Span) -> None:
     """Raise when a known dimension differs from what a layer was built for."""
     if isinstance(actual, int) and actual != expected:
-        raise EvalError(f"{layer} expects {expected} {what}, got {actual} (input shape {x.show()})",
-                        span)
+        raise EvalError(
+            f"{layer} expects {expected} {what}, got {actual} (input shape {x.show()})", span
+        )
 
 
-def window_out(size: Dim, k: int, s: int, p: int, d: int, layer: str, x: Tensor, span: Span,
-               ceil: bool = False) -> Dim:
+def window_out(
+    size: Dim, k: int, s: int, p: int, d: int, layer: str, x: Tensor, span: Span, ceil: bool = False
+) -> Dim:
     """Output length of a sliding window (conv/pool) over ``size``, as torch computes it."""
     delta = 2 * p - d * (k - 1) - 1
     if isinstance(size, str):
@@ -48,7 +51,9 @@ def window_out(size: Dim, k: int, s: int, p: int, d: int, layer: str, x: Tensor,
     if span_len < 0 or out < 1:
         raise EvalError(
             f"{layer}: input of shape {x.show()} is too small for kernel {k} "
-            f"(stride {s}, padding {p}, dilation {d}): the output would be empty", span)
+            f"(stride {s}, padding {p}, dilation {d}): the output would be empty",
+            span,
+        )
     return out
 
 
@@ -96,8 +101,11 @@ def broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...], what: str, span: Span) -> 
         db = b[-i] if i <= len(b) else 1
         merged = _merge(da, db)
         if merged is None:
-            raise EvalError(f"cannot {what} tensors of shapes {show_shape(a)} and {show_shape(b)} "
-                            f"(dimension {-i}: {da} vs {db})", span)
+            raise EvalError(
+                f"cannot {what} tensors of shapes {show_shape(a)} and {show_shape(b)} "
+                f"(dimension {-i}: {da} vs {db})",
+                span,
+            )
         out.append(merged)
     return tuple(reversed(out))
 
@@ -110,8 +118,9 @@ def matmul(a: Tensor, b: Tensor, span: Span) -> Tensor:
     sb = b.shape if len(b.shape) > 1 else (*b.shape, 1)
     k1, k2 = sa[-1], sb[-2]
     if _merge(k1, k2) is None or (k1 != k2 and 1 in (k1, k2)):
-        raise EvalError(f"matmul: inner dimensions differ: {a.show()} @ {b.show()} "
-                        f"({k1} vs {k2})", span)
+        raise EvalError(
+            f"matmul: inner dimensions differ: {a.show()} @ {b.show()} ({k1} vs {k2})", span
+        )
     batch = broadcast(sa[:-2], sb[:-2], "matmul", span)
     out = (*batch, sa[-2], sb[-1])
     if len(a.shape) == 1:
@@ -131,7 +140,9 @@ def cat(tensors: Sequence[Tensor], dim: int, span: Span) -> Tensor:
         same_rank = len(t.shape) == rank
         mismatch = same_rank and any(
             _merge(x, y) is None or (x != y and 1 in (x, y))
-            for i, (x, y) in enumerate(zip(tensors[0].shape, t.shape, strict=True)) if i != axis)
+            for i, (x, y) in enumerate(zip(tensors[0].shape, t.shape, strict=True))
+            if i != axis
+        )
         if not same_rank or mismatch:
             shapes = ", ".join(x.show() for x in tensors)
             raise EvalError(f"cat: shapes {shapes} differ outside dimension {dim}", span)
@@ -161,8 +172,9 @@ def reshape(x: Tensor, target: Sequence[int], span: Span) -> Tensor:
                 raise EvalError(f"reshape: cannot view {x.show()} as {list(target)}", span)
             return Tensor(tuple(total // known if d == -1 else d for d in target), x.dtype)
         if known != total:
-            raise EvalError(f"reshape: {x.show()} has {total} elements, {list(target)} has "
-                            f"{known}", span)
+            raise EvalError(
+                f"reshape: {x.show()} has {total} elements, {list(target)} has {known}", span
+            )
         return Tensor(tuple(target), x.dtype)
     if -1 not in target:
         return Tensor(tuple(target), x.dtype)

@@ -22,8 +22,11 @@ from tritondsl.compiler.check import CheckedProgram, check_file, check_source
 from tritondsl.compiler.codegen import generate
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
 
-ZOO = {"resnet18": "resnet18.tdsl", "mobilenetv2": "mobilenetv2.tdsl",
-       "mobilenet_v2": "mobilenetv2.tdsl"}
+ZOO = {
+    "resnet18": "resnet18.tdsl",
+    "mobilenetv2": "mobilenetv2.tdsl",
+    "mobilenet_v2": "mobilenetv2.tdsl",
+}
 
 
 class CompiledProgram:
@@ -57,7 +60,7 @@ class CompiledProgram:
         return getattr(self.module, model)(**params)
 
 
-def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:  # noqa: A001
+def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:
     """Check and compile a .tdsl file (a path) or .tdsl text; raise ``CompileError`` on errors."""
     checked = _check(path_or_text)
     source = generate(checked, precision)
@@ -69,12 +72,13 @@ def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledP
     module = types.ModuleType(name)
     module.__file__ = filename
     sys.modules[name] = module
-    exec(builtins.compile(source, filename, "exec"), module.__dict__)  # noqa: S102
+    exec(builtins.compile(source, filename, "exec"), module.__dict__)
     return CompiledProgram(checked, source, module)
 
 
-def load_model(name_or_path: str | Path, precision: str | None = None, model: str | None = None,
-               **params: Any) -> nn.Module:
+def load_model(
+    name_or_path: str | Path, precision: str | None = None, model: str | None = None, **params: Any
+) -> nn.Module:
     """Build a zoo model (``"resnet18"``, ``"mobilenetv2"``) or the model of a .tdsl file."""
     key = str(name_or_path).lower()
     if key in ZOO:
@@ -82,8 +86,10 @@ def load_model(name_or_path: str | Path, precision: str | None = None, model: st
     elif Path(name_or_path).suffix == ".tdsl" or Path(name_or_path).exists():
         path = Path(name_or_path)
     else:
-        raise ValueError(f"unknown model {name_or_path!r}: not a zoo name "
-                         f"({', '.join(sorted(ZOO))}) or a .tdsl file")
+        raise ValueError(
+            f"unknown model {name_or_path!r}: not a zoo name "
+            f"({', '.join(sorted(ZOO))}) or a .tdsl file"
+        )
     return compile(path, precision).build(model, **params)
 
 

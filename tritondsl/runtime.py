@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tritondsl.backend.layers import QuantConv2d, QuantLinear
 from tritondsl.backend import quantizers as q
+from tritondsl.backend.layers import QuantConv2d, QuantLinear
 from tritondsl.compiler.functions import COMPILE_TIME
 from tritondsl.compiler.functions import make_divisible as make_divisible
 from tritondsl.compiler.values import EvalError, Symbol
@@ -26,9 +26,11 @@ INT8 = Precision("int8")
 
 
 def ternary(**options: Any) -> Precision:
-    """``ternary(threshold=0.7, scale="per_channel", method="twn", learned=False, sparsity=None)``."""
-    symbolic = {k: Symbol(v) if k in ("scale", "method") and isinstance(v, str) else v
-                for k, v in options.items()}
+    """A ternary precision; options as in the language: threshold, scale, method, learned..."""
+    symbolic = {
+        k: Symbol(v) if k in ("scale", "method") and isinstance(v, str) else v
+        for k, v in options.items()
+    }
     try:
         return COMPILE_TIME["ternary"]([], symbolic, None)  # type: ignore[arg-type]
     except EvalError as error:
@@ -56,18 +58,27 @@ def quantizer_for(precision: Precision) -> q.QuantizerConfig | None:
     raise ValueError(f"unknown precision {precision}")
 
 
-def Conv2d(in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],  # noqa: N802
-           stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-           dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True, *,
-           weights: Precision = FP32) -> nn.Module:
+def Conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool = True,
+    *,
+    weights: Precision = FP32,
+) -> nn.Module:
     """``nn.Conv2d`` at fp32, otherwise a ``QuantConv2d`` with the precision's quantizer."""
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
     quantizer = quantizer_for(weights)
     return nn.Conv2d(*args) if quantizer is None else QuantConv2d(*args, quantizer=quantizer)
 
 
-def Linear(in_features: int, out_features: int, bias: bool = True, *,  # noqa: N802
-           weights: Precision = FP32) -> nn.Module:
+def Linear(
+    in_features: int, out_features: int, bias: bool = True, *, weights: Precision = FP32
+) -> nn.Module:
     """``nn.Linear`` at fp32, otherwise a ``QuantLinear`` with the precision's quantizer."""
     quantizer = quantizer_for(weights)
     if quantizer is None:
@@ -96,12 +107,15 @@ def check_input(model: nn.Module, name: str, x: Any, shape: Sequence[int | str])
     label = type(model).__name__
     declared = "[" + ", ".join(str(d) for d in shape) + "]"
     if not isinstance(x, Tensor):
-        raise TypeError(f"{label} expects '{name}' to be a tensor of shape {declared}, "
-                        f"got {type(x).__name__}")
+        raise TypeError(
+            f"{label} expects '{name}' to be a tensor of shape {declared}, got {type(x).__name__}"
+        )
     bad_rank = x.dim() != len(shape)
     if bad_rank or any(isinstance(d, int) and d != x.shape[i] for i, d in enumerate(shape)):
         raise ValueError(f"{label} expects '{name}' of shape {declared}, got {list(x.shape)}")
     reference = next(model.parameters(), None)
     if reference is not None and reference.device != x.device:
-        raise RuntimeError(f"{label} is on {reference.device} but '{name}' is on {x.device}; "
-                           f"move one of them, e.g. x.to({str(reference.device)!r})")
+        raise RuntimeError(
+            f"{label} is on {reference.device} but '{name}' is on {x.device}; "
+            f"move one of them, e.g. x.to({str(reference.device)!r})"
+        )

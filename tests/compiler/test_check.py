@@ -12,8 +12,10 @@ from tritondsl.compiler.check import check_file, check_source, verify
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import Tensor
 
-REFERENCES = {"resnet18.tdsl": "torchvision_resnet18.json",
-              "mobilenetv2.tdsl": "torchvision_mobilenet_v2.json"}
+REFERENCES = {
+    "resnet18.tdsl": "torchvision_resnet18.json",
+    "mobilenetv2.tdsl": "torchvision_mobilenet_v2.json",
+}
 
 
 def _model(path: Path, **args: object):
@@ -46,8 +48,11 @@ def test_zoo_state_dict_matches_torchvision(name: str) -> None:
 
 def test_zoo_models_stay_short() -> None:
     for path in ZOO:
-        lines = [ln for ln in path.read_text().splitlines()
-                 if ln.strip() and not ln.strip().startswith("#")]
+        lines = [
+            ln
+            for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.strip().startswith("#")
+        ]
         assert len(lines) <= 60, f"{path.name} has {len(lines)} non-comment lines"
 
 
@@ -64,8 +69,10 @@ def test_mobilenet_width_mult_rounds_channels_to_8(width: float) -> None:
 
 
 def test_width_mult_changes_parameter_count_monotonically() -> None:
-    counts = [_model(ROOT / "models" / "mobilenetv2.tdsl", width_mult=w).num_parameters()
-              for w in (0.5, 1.0, 1.4)]
+    counts = [
+        _model(ROOT / "models" / "mobilenetv2.tdsl", width_mult=w).num_parameters()
+        for w in (0.5, 1.0, 1.4)
+    ]
     assert counts[0] < counts[1] == 3_504_872 < counts[2]
 
 
@@ -94,16 +101,27 @@ def test_mixed_precision_example_resolves_each_layer() -> None:
 
 
 def test_layer_shapes_are_recorded_per_module() -> None:
-    info = _model(ROOT / "models" / "resnet18.tdsl")
+    (info,) = check_file(
+        ROOT / "models" / "resnet18.tdsl", sizes={"H": 224, "W": 224}
+    ).models.values()
     by_path = {m.path: m for m in info.modules()}
     assert by_path["conv1"].out_shapes == [Tensor(("N", 64, 112, 112))]
     assert by_path["layer4"].out_shapes == [Tensor(("N", 512, 7, 7))]
     assert by_path["layer2.0.downsample"].out_shapes == [Tensor(("N", 128, 28, 28))]
+    assert by_path["layer2.0.downsample.0"].out_shapes == [Tensor(("N", 128, 28, 28))]
+
+
+def test_symbolic_zoo_sizes_stay_symbolic_until_bound() -> None:
+    info = _model(ROOT / "models" / "resnet18.tdsl")
+    by_path = {m.path: m for m in info.modules()}
+    assert by_path["conv1"].out_shapes == [
+        Tensor(("N", 64, "(H - 1) // 2 + 1", "(W - 1) // 2 + 1"))
+    ]
+    assert info.output == Tensor(("N", 1000))
 
 
 def test_model_arguments_override_defaults() -> None:
-    checked = check_file(ROOT / "models" / "mobilenetv2.tdsl",
-                         {"MobileNetV2": {"num_classes": 10}})
+    checked = check_file(ROOT / "models" / "mobilenetv2.tdsl", {"MobileNetV2": {"num_classes": 10}})
     assert checked.models["MobileNetV2"].output == Tensor(("N", 10))
 
 
@@ -126,8 +144,10 @@ def test_symbolic_spatial_sizes_propagate() -> None:
 
 
 def test_all_errors_of_a_file_are_reported() -> None:
-    source = "model M() {\n  input x: Tensor[N, 3]\n  a = Lineer(3, 4)\n  b = Linear(3, 4, biass=true)\n" \
-             "  forward(x) { return a(x) }\n}\n"
+    source = (
+        "model M() {\n  input x: Tensor[N, 3]\n  a = Lineer(3, 4)\n  b = Linear(3, 4, biass=true)\n"
+        "  forward(x) { return a(x) }\n}\n"
+    )
     with pytest.raises(CompileError) as info:
         check_source(source)
     messages = [d.message for d in info.value.diagnostics]

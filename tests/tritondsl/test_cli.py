@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_check_prints_inferred_shapes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", str(ROOT / "models" / "resnet18.tdsl")])
     assert result.exit_code == 0, result.output
-    assert "model ResNet18(num_classes=1000): x: [N, 3, 224, 224] -> [N, 1000]" in result.output
+    assert "model ResNet18(num_classes=1000): x: [N, 3, H, W] -> [N, 1000]" in result.output
     assert "11,689,512 parameters" in result.output
 
 
