@@ -19,6 +19,8 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/tritondsl check models/*.tdsl examples/*.tdsl
+	$(VENV)/bin/tritondsl compile models/resnet18.tdsl -o /tmp/tritondsl_resnet18.py
+	$(VENV)/bin/tritondsl summary models/resnet18.tdsl --batch 1
 
 test: install
 	$(PY) -m ruff check .

@@ -18,7 +18,7 @@ from tritondsl.compiler.evaluate import BudgetExceeded
 from tritondsl.compiler.infer import ShapeInference
 from tritondsl.compiler.instantiate import resolve_precisions
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.parser import decode, parse
+from tritondsl.compiler.parser import MAX_SOURCE_BYTES, decode, parse
 from tritondsl.compiler.resolve import resolve
 from tritondsl.compiler.values import EvalError, Module, Poison, Tensor, TensorDecl
 
@@ -101,11 +101,17 @@ def check_file(
     """Read and check a .tdsl file (see ``check_source`` for ``args`` and ``sizes``)."""
     shown = str(path)
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            # One byte past the limit is enough to refuse: a huge (or endless, like
+            # /dev/zero) file is never loaded whole.
+            data = file.read(MAX_SOURCE_BYTES + 1)
     except OSError as exc:
         raise CompileError(
             [Diagnostic(f"cannot read file: {exc.strerror or exc}", None)], shown
         ) from None
+    if len(data) > MAX_SOURCE_BYTES:
+        limit = f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB"
+        raise CompileError([Diagnostic(f"file is too large; the limit is {limit}", None)], shown)
     return check_source(decode(data, shown), shown, args, sizes)
 
 

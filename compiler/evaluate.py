@@ -38,6 +38,11 @@ class DefRef:
     """A reference to a user definition (block, layer or model)."""
 
     definition: n.Definition
+    type_word = "definition"  # for values.type_name
+
+    def __repr__(self) -> str:  # shown in messages through values.show_value
+        name = self.definition.name
+        return f"the {self.definition.kind} {name} itself (write {name}(...) to create one)"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class LayerRef:
     """A reference to a built-in layer."""
 
     spec: LayerSpec
+    type_word = "layer type"
+
+    def __repr__(self) -> str:
+        return f"the layer {self.spec.name} itself (write {self.spec.name}(...) to create one)"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ class FuncRef:
 
     name: str
     forward_only: bool
+    type_word = "function"
+
+    def __repr__(self) -> str:
+        return f"the function {self.name}()"
 
 
 class Scope:
@@ -281,8 +294,16 @@ class ExprEvaluator:
         module.explicit = precision
         return module
 
+    def tensor_op(self, inputs: list[Any], result: Any) -> None:
+        """Called after each tensor operation (shape inference records liveness here)."""
+
     def tensor_binary(self, node: n.Binary, left: Any, right: Any) -> Tensor:
         """Elementwise ops with broadcasting, and ``@`` as matmul."""
+        result = self._tensor_binary(node, left, right)
+        self.tensor_op([left, right], result)
+        return result
+
+    def _tensor_binary(self, node: n.Binary, left: Any, right: Any) -> Tensor:
         if node.op == "@":
             return sh.matmul(
                 as_tensor(left, "'@'", node.span), as_tensor(right, "'@'", node.span), node.span
@@ -337,7 +358,15 @@ class ExprEvaluator:
                 return Module(spec.name, node.span, bind(spec, args, kwargs, node.span))
             case FuncRef(name=name, forward_only=forward_only):
                 fn = FORWARD_OPS[name] if forward_only else COMPILE_TIME[name]
-                return fn(args, kwargs, node.span)
+                result = fn(args, kwargs, node.span)
+                if forward_only:
+                    self.tensor_op(args, result)
+                return result
+            case Module() if not scope.forward:
+                raise EvalError(
+                    f"layers can only be applied to tensors inside forward ({func.label})",
+                    node.span,
+                )
             case Module():
                 return self.call_module(func, args, kwargs, node.span)
         raise EvalError(f"{show_value(func)} is not callable", node.span)
@@ -360,7 +389,7 @@ class ExprEvaluator:
         if len(keys) != 1 or not is_int(keys[0]):
             raise EvalError("an index must be a single int", node.span)
         key = keys[0]
-        if isinstance(value, Module):
+        if isinstance(value, Module) and value.sequential:
             items: list[Any] = list(value.children.values())
         elif isinstance(value, tuple | list | str):
             items = list(value)
@@ -396,7 +425,7 @@ class _Unassigned(EvalError):
         super().__init__(
             f"'{node.id}' is not defined here",
             node.span,
-            "it may be assigned only in a branch that was not taken",
+            "it is assigned only later, or only in a branch that was not taken",
         )
 
 

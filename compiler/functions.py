@@ -43,7 +43,8 @@ def _no_kwargs(
 def _arity(name: str, args: list[Any], low: int, high: int, span: Span) -> None:
     if not low <= len(args) <= high:
         want = f"{low}" if low == high else f"{low} to {high}"
-        raise EvalError(f"{name}() takes {want} arguments, got {len(args)}", span)
+        noun = "argument" if want == "1" else "arguments"
+        raise EvalError(f"{name}() takes {want} {noun}, got {len(args)}", span)
 
 
 def _number(name: str, value: Any, span: Span) -> int | float:
@@ -113,9 +114,11 @@ def _range(args: list[Any], kwargs: dict[str, Any], span: Span) -> list[int]:
     if len(args) == 3 and args[2] == 0:
         raise EvalError("range(): step must not be zero", span)
     r = range(*args)
-    if len(r) > MAX_RANGE:
+    # len() of a range raises OverflowError past sys.maxsize; count with Python ints instead.
+    count = max(0, (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
+    if count > MAX_RANGE:
         raise EvalError(
-            f"range() of {len(r)} items is too large for compile time (the limit is {MAX_RANGE})",
+            f"range() of {count} items is too large for compile time (the limit is {MAX_RANGE})",
             span,
         )
     return list(r)
@@ -211,11 +214,9 @@ def as_tensor(value: Any, op: str, span: Span) -> Tensor:
         return value
     if isinstance(value, TensorDecl):
         return Tensor(value.shape)
-    raise EvalError(
-        f"{op} expects a tensor, got {show_value(value)}",
-        span,
-        "tensor operations are only available inside forward",
-    )
+    # No "use it inside forward" hint: layers called outside forward fail earlier, in
+    # ExprEvaluator.call, so this is reached with a wrong value inside forward.
+    raise EvalError(f"{op} expects a tensor, got {show_value(value)}", span)
 
 
 def _unary_op(name: str) -> Builtin:

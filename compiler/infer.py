@@ -9,7 +9,15 @@ from tritondsl.compiler.evaluate import Abort, Scope
 from tritondsl.compiler.functions import as_tensor
 from tritondsl.compiler.instantiate import Instantiator
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.values import POISON, EvalError, Module, Poison, Tensor, show_value
+from tritondsl.compiler.values import (
+    POISON,
+    EvalError,
+    Module,
+    Poison,
+    Tensor,
+    show_shape,
+    show_value,
+)
 
 
 class _Return(Exception):
@@ -25,6 +33,11 @@ def find_forward(definition: n.Definition) -> n.Forward | None:
 class ShapeInference(Instantiator):
     """Instantiation plus forward execution over ``Tensor`` shapes."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames: list[Scope] = []  # forward scopes active right now (for liveness)
+        self.callers: list[Module] = []  # the modules whose forward those scopes belong to
+
     def call_module(
         self, module: Module, args: list[Any], kwargs: dict[str, Any], span: n.Span
     ) -> Any:
@@ -37,6 +50,8 @@ class ShapeInference(Instantiator):
                 span,
                 "declare it as a submodule ('name = ...') and call it by name",
             )
+        if module.broken:
+            return POISON  # its body already failed; its output shape is unknown
         if module.definition is not None and not module.sequential:
             out = self.run_forward(module, args, span)
         else:
@@ -47,9 +62,28 @@ class ShapeInference(Instantiator):
                 for child in module.children.values():
                     out = self.call_module(child, [out], {}, span)  # type: ignore[arg-type]
             else:
+                x = out
                 out = LAYERS[module.kind].shape(module.args, out, span)
+                module.live_at_calls.append(self.live_tensors(x, out))
         module.out_shapes.append(out)
         return out
+
+    def tensor_op(self, inputs: list[Any], result: Any) -> None:
+        """Record what is alive while a forward operation (relu, +, cat...) runs."""
+        if self.callers and isinstance(result, Tensor):
+            tensors = [t for t in inputs if isinstance(t, Tensor)]
+            self.callers[-1].live_at_calls.append(self.live_tensors(*tensors, result))
+
+    def live_tensors(self, *extra: Tensor) -> list[Tensor]:
+        """Tensors held by the active forward frames plus ``extra`` (each object once)."""
+        seen: dict[int, Tensor] = {}
+        for scope in self.frames:
+            for value in scope.values.values():
+                if isinstance(value, Tensor):
+                    seen[id(value)] = value
+        for tensor in extra:
+            seen[id(tensor)] = tensor
+        return list(seen.values())
 
     def run_forward(self, module: Module, args: list[Any], span: n.Span) -> Any:
         """Execute a block instance's forward with ``args`` bound to its parameters."""
@@ -69,6 +103,8 @@ class ShapeInference(Instantiator):
                 self.check_annotation(arg, param, module)
             values[param.name] = arg
         scope = Scope(values, Scope(module.env), forward=True)
+        self.frames.append(scope)
+        self.callers.append(module)
         try:
             self.forward_body(forward.body, scope)
         except _Return as ret:
@@ -76,6 +112,9 @@ class ShapeInference(Instantiator):
         except EvalError as error:
             error.notes.append((f"in {module.label}.forward, called here", span))
             raise
+        finally:
+            self.frames.pop()
+            self.callers.pop()
         raise EvalError(f"{module.label}.forward does not return a value", forward.span)
 
     @staticmethod
@@ -103,7 +142,7 @@ class ShapeInference(Instantiator):
         if mismatch:
             raise EvalError(
                 f"{module.label}.forward expects '{param.name}' of shape "
-                f"{list(shape)}, got {tensor.show()}",
+                f"{show_shape(shape)}, got {tensor.show()}",
                 param.span,
             )
 
@@ -148,7 +187,7 @@ class ShapeInference(Instantiator):
         """Run a model's forward on its declared inputs; POISON when that fails."""
         assert module.definition is not None
         forward = find_forward(module.definition)
-        if forward is None or not module.inputs:
+        if forward is None or not module.inputs or module.broken:
             return POISON
         try:
             args = []

@@ -7,6 +7,7 @@ from typing import Any
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
+from tritondsl.compiler.functions import CONSTANTS
 from tritondsl.compiler.layers import LAYERS
 from tritondsl.compiler.values import (
     FP32,
@@ -126,9 +127,16 @@ class Instantiator(ExprEvaluator):
             except BudgetExceeded:
                 raise
             except Abort:
-                continue
+                self.mark_broken(stmt, module, seq)
             except EvalError as error:
                 self.report(error)
+                self.mark_broken(stmt, module, seq)
+
+    @staticmethod
+    def mark_broken(stmt: n.Stmt, module: Module, seq: bool) -> None:
+        """Flag ``module`` incomplete unless the failed statement poisoned the name it binds."""
+        if seq or not isinstance(stmt, n.Let | n.Assign | n.ParamDecl | n.WeightsDecl):
+            module.broken = True
 
     def stmt(self, stmt: n.Stmt, scope: Scope, module: Module, seq: bool) -> None:
         """Run one block-level (or Sequential-body) statement."""
@@ -143,7 +151,12 @@ class Instantiator(ExprEvaluator):
                 if not seq:
                     scope.values[stmt.name] = value
                 if not isinstance(value, Poison):
-                    self.attach(module, stmt.name, value, stmt.span)
+                    try:
+                        self.attach(module, stmt.name, value, stmt.span)
+                    except EvalError:
+                        if not seq:  # not a usable submodule: keep forward quiet about it
+                            scope.values[stmt.name] = POISON
+                        raise
             case n.ExprStmt() if seq:
                 value = self.expr(stmt.expr, scope)
                 if not isinstance(value, Poison):
@@ -160,6 +173,7 @@ class Instantiator(ExprEvaluator):
                     self.bind_targets(stmt, item, scope)
                     self.body(stmt.body, scope, module, seq)
             case n.InputDecl():
+                module.inputs[stmt.name] = POISON  # kept if the type fails: skip inference quietly
                 shape, dtype, _ = self.tensor_type(stmt.type, scope, symbolic=True)
                 module.inputs[stmt.name] = Tensor(shape, dtype)
             case n.WeightsDecl():
@@ -172,10 +186,12 @@ class Instantiator(ExprEvaluator):
                     )
                 module.weights_default = value
             case n.ParamDecl():
-                shape, _, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
+                shape, _, ternary = self.poison_on_error(
+                    stmt.name, scope, lambda: self.tensor_type(stmt.type, scope, symbolic=False)
+                )
                 decl = TensorDecl(stmt.name, shape, ternary, True, stmt.span)  # type: ignore[arg-type]
                 scope.values[stmt.name] = decl
-                module.children[stmt.name] = decl
+                self.add_tensor(module, decl)
             case n.Forward():
                 return  # run later, by shape inference
             case _:
@@ -203,12 +219,19 @@ class Instantiator(ExprEvaluator):
                 stmt.span,  # type: ignore[arg-type]
                 values,
             )
-            module.children[stmt.name] = decl
+            self.add_tensor(module, decl)
             return decl
         value = self.expr(stmt.value, scope)
         if stmt.type is not None and not isinstance(value, Poison):
             check_type(value, stmt.type, f"'{stmt.name}'", stmt.value.span)
         return value
+
+    @staticmethod
+    def add_tensor(module: Module, decl: TensorDecl) -> None:
+        """Register a ``param``/constant tensor of ``module``; names must be unique."""
+        if decl.name in module.children:
+            raise EvalError(f"'{decl.name}' is defined twice in {module.label}", decl.span)
+        module.children[decl.name] = decl
 
     def attach(self, parent: Module, name: str, child: Any, span: n.Span) -> None:
         """Make ``child`` a submodule of ``parent`` under ``name``."""
@@ -270,6 +293,11 @@ class Instantiator(ExprEvaluator):
         for arg in type_.args or ():
             if isinstance(arg, n.Name) and arg.id in DTYPES:
                 dtype = arg.id
+            elif isinstance(arg, n.Name) and arg.id in CONSTANTS:
+                # e.g. Tensor[N, 4, int8]: would otherwise become a symbolic size named int8.
+                raise EvalError(
+                    f"'{arg.id}' is not a tensor dtype; use {', '.join(DTYPES)}", arg.span
+                )
             elif isinstance(arg, n.Name) and symbolic and arg.id in self.sizes:
                 shape.append(self.sizes[arg.id])
             elif isinstance(arg, n.Name) and not scope.lookup(arg.id)[0]:

@@ -16,37 +16,20 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
+from tritondsl.compiler.syntax_errors import (
+    DEF_KEYWORDS,
+    end_position,
+    expected_words,
+    malformed_number,
+    token_words,
+    unclosed_help,
+)
 
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
-_EXPR_START = {
-    "NAME",
-    "INT",
-    "FLOAT",
-    "STRING",
-    "LPAR",
-    "LSQB",
-    "TRUE",
-    "FALSE",
-    "ADD_OP",
-    "NOT",
-    "SEQUENTIAL",
-}
-_OPERATORS = {"COMP_OP", "ADD_OP", "MUL_OP", "POW", "LPAR", "LSQB", "DOT", "IF", "AND", "OR"}
-_WORDS = {
-    "NAME": "a name",
-    "INT": "an integer",
-    "FLOAT": "a number",
-    "STRING": "a string",
-    "_NL": "a new line",
-    "$END": "the end of the file",
-    "COMP_OP": "a comparison operator",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "an operator such as '*'",
-}
 _DEF_START = re.compile(r"^(block|model|layer)\b", re.MULTILINE)
 
 
@@ -57,15 +40,24 @@ class _NewlineFilter:
 
     def __init__(self) -> None:
         self.open: list[Token] = []
+        self.misplaced: Token | None = None  # first '{' whose '}' is indented differently
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         """Filter the token stream, tracking open brackets for error messages."""
-        self.open = []
+        self.open, self.misplaced = [], None
+        indent: dict[int, int] = {}  # line -> column of its first token
         for tok in stream:
+            indent.setdefault(tok.line or 0, tok.column or 0)
             if tok.type in _OPENERS:
                 self.open.append(tok)
             elif tok.type in _CLOSERS and self.open and self.open[-1].type == _CLOSERS[tok.type]:
-                self.open.pop()
+                opener = self.open.pop()
+                # A '}' alone on its line that lines up with another line than its '{' hints
+                # that an inner '{' was never closed (reported if the file ends unbalanced).
+                own_line = indent.get(tok.line or 0) == tok.column
+                lined_up = indent.get(opener.line or 0) == tok.column
+                if tok.type == "RBRACE" and own_line and not lined_up and not self.misplaced:
+                    self.misplaced = opener
             elif tok.type == "_NL" and self.open and self.open[-1].type != "LBRACE":
                 continue
             yield tok
@@ -111,13 +103,15 @@ def parse(source: str, path: str = "<input>") -> n.Program:
 def decode(data: bytes, path: str = "<input>") -> str:
     """Decode file bytes as UTF-8, or raise ``CompileError`` locating the first bad byte."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # editors may write a BOM
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        # Columns count characters, as everywhere else; the bad byte shows as U+FFFD.
+        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
         span = n.Span(line, column, line, column + 1)
         diag = Diagnostic(f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})", span)
-        raise CompileError([diag], path, None) from None
+        raise CompileError([diag], path, data.decode("utf-8", "replace")) from None
 
 
 def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
@@ -128,7 +122,7 @@ def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
         try:
             result = lark.parse(text)
         except UnexpectedInput as exc:
-            reporter.error(*_describe(exc, source, postlex.open))
+            reporter.error(*_describe(exc, source, postlex.open, postlex.misplaced))
             line = getattr(exc, "line", -1)
             resume = _next_definition(source, max(line, 1))
             if resume is None:
@@ -145,7 +139,9 @@ def _next_definition(source: str, after_line: int) -> int | None:
     return None
 
 
-def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> tuple:
+def _describe(
+    exc: UnexpectedInput, source: str, open_brackets: list[Token], misplaced: Token | None
+) -> tuple:
     """Turn a lark error into (message, span, help) in words."""
     if isinstance(exc, UnexpectedCharacters):
         span = n.Span(exc.line, exc.column, exc.line, exc.column + 1)
@@ -161,19 +157,14 @@ def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> 
     expected = set(getattr(exc, "accepts", None) or getattr(exc, "expected", None) or ())
     if open_brackets and open_brackets[-1].type != "LBRACE":
         expected.discard("_NL")  # newlines are dropped inside () and []
+    unclosed = unclosed_help(open_brackets, misplaced)
     if isinstance(exc, UnexpectedEOF) or token is None or token.type == "$END":
-        line, column = _end_position(source)
+        line, column = end_position(source)
         span = n.Span(line, column, line, column + 1)
         if open_brackets:
-            tok = open_brackets[-1]
-            closer = {"(": ")", "[": "]", "{": "}"}[tok.value]
-            where = f"line {tok.line}, column {tok.column}"
-            return (
-                f"unexpected end of file; expected '{closer}'",
-                span,
-                f"the '{tok.value}' opened at {where} is never closed",
-            )
-        return f"unexpected end of file; expected {_expected_words(expected)}", span, None
+            closer = {"(": ")", "[": "]", "{": "}"}[open_brackets[-1].value]
+            return f"unexpected end of file; expected '{closer}'", span, unclosed
+        return f"unexpected end of file; expected {_expected(expected)}", span, None
     assert isinstance(exc, UnexpectedToken)
     span = n.Span(
         token.line or 1,
@@ -183,63 +174,57 @@ def _describe(exc: UnexpectedInput, source: str, open_brackets: list[Token]) -> 
     )
     if token.value == "/" and source[token.start_pos : token.start_pos + 2] == "/*":
         return "unterminated block comment", span, "close it with '*/'"
-    help_text = None
+    number = malformed_number(source, token)
+    if number is not None:
+        return f"malformed number '{number[0]}'", number[1], None
     inner = open_brackets[-1] if open_brackets else None
-    if inner is not None and inner.type != "LBRACE" and (token.line or 0) > (inner.line or 0):
+    if token.type in _CLOSERS and (inner is None or inner.type != _CLOSERS[token.type]):
+        # A '}' while a '(' or '[' is open falls through: the help below names that bracket.
+        if inner is not None and inner.type != "LBRACE" and token.type != "RBRACE":
+            where = f"line {inner.line}, column {inner.column}"
+            return (
+                f"'{token.value}' does not match the '{inner.value}' opened at {where}",
+                span,
+                None,
+            )
+        if inner is None or inner.type == "LBRACE":
+            return f"unmatched '{token.value}'", span, "remove it, or add the bracket it closes"
+    if token.type in DEF_KEYWORDS and inner is not None:
+        message = f"unexpected keyword '{token.value}' inside a definition; expected '}}'"
+        return message, span, unclosed
+    if expected >= DEF_KEYWORDS and inner is None:
+        message = f"unexpected {token_words(token)}; expected 'block', 'model' or 'layer'"
+        return message, span, "only definitions may appear at the top level of a file"
+    help_text = None
+    if (
+        inner is not None
+        and inner.type != "LBRACE"
+        and ((token.line or 0) > (inner.line or 0) or token.type == "RBRACE")
+    ):
         help_text = (
             f"the '{inner.value}' opened at line {inner.line}, column {inner.column} is not closed"
         )
     elif token.type == "EQUAL" and expected & {"RPAR", "COMP_OP"}:
-        help_text = "keyword arguments are written name=value; comparisons use '=='"
+        help_text = "comparisons use '=='"
+        if inner is not None and inner.type == "LPAR":
+            help_text = "keyword arguments are written name=value; comparisons use '=='"
     elif token.type != "_NL" and "_NL" in expected:
         help_text = "put each statement on its own line (or separate them with ';')"
-    message = f"unexpected {_token_words(token)}; expected {_expected_words(expected)}"
+    elif token.type == "_NL" and expected == {"LBRACE"}:
+        help_text = "put the '{' on the same line"
+    message = f"unexpected {token_words(token)}; expected {_expected(expected)}"
     return message, span, help_text
 
 
-def _end_position(source: str) -> tuple[int, int]:
-    lines = source.split("\n")
-    return len(lines), len(lines[-1]) + 1
+def _expected(expected: set[str]) -> str:
+    return expected_words(expected, _terminal_pattern)
 
 
-def _token_words(token: Token) -> str:
-    if token.type == "_NL":
-        return "end of line"
-    if token.type == "NAME":
-        return f"name '{token.value}'"
-    if token.type in ("INT", "FLOAT"):
-        return f"number {token.value}"
-    if token.type == "STRING":
-        return "string"
-    if token.value.isalpha():
-        return f"keyword '{token.value}'"
-    return f"'{token.value}'"
-
-
-def _expected_words(expected: set[str]) -> str:
-    lark, _ = _lark()
-    words: list[str] = []
-    if "NAME" in expected and "INT" in expected:
-        words.append("an expression")
-        expected = expected - _EXPR_START
-    elif len(expected & _OPERATORS) >= 3:
-        words.append("an operator")
-        expected = expected - _OPERATORS
-    for name in sorted(expected):
-        if name in _WORDS:
-            words.append(_WORDS[name])
-            continue
-        try:
-            pattern = lark.get_terminal(name).pattern.value
-        except KeyError:
-            pattern = name.lower()
-        words.append(f"'{pattern}'")
-    words = sorted(set(words), key=lambda w: (w.startswith("'"), w))
-    if not words:
-        return "something else"
-    if len(words) > 6:
-        words = [*words[:6], "..."]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+def _terminal_pattern(name: str) -> str | None:
+    try:
+        return str(_lark()[0].get_terminal(name).pattern.value)
+    except KeyError:
+        return None
 
 
 def _check_depth(tree: Tree, reporter: Reporter) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
-from tritondsl.compiler.instantiate import TYPE_NAMES
+from tritondsl.compiler.instantiate import TENSOR_TYPES, TYPE_NAMES
 from tritondsl.compiler.layers import LAYERS
 
 RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
@@ -60,6 +60,8 @@ class _DefinitionChecker:
     ) -> None:
         self.d, self.definitions, self.reporter = definition, definitions, reporter
         self.block_names: set[str] = {p.name for p in definition.params}
+        # Forward names not assigned yet at the statement being checked (see forward_statements).
+        self.pending: set[str] = set()
 
     def run(self) -> None:
         """Run every check on the definition."""
@@ -108,6 +110,9 @@ class _DefinitionChecker:
             )
         self.check_name_kinds(d.body)
         inputs = [s for s in d.body if isinstance(s, n.InputDecl)]
+        for i, decl in enumerate(inputs):
+            if any(other.name == decl.name for other in inputs[:i]):
+                self.reporter.error(f"input '{decl.name}' is declared twice", decl.span)
         if d.kind == "model" and not inputs:
             self.reporter.error(
                 f"model '{d.name}' has no input declaration",
@@ -160,18 +165,25 @@ class _DefinitionChecker:
                     self.collect(stmt.orelse or (), in_seq)
 
     def collect_seq(self, expr: n.Expr) -> None:
-        for node in n.walk(expr):
+        # Stop at each Sequential: collect() finds the ones nested in its body. Walking
+        # into them here as well would visit nested Sequentials exponentially often.
+        stack: list[object] = [expr]
+        while stack:
+            node = stack.pop()
             if isinstance(node, n.SeqExpr):
                 self.collect(node.body, in_seq=True)
+            else:
+                stack.extend(n.children(node))
 
     @staticmethod
-    def forward_names(forward: n.Forward) -> set[str]:
-        names = {p.name for p in forward.params}
-        for node in n.walk(forward):
-            if isinstance(node, n.Let | n.Assign):
-                names.add(node.name)
-            elif isinstance(node, n.For):
-                names.update(node.targets)
+    def assigned_names(node: object) -> set[str]:
+        """Names bound by let, assignment or for anywhere below ``node``."""
+        names: set[str] = set()
+        for sub in n.walk(node):
+            if isinstance(sub, n.Let | n.Assign):
+                names.add(sub.name)
+            elif isinstance(sub, n.For):
+                names.update(sub.targets)
         return names
 
     # ------------------------------------------------------------ statements
@@ -188,14 +200,22 @@ class _DefinitionChecker:
                     self.reporter.error(
                         "forward must be at the top level of a definition", stmt.span
                     )
-                fnames = names | self.forward_names(stmt)
-                for param in stmt.params:
+                params = [p.name for p in stmt.params]
+                for i, param in enumerate(stmt.params):
+                    if param.name in params[:i]:
+                        self.reporter.error(
+                            f"forward parameter '{param.name}' is declared twice", param.span
+                        )
                     if param.type is not None:
                         self.type_expr(param.type)
                 if stmt.returns is not None:
                     self.type_expr(stmt.returns)
-                self.forward_statements(stmt.body, fnames)
-                if not stmt.body or not isinstance(stmt.body[-1], n.Return | n.If):
+                self.pending = self.assigned_names(stmt) - names - set(params)
+                self.forward_statements(stmt.body, names | set(params))
+                self.pending = set()
+                # A 'return' followed by more statements is reported as dead code instead.
+                has_return = any(isinstance(s, n.Return) for s in stmt.body)
+                if not has_return and not (stmt.body and isinstance(stmt.body[-1], n.If)):
                     self.reporter.error("forward must end with a return", stmt.span)
             case n.InputDecl():
                 if self.d.kind != "model" or where != "top":
@@ -240,11 +260,13 @@ class _DefinitionChecker:
                 self.reporter.error("'return' belongs inside forward", stmt.span)
 
     def forward_statements(self, stmts: Iterable[n.Stmt], names: set[str]) -> None:
+        """Check forward statements in order; ``names`` grows as bindings are assigned."""
         stmts = list(stmts)
         for i, stmt in enumerate(stmts):
             match stmt:
                 case n.Let() | n.Assign():
                     self.expr(stmt.value, names, forward=True)
+                    names.add(stmt.name)
                 case n.Return():
                     self.expr(stmt.value, names, forward=True)
                     if i != len(stmts) - 1:
@@ -258,6 +280,8 @@ class _DefinitionChecker:
                     self.forward_statements(stmt.orelse or (), names)
                 case n.For():
                     self.expr(stmt.iterable, names, forward=True)
+                    # A later iteration may read what an earlier one assigned.
+                    names.update(stmt.targets, *map(self.assigned_names, stmt.body))
                     self.forward_statements(stmt.body, names)
                 case n.ExprStmt():
                     self.expr(stmt.expr, names, forward=True)
@@ -303,6 +327,9 @@ class _DefinitionChecker:
                     f"to create a layer use {layer}" if layer else "use it inside forward",
                 )
             return
+        if node.id in self.pending:
+            self.reporter.error(f"'{node.id}' is used before it is assigned", node.span)
+            return
         pool = names | set(self.definitions) | GLOBALS
         self.reporter.error(f"unknown name '{node.id}'", node.span, suggest(node.id, pool))
 
@@ -321,11 +348,10 @@ class _DefinitionChecker:
         else:
             return
         if len(node.args) > len(params):
-            self.reporter.error(
-                f"{callee} takes at most {len(params)} argument"
-                f"{'s' if len(params) != 1 else ''}, got {len(node.args)}",
-                node.span,
+            most = {0: "no arguments", 1: "at most 1 argument"}.get(
+                len(params), f"at most {len(params)} arguments"
             )
+            self.reporter.error(f"{callee} takes {most}, got {len(node.args)}", node.span)
         for kw in node.kwargs:
             if kw.name not in params:
                 self.reporter.error(
@@ -339,9 +365,29 @@ class _DefinitionChecker:
             self.reporter.error(
                 f"unknown type '{type_.name}'", type_.span, suggest(type_.name, TYPE_NAMES)
             )
+        elif type_.name in ("tuple", "list"):
+            self.element_types(type_)
+            return
+        elif type_.name not in TENSOR_TYPES and type_.args is not None:
+            self.reporter.error(f"type '{type_.name}' takes no [...]", type_.span)
+            return
         for arg in type_.args or ():
             if not isinstance(arg, n.Name):  # bare names are symbolic sizes or dtypes
                 self.expr(arg, self.block_names, forward=False)
+
+    def element_types(self, type_: n.TypeExpr) -> None:
+        """``list[int]``, ``tuple[int, float]``: each argument names a non-tensor type."""
+        allowed = [t for t in TYPE_NAMES if t not in TENSOR_TYPES]
+        for arg in type_.args or ():
+            if not isinstance(arg, n.Name):
+                self.reporter.error(
+                    f"the element types of {type_.name}[...] must be type names such as int",
+                    arg.span,
+                )
+            elif arg.id not in allowed:
+                self.reporter.error(
+                    f"unknown element type '{arg.id}'", arg.span, suggest(arg.id, allowed)
+                )
 
 
 def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:

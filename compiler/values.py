@@ -88,6 +88,11 @@ class Module:
     inputs: dict[str, Tensor] = field(default_factory=dict)  # a model's `input` declarations
     attached: bool = False  # a module may have one owner only
     out_shapes: list[Any] = field(default_factory=list)  # recorded during shape inference
+    # A statement of its body failed without poisoning a name (a Sequential child, an
+    # if/for): the module is incomplete, so shape inference skips it instead of
+    # reporting follow-on errors.
+    broken: bool = False
+    live_at_calls: list[list[Tensor]] = field(default_factory=list)  # tensors alive per call
 
     @property
     def label(self) -> str:
@@ -152,7 +157,7 @@ def type_name(value: Any) -> str:
         case TensorDecl():
             return "TernaryTensor" if value.ternary else "Tensor"
         case _:
-            return type(value).__name__
+            return getattr(value, "type_word", type(value).__name__)
 
 
 def show_value(value: Any) -> str:
@@ -170,9 +175,17 @@ def show_value(value: Any) -> str:
             return value.describe()
         case Symbol():
             return value.name
+        case TensorDecl():
+            kind = "ternary tensor" if value.ternary else "tensor"
+            return f"the {kind} '{value.name}' of shape {show_shape(value.shape)}"
         case tuple() | list():
-            text = repr(value)
-            return text if len(text) < 60 else text[:57] + "..."
+            # Items in the language's spelling (true, not True; no dataclass reprs).
+            inner = ", ".join(show_value(v) for v in value[:20])
+            if isinstance(value, tuple):
+                text = f"({inner},)" if len(value) == 1 else f"({inner})"
+            else:
+                text = f"[{inner}]"
+            return text if len(text) < 60 and len(value) <= 20 else text[:57] + "..."
         case _:
             return repr(value)
 

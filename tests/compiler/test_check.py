@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
 from tritondsl.compiler.check import check_file, check_source, verify
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import Tensor
+
+from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
 
 REFERENCES = {
     "resnet18.tdsl": "torchvision_resnet18.json",
@@ -42,7 +42,7 @@ def test_zoo_state_dict_matches_torchvision(name: str) -> None:
     assert predicted == reference["state_dict"]
     assert info.num_parameters() == reference["num_parameters"]
     assert len(predicted) == reference["num_state_dict_entries"]
-    n, classes = reference["output_shape"]
+    _, classes = reference["output_shape"]
     assert info.output.shape == ("N", classes)
 
 

@@ -1,0 +1,220 @@
+"""Code generation: golden files, determinism, lint, safety, and the generated models' behaviour."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from tritondsl.backend.layers import QuantModule
+from tritondsl.compiler.check import check_file, check_source
+from tritondsl.compiler.codegen import generate
+
+import tritondsl
+from scripts.regenerate_golden import golden_path, render, sources
+from tests import reference_nets
+from tests.conftest import ROOT
+
+SOURCES = sources()
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_generated_code_matches_golden_file(source: Path) -> None:
+    golden = golden_path(source)
+    assert golden.exists(), "run scripts/regenerate_golden.py"
+    assert render(source) == golden.read_text(), (
+        f"{golden.name} is stale: run scripts/regenerate_golden.py and review the diff"
+    )
+
+
+def test_generation_is_deterministic_across_processes() -> None:
+    code = (
+        "from pathlib import Path; from scripts.regenerate_golden import render; "
+        "print(render(Path('models/mobilenetv2.tdsl').resolve()), end='')"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(runs) == 1
+    assert runs.pop() == golden_path(ROOT / "models" / "mobilenetv2.tdsl").read_text()
+
+
+def test_generated_code_passes_ruff_with_default_rules(tmp_path: Path) -> None:
+    for source in SOURCES:
+        (tmp_path / f"{source.stem}.py").write_text(render(source))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_generated_code_imports_only_torch_and_tritondsl(source: Path) -> None:
+    tree = ast.parse(render(source))
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.add((node.module or "").split(".")[0])
+    assert modules == {"__future__", "torch", "tritondsl"}
+
+
+def test_header_names_the_source_and_its_hash() -> None:
+    import hashlib
+
+    source = ROOT / "models" / "resnet18.tdsl"
+    head = render(source).splitlines()[:2]
+    assert "from resnet18.tdsl" in head[0]
+    assert head[1] == f"# source sha256: {hashlib.sha256(source.read_bytes()).hexdigest()}"
+
+
+HOSTILE = r"""
+block Payload(note: str = "\"); __import__('os').system('echo pwned') #", eval: int = 1) {
+    let exec = "\'\'\' \"\"\" \\ end\n"
+    let open = [note, exec]
+    lin = Linear(4, 4)
+    forward(x) {
+        return lin(x) if len(open) == 2 else x
+    }
+}
+model Host(compile: str = "${HOME} `rm -rf /` %(x)s {0}") {
+    input x: Tensor[N, 4]
+    system = Payload()
+    forward(x) {
+        return system(x)
+    }
+}
+"""
+
+
+def test_hostile_names_and_strings_stay_data() -> None:
+    source = generate(check_source(HOSTILE, "hostile.tdsl"))
+    tree = ast.parse(source)
+    strings = {
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+    assert "\"); __import__('os').system('echo pwned') #" in strings
+    assert "${HOME} `rm -rf /` %(x)s {0}" in strings
+    assert "''' \"\"\" \\ end\n" in strings
+    calls = [n.func for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    bare = {f.id for f in calls if isinstance(f, ast.Name)}
+    assert not bare & {"__import__", "eval", "exec", "open", "compile", "getattr"}
+    # `system` is a submodule here: it may only ever be called as self.system(...)
+    owners = {
+        ast.unparse(f.value) for f in calls if isinstance(f, ast.Attribute) and f.attr == "system"
+    }
+    assert owners == {"self"}
+    program = tritondsl.compile(HOSTILE)
+    model = program.Host()
+    assert model(torch.zeros(2, 4)).shape == (2, 4)
+
+
+def test_precision_fp32_disables_all_quantization() -> None:
+    model = tritondsl.load_model("resnet18", precision="fp32")
+    assert not any(isinstance(m, QuantModule) for m in model.modules())
+    ternary = tritondsl.load_model("resnet18")
+    quantized = [name for name, m in ternary.named_modules() if isinstance(m, QuantModule)]
+    assert len(quantized) == 19 and "conv1" not in quantized and "fc" not in quantized
+
+
+def test_compile_exposes_classes_and_source() -> None:
+    program = tritondsl.compile(ROOT / "models" / "resnet18.tdsl")
+    model = program.ResNet18(num_classes=10)
+    assert isinstance(model, nn.Module) and model.fc.out_features == 10
+    assert "class ResNet18(nn.Module):" in program.source
+    assert program.model_names == ["ResNet18"]
+    with pytest.raises(AttributeError, match="no block or model named 'ResNet50'"):
+        program.ResNet50  # noqa: B018
+
+
+def _image_sizes(info) -> list[dict[str, int]]:
+    symbols = {d for t in info.inputs.values() for d in t.shape[1:] if isinstance(d, str)}
+    return [dict.fromkeys(symbols, 32), dict.fromkeys(symbols, 224)] if symbols else [{}]
+
+
+MODELS = [(s, name) for s in SOURCES for name in check_file(s).models]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("source", "name"), MODELS, ids=[f"{s.stem}-{n}" for s, n in MODELS])
+def test_generated_model_forward_backward_and_shapes(source: Path, name: str) -> None:
+    torch.manual_seed(0)
+    model = tritondsl.compile(source).build(name)
+    for sizes in _image_sizes(check_file(source).models[name]):
+        info = check_file(source, sizes=sizes).models[name]
+        batch = 2
+        (declared,) = info.inputs.values()
+        x = torch.randn(*[batch if d == "N" else d for d in declared.shape])
+        model.train()
+        model.zero_grad()
+        out = model(x)
+        expected = tuple(batch if d == "N" else d for d in info.output.shape)
+        assert tuple(out.shape) == expected
+        out.float().pow(2).mean().backward()
+        for pname, param in model.named_parameters():
+            assert param.grad is not None, f"{pname} got no gradient"
+            assert torch.isfinite(param.grad).all(), pname
+            # A bias can get an exactly zero gradient (a following BatchNorm cancels a
+            # per-channel shift); a weight reached by the straight-through estimator cannot.
+            if param.dim() > 1:
+                assert param.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
+
+
+@pytest.mark.parametrize(
+    ("zoo", "reference", "args"),
+    [
+        ("resnet18", reference_nets.resnet18, {}),
+        ("mobilenetv2", reference_nets.mobilenet_v2, {}),
+        ("mobilenetv2", reference_nets.mobilenet_v2, {"width_mult": 0.5}),
+    ],
+    ids=["resnet18", "mobilenetv2", "mobilenetv2-width0.5"],
+)
+def test_fp32_zoo_computes_torchvisions_function(zoo, reference, args) -> None:
+    torch.manual_seed(0)
+    model = tritondsl.load_model(zoo, precision="fp32", **args).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so BN layout errors show
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(model.state_dict(), x)
+        got = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_torchvision_checkpoint_loads_strictly_into_the_ternary_model() -> None:
+    fp32 = tritondsl.load_model("resnet18", precision="fp32")
+    ternary = tritondsl.load_model("resnet18")
+    ternary.load_state_dict(fp32.state_dict(), strict=True)
+    assert torch.equal(ternary.layer1[0].conv1.weight, fp32.layer1[0].conv1.weight)
+
+
+def test_generated_forward_checks_the_declared_input() -> None:
+    model = tritondsl.load_model("resnet18")
+    with pytest.raises(
+        ValueError,
+        match=r"ResNet18 expects 'x' of shape \[N, 3, H, W\], "
+        r"got \[2, 4, 32, 32\]",
+    ):
+        model(torch.zeros(2, 4, 32, 32))
+    with pytest.raises(ValueError, match=r"got \[3, 32, 32\]"):
+        model(torch.zeros(3, 32, 32))
