@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from torch import nn
+
 from tritondsl.backend.layers import QuantModule
 
 M = TypeVar("M", bound=nn.Module)

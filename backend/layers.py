@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Self
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 from tritondsl.backend.packing import pack, unpack, validate_packed
 from tritondsl.backend.quantizers import (
     TWN,

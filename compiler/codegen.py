@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import PurePath
 
 import jinja2
+
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic

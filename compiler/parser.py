@@ -14,6 +14,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
 from tritondsl.compiler.syntax_errors import (

@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 from torch import nn
+
+import tritondsl
 from tritondsl.backend.deploy import deploy, deployed_bytes, is_deployed
 from tritondsl.backend.layers import QuantConv2d, QuantLinear, QuantModule
 from tritondsl.backend.packing import INVALID_CODE
@@ -20,8 +22,6 @@ from tritondsl.backend.quantizers import (
     QuantizerConfig,
     SparsityTarget,
 )
-
-import tritondsl
 
 from .test_layers import IMAGE, quant_resnet
 

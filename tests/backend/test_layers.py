@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
+
 from tritondsl.backend.layers import (
     LEARNED_SCALE_NAMES,
     GradientFlowError,

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tritondsl.backend.packing import (
     PackingError,
     base3_to_2bit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.testing import assert_close
+
 from tritondsl.backend.quantizers import (
     FP16,
     TWN,

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
 from tritondsl.compiler.check import check_file, check_source, verify
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import Tensor
-
-from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
 
 REFERENCES = {
     "resnet18.tdsl": "torchvision_resnet18.json",

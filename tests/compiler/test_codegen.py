@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from tritondsl.backend.layers import QuantModule
-from tritondsl.compiler.check import check_file, check_source
-from tritondsl.compiler.codegen import generate
 
 import tritondsl
 from scripts.regenerate_golden import golden_path, render, sources
 from tests import reference_nets
 from tests.conftest import ROOT
+from tritondsl.backend.layers import QuantModule
+from tritondsl.compiler.check import check_file, check_source
+from tritondsl.compiler.codegen import generate
 
 SOURCES = sources()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import Tensor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tritondsl.compiler.functions import COMPILE_TIME, make_divisible
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import EvalError, Precision, Symbol

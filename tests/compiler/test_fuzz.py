@@ -6,10 +6,10 @@ import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tritondsl.compiler.check import check_source, verify
-from tritondsl.compiler.diagnostics import CompileError
 
 from tests.conftest import EXAMPLES, ZOO
+from tritondsl.compiler.check import check_source, verify
+from tritondsl.compiler.diagnostics import CompileError
 
 SEEDS = [p.read_text() for p in [*ZOO, *EXAMPLES]]
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.\d*|\d+|\*\*|//|[=!<>]=|\S")

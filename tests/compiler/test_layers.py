@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+
 from tritondsl.compiler.layers import LAYERS, bind
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import EvalError, Tensor

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+
+from tests.conftest import EXAMPLES, ROOT, ZOO
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.parser import decode, parse
-
-from tests.conftest import EXAMPLES, ROOT, ZOO
 
 
 def test_spans_point_at_the_source() -> None:

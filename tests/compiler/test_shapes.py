@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import EvalError, Tensor

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from tritondsl.compiler.check import check_source, verify
-from tritondsl.compiler.diagnostics import CompileError
 
 from tests.conftest import ROOT
+from tritondsl.compiler.check import check_source, verify
+from tritondsl.compiler.diagnostics import CompileError
 
 DOC = ROOT / "docs" / "language.md"
 BLOCK = re.compile(r"^```(tdsl(?:-error)?)\n(.*?)^```", re.MULTILINE | re.DOTALL)
