@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev,hub]'
+	$(PIP) -e '.[dev,hub,data]'
 	touch $(STAMP)
 
 install: $(STAMP)

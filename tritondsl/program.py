@@ -12,6 +12,7 @@ import hashlib
 import linecache
 import sys
 import types
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,24 @@ ZOO = {
 }
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a built model was made from; exporters save it so a model can be rebuilt."""
+
+    source: str  # the .tdsl text
+    path: str  # where it came from (for messages)
+    model: str  # the model's name in that file
+    params: dict[str, Any]  # constructor arguments given (the rest are the defaults)
+    precision: str | None  # the --precision override, if any
+
+
 class CompiledProgram:
     """A compiled .tdsl file: its generated classes are attributes, ``.source`` the code."""
 
-    def __init__(self, checked: CheckedProgram, source: str, module: types.ModuleType) -> None:
+    def __init__(self, checked: CheckedProgram, source: str, module: types.ModuleType,
+                 precision: str | None = None) -> None:
         self.checked, self.source, self.module = checked, source, module
+        self.precision = precision
 
     def __getattr__(self, name: str) -> Any:
         if name in self.checked.definitions:
@@ -57,7 +71,11 @@ class CompiledProgram:
             model = names[0]
         if model not in names:
             raise ValueError(f"{self.checked.path} has no model {model!r} (models: {names})")
-        return getattr(self.module, model)(**params)
+        built = getattr(self.module, model)(**params)
+        # A plain attribute (not a buffer): exporters read it, state_dicts do not see it.
+        built.tdsl_spec = ModelSpec(self.checked.source, self.checked.path, model, dict(params),
+                                    self.precision)
+        return built
 
 
 def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:
@@ -73,7 +91,7 @@ def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledP
     module.__file__ = filename
     sys.modules[name] = module
     exec(builtins.compile(source, filename, "exec"), module.__dict__)
-    return CompiledProgram(checked, source, module)
+    return CompiledProgram(checked, source, module, precision)
 
 
 def load_model(
