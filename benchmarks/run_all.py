@@ -1,0 +1,223 @@
+"""Every benchmark side by side in one run, reported as ratios; writes RESULTS.md and a chart.
+
+    python benchmarks/run_all.py            # full run (several minutes on 2 cores)
+    python benchmarks/run_all.py --quick    # small sizes, a smoke test of the whole pipeline
+
+Each comparison alternates its variants run by run and reports medians, so machine noise
+hits both sides alike. Ratios are what to read; absolute times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import tritondsl
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ("resnet18", "mobilenetv2")
+
+
+def alternate(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each variant, running them in turn ``repeats`` times (after a warm-up)."""
+    for run in variants.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_frontend(repeats: int) -> list[tuple[str, float, float]]:
+    """`tritondsl check` vs `python -c "import torch"` (wall time of fresh processes)."""
+    def command(args: list[str]) -> Callable[[], object]:
+        return lambda: subprocess.run(args, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+    medians = alternate({
+        "check": command([sys.executable, "-m", "tritondsl", "check", "models/resnet18.tdsl"]),
+        "import torch": command([sys.executable, "-c", "import torch"]),
+    }, repeats)
+    return [("tritondsl check resnet18 vs import torch", medians["check"], medians["import torch"])]
+
+
+def bench_compile(repeats: int) -> list[tuple[str, float]]:
+    """Seconds to check + generate + load each zoo model's code."""
+    out = []
+    for name in ZOO:
+        path = ROOT / "models" / f"{name}.tdsl"
+        seconds = alternate({name: lambda path=path: tritondsl.compile(path)}, repeats)[name]
+        out.append((f"compile {name}", seconds))
+    return out
+
+
+def bench_eager(batches: tuple[int, ...], size: int, repeats: int
+                ) -> list[tuple[str, float, float, float]]:
+    """Deployed ternary eager latency (unpack per call, and cached) vs the fp32 model."""
+    rows = []
+    for name in ZOO:
+        fp32 = tritondsl.load_model(name, precision="fp32").eval()
+        ternary = tritondsl.load_model(name).eval()
+        deployed = tritondsl.deploy(copy.deepcopy(ternary))
+        cached = tritondsl.deploy(copy.deepcopy(ternary), cache_unpacked=True)
+        for batch in batches:
+            x = torch.randn(batch, 3, size, size)
+            with torch.inference_mode():
+                medians = alternate({"fp32": lambda: fp32(x), "deployed": lambda: deployed(x),
+                                     "cached": lambda: cached(x)}, repeats)
+            rows.append((f"{name} batch {batch} {size}x{size}", medians["fp32"],
+                         medians["deployed"], medians["cached"]))
+    return rows
+
+
+def bench_train_step(batch: int, size: int, repeats: int) -> list[tuple[str, float, float]]:
+    """One SGD step of quantization-aware training vs the same step in fp32."""
+    rows = []
+    for name in ZOO:
+        models = {"fp32": tritondsl.load_model(name, precision="fp32"),
+                  "ternary": tritondsl.load_model(name)}
+        x, y = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
+
+        def step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        steps = {k: (lambda m=m, o=torch.optim.SGD(m.parameters(), lr=0.01): step(m, o))
+                 for k, m in models.items()}
+        medians = alternate(steps, repeats)
+        rows.append((f"{name} batch {batch} {size}x{size}", medians["fp32"], medians["ternary"]))
+    return rows
+
+
+def bench_sizes() -> list[tuple[str, int, int]]:
+    """fp32 state_dict bytes vs the deployed (2-bit packed) state_dict."""
+    rows = []
+    for name in ZOO:
+        model = tritondsl.load_model(name)
+        fp32 = sum(t.numel() * 4 for t in model.state_dict().values())
+        deployed = tritondsl.deploy(copy.deepcopy(model))
+        packed = sum(t.numel() * t.element_size() for t in deployed.state_dict().values())
+        rows.append((name, fp32, packed))
+    return rows
+
+
+def bench_onnx(quick: bool) -> list[tuple[str, float, float, int, int]]:
+    """ONNX Runtime int2 vs fp32 latency and file sizes (see benchmarks/bench_onnx.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        import bench_onnx  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return bench_onnx.measure(quick=quick)
+
+
+def machine() -> str:
+    """A one-line description of this machine."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def write_report(sections: dict[str, list[str]], chart: dict[str, float], out: Path) -> None:
+    """RESULTS.md plus results.png (a bar chart of the ratios)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["# Benchmark results", "",
+             f"Measured {datetime.date.today().isoformat()} on {machine()}.", "",
+             "Produced by `python benchmarks/run_all.py`; every ratio compares variants "
+             "measured alternately in the same run (medians).", ""]
+    for title, rows in sections.items():
+        lines += [f"## {title}", "", *rows, ""]
+    lines += ["![ratios](results.png)", ""]
+    (out / "RESULTS.md").write_text("\n".join(lines))
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(chart) + 1.5))
+    ax.barh(list(chart), list(chart.values()), color="#4477aa")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("ratio (see RESULTS.md for what each compares)")
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Run everything and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    quick = args.quick
+    repeats = 2 if quick else 5
+    sections: dict[str, list[str]] = {}
+    chart: dict[str, float] = {}
+
+    table = ["| comparison | tritondsl | baseline | ratio |", "|---|---|---|---|"]
+    for label, ours, base in bench_frontend(repeats):
+        table.append(f"| {label} | {ours:.3f} s | {base:.3f} s | {ours / base:.2f} |")
+        chart["check / import torch"] = ours / base
+    sections["Front end (target: ratio <= 0.5)"] = table
+
+    table = ["| model | compile (check + codegen + load) |", "|---|---|"]
+    table += [f"| {label} | {s * 1000:.0f} ms |" for label, s in bench_compile(repeats)]
+    sections["Compile time"] = table
+
+    size = 64 if quick else 224
+    table = ["| model, input | fp32 | deployed | x fp32 | deployed, cached weights | x fp32 |",
+             "|---|---|---|---|---|---|"]
+    for label, fp32, dep, cached in bench_eager((1,) if quick else (1, 32), size, repeats):
+        table.append(f"| {label} | {fp32 * 1e3:.1f} ms | {dep * 1e3:.1f} ms | {dep / fp32:.2f} "
+                     f"| {cached * 1e3:.1f} ms | {cached / fp32:.2f} |")
+        chart[f"eager deployed/fp32 {label}"] = dep / fp32
+        chart[f"eager cached/fp32 {label}"] = cached / fp32
+    sections["Deployed eager CPU latency vs fp32 (target: cached <= 1.1x)"] = table
+
+    table = ["| model, input | fp32 step | QAT step | ratio |", "|---|---|---|---|"]
+    for label, fp32, tern in bench_train_step(4 if quick else 32, 32, repeats):
+        table.append(f"| {label} | {fp32 * 1e3:.0f} ms | {tern * 1e3:.0f} ms | {tern / fp32:.2f} |")
+        chart[f"QAT/fp32 train step {label}"] = tern / fp32
+    sections["Training step: quantization-aware vs fp32"] = table
+
+    table = ["| model | fp32 state_dict | deployed state_dict | smaller by |", "|---|---|---|---|"]
+    for name, fp32_bytes, packed in bench_sizes():
+        table.append(f"| {name} | {fp32_bytes:,} B | {packed:,} B | {fp32_bytes / packed:.1f}x |")
+    sections["Model bytes"] = table
+
+    onnx_rows = bench_onnx(quick)
+    if onnx_rows:
+        table = ["| model | fp32 ONNX | int2 ONNX | latency ratio | fp32 file | int2 file |",
+                 "|---|---|---|---|---|---|"]
+        for label, fp32, int2, fp32_size, int2_size in onnx_rows:
+            table.append(f"| {label} | {fp32 * 1e3:.1f} ms | {int2 * 1e3:.1f} ms | "
+                         f"{int2 / fp32:.2f} | {fp32_size:,} B | {int2_size:,} B |")
+            chart[f"onnxruntime int2/fp32 {label}"] = int2 / fp32
+        sections["ONNX Runtime (target: int2 <= 1.1x fp32)"] = table
+
+    out = args.out if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
+    write_report(sections, chart, out)
+    print((out / "RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
