@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -76,9 +77,10 @@ def bench_eager(batches: tuple[int, ...], size: int, repeats: int
         cached = tritondsl.deploy(copy.deepcopy(ternary), cache_unpacked=True)
         for batch in batches:
             x = torch.randn(batch, 3, size, size)
+            runs = {"fp32": fp32, "deployed": deployed, "cached": cached}
             with torch.inference_mode():
-                medians = alternate({"fp32": lambda: fp32(x), "deployed": lambda: deployed(x),
-                                     "cached": lambda: cached(x)}, repeats)
+                medians = alternate({k: functools.partial(m, x) for k, m in runs.items()},
+                                    repeats)
             rows.append((f"{name} batch {batch} {size}x{size}", medians["fp32"],
                          medians["deployed"], medians["cached"]))
     return rows
@@ -91,17 +93,18 @@ def bench_train_step(batch: int, size: int, repeats: int) -> list[tuple[str, flo
         models = {"fp32": tritondsl.load_model(name, precision="fp32"),
                   "ternary": tritondsl.load_model(name)}
         x, y = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
-
-        def step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        steps = {k: (lambda m=m, o=torch.optim.SGD(m.parameters(), lr=0.01): step(m, o))
-                 for k, m in models.items()}
+        steps = {k: functools.partial(_train_step, m, torch.optim.SGD(m.parameters(), lr=0.01),
+                                      x, y) for k, m in models.items()}
         medians = alternate(steps, repeats)
         rows.append((f"{name} batch {batch} {size}x{size}", medians["fp32"], medians["ternary"]))
     return rows
+
+
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> None:
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
 
 
 def bench_sizes() -> list[tuple[str, int, int]]:

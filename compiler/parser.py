@@ -242,10 +242,13 @@ def _check_depth(tree: Tree, reporter: Reporter) -> None:
                 if not meta.empty
                 else None
             )
+            statements = node.data in ("body", "if_stmt", "elif_clause", "for_stmt", "seq_body")
             reporter.error(
                 f"nesting is too deep (more than {MAX_DEPTH} levels)",
                 span,
-                "split the expression with 'let' bindings",
+                "move inner statements into a block of their own"
+                if statements
+                else "split the expression with 'let' bindings",
             )
             return
         stack.extend((child, depth + 1) for child in node.children)

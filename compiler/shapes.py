@@ -28,6 +28,7 @@ def expect_image(x: Tensor, layer: str, span: Span) -> tuple[tuple[Dim, ...], Di
 def expect_dim(actual: Dim, expected: int, layer: str, what: str, x: Tensor, span: Span) -> None:
     """Raise when a known dimension differs from what a layer was built for."""
     if isinstance(actual, int) and actual != expected:
+        what = what.removesuffix("s") if expected == 1 else what  # "1 input channel"
         raise EvalError(
             f"{layer} expects {expected} {what}, got {actual} (input shape {x.show()})", span
         )
