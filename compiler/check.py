@@ -124,7 +124,7 @@ def check_source(
     """Check .tdsl text; ``args`` maps a model name to constructor arguments, ``sizes``
     gives symbolic input sizes (such as ``H``) concrete values for shape inference."""
     try:
-        return _check(source, path, args or {}, dict(sizes or {}))
+        return _check(source.removeprefix("\ufeff"), path, args or {}, dict(sizes or {}))
     except RecursionError:
         diag = Diagnostic("program is nested too deeply to check", None)
         raise CompileError([diag], path, source) from None

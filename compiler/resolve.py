@@ -13,12 +13,19 @@ from tritondsl.compiler.layers import LAYERS
 
 RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
 GLOBALS = {*LAYERS, *COMPILE_TIME, *FORWARD_OPS, *CONSTANTS, "Sequential"}
+# Words of the grammar; the contextual lexer would accept some of them as names where no
+# keyword can appear (`let true = 3`), binding a name that can never be read.
+LANGUAGE_KEYWORDS = {"block", "model", "layer", "let", "if", "elif", "else", "for", "in",
+                     "forward", "fn", "return", "input", "weights", "param", "and", "or",
+                     "not", "true", "false"}
 # Names the generated Python module itself uses; a .tdsl name may not shadow them.
 GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
 
 
 def unsafe_identifier(name: str) -> str | None:
     """Why ``name`` cannot become a Python identifier in generated code, or None."""
+    if name in LANGUAGE_KEYWORDS:
+        return f"'{name}' is a keyword of the language and cannot be used as a name"
     if keyword.iskeyword(name):
         return f"'{name}' is a Python keyword and cannot be used as a name"
     if name.startswith("__"):
