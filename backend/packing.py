@@ -115,10 +115,10 @@ def check_layout(packed: torch.Tensor, k: int, name: str = "packed weight") -> N
 def validate_packed(packed: torch.Tensor, k: int, name: str = "packed weight") -> None:
     """Raise ``PackingError`` naming ``name`` unless ``packed`` is a valid 2-bit packing of K."""
     check_layout(packed, k, name)
-    p = packed.to(torch.int32)
-    for j in range(TRITS_PER_BYTE):
-        if bool((((p >> (2 * j)) & 0b11) == INVALID_CODE).any()):
-            raise PackingError(f"{name}: contains the invalid trit code 0b11")
+    # A code is 0b11 exactly when both of its bits are set: one pass over the bytes finds
+    # any such pair (bit 2j and bit 2j+1) in every position at once.
+    if bool((packed & (packed >> 1) & 0x55).any()):
+        raise PackingError(f"{name}: contains the invalid trit code 0b11")
 
 
 def pack_base3_reference(trits: torch.Tensor) -> torch.Tensor:
