@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(PY) -m pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,17 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_frontend.py
+
+# Fashion-MNIST for `tritondsl train --data fashion-mnist`: Debian's dataset-fashion-mnist
+# package (IDX files in /usr/share/datasets/fashion-mnist). sudo -n only when not root:
+# it fails instead of asking for a password, so this never waits for input.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+data:
+	@if [ -f $(FASHION_MNIST) ]; then echo "Fashion-MNIST: installed"; else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -y -q"; \
+	  $$APT install dataset-fashion-mnist || { $$APT update && $$APT install dataset-fashion-mnist; }; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

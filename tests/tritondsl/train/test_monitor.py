@@ -1,0 +1,74 @@
+"""Gradient norms per layer, the non-finite finder, ternary statistics, memory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tritondsl.backend.layers import QuantLinear
+from tritondsl.backend.quantizers import TWN, Int8
+from tritondsl.train.monitor import (
+    GradientMonitor,
+    first_nonfinite_module,
+    peak_rss_mb,
+    ternary_stats,
+)
+
+
+def net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        QuantLinear(4, 8, quantizer=TWN()), nn.ReLU(), QuantLinear(8, 8, quantizer=Int8()),
+        nn.Sequential(nn.Linear(8, 3)),
+    )  # fmt: skip
+
+
+def test_gradient_norms_are_per_layer() -> None:
+    model = net()
+    monitor = GradientMonitor(model)
+    assert monitor.layers == ["0", "2", "3.0"]
+    model(torch.randn(5, 4)).square().sum().backward()
+    norms = monitor.step()
+    weight, bias = model[0].weight.grad, model[0].bias.grad
+    assert torch.isclose(norms[0], torch.cat([weight.flatten(), bias]).norm())
+    model[2].weight.grad[0, 0] = float("nan")
+    assert monitor.nonfinite_layers(monitor.step()) == ["2"]
+    summary = monitor.summary()
+    assert summary["0"]["mean"] == summary["0"]["max"] > 0  # both steps saw the same grads
+
+
+def test_first_nonfinite_module_is_the_earliest_in_execution_order() -> None:
+    model = net()
+    x = torch.randn(2, 4)
+    assert first_nonfinite_module(model, x) is None
+    with torch.no_grad():
+        model[3][0].weight[0, 0] = float("inf")
+    assert first_nonfinite_module(model, x) == "3.0"  # reported before its Sequential "3"
+    with torch.no_grad():
+        model[2].bias[1] = float("nan")
+    assert first_nonfinite_module(model, x) == "2"
+    x[1, 1] = float("inf")
+    assert first_nonfinite_module(model, x) == "<input>"
+    assert not model[0]._forward_hooks  # hooks removed again
+
+
+def test_ternary_stats_cover_ternary_layers_only() -> None:
+    model = net()
+    stats = ternary_stats(model)
+    assert list(stats) == ["0"]
+    codes = model[0].decomposition().codes
+    assert stats["0"]["zero_fraction"] == float((codes == 0).float().mean())
+    assert stats["0"]["scale"] == float(model[0].decomposition().scale.mean())
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_peak_rss_is_the_kernels_high_water_mark_in_mib() -> None:
+    block = torch.ones(64 * 2**20 // 4)  # touch 64 MiB so the peak is recent
+    status = Path("/proc/self/status").read_text()
+    high_water_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    assert abs(peak_rss_mb() - high_water_kib / 1024) < 8
+    del block
