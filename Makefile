@@ -19,10 +19,13 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/tritondsl check models/*.tdsl examples/*.tdsl
-	$(VENV)/bin/tritondsl compile models/resnet18.tdsl -o /tmp/tritondsl_resnet18.py
+	mkdir -p build/demo
+	$(VENV)/bin/tritondsl compile models/resnet18.tdsl -o build/demo/resnet18.py
 	$(VENV)/bin/tritondsl summary models/resnet18.tdsl --batch 1
+	$(VENV)/bin/tritondsl export models/resnet18.tdsl --format onnx --weights int2 \
+	  -o build/demo/resnet18-int2.onnx
 
-test: install
+test: install data
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

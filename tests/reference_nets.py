@@ -85,3 +85,29 @@ def mobilenet_v2(sd: State, x: Tensor) -> Tensor:
     x = _conv_bn_relu6(x, sd, f"features.{len(strides) + 1}", 1, 1)
     x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
     return F.linear(x, sd["classifier.1.weight"], sd["classifier.1.bias"])
+
+
+def mobilenet_v2_parameter_count(width_mult: float, num_classes: int = 1000) -> int:
+    """Parameters of torchvision's mobilenet_v2(width_mult=...), by its own channel rules."""
+
+    def divisible(v: float, d: int = 8) -> int:
+        new_v = max(d, int(v + d / 2) // d * d)
+        return new_v + d if new_v < 0.9 * v else new_v
+
+    def conv_bn(cin: int, cout: int, k: int, groups: int = 1) -> int:
+        return cout * (cin // groups) * k * k + 2 * cout
+
+    settings = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1))
+    cin = divisible(32 * width_mult)
+    last = divisible(1280 * max(1.0, width_mult))
+    total = conv_bn(3, cin, 3)
+    for t, c, n, _ in settings:
+        cout = divisible(c * width_mult)
+        for _ in range(n):
+            hidden = round(cin * t)
+            if t != 1:
+                total += conv_bn(cin, hidden, 1)
+            total += conv_bn(hidden, hidden, 3, groups=hidden) + conv_bn(hidden, cout, 1)
+            cin = cout
+    return total + conv_bn(cin, last, 1) + last * num_classes + num_classes

@@ -17,6 +17,10 @@ _LAZY = {
     "compile": "tritondsl.program",
     "load_model": "tritondsl.program",
     "CompileError": "tritondsl.compiler.diagnostics",
+    "save_pretrained": "tritondsl.backend.hub",
+    "from_pretrained": "tritondsl.backend.hub",
+    "push_to_hub": "tritondsl.backend.hub",
+    "ArtifactError": "tritondsl.backend.artifact",
 }
 
 

@@ -102,8 +102,17 @@ def ternary_parameter(shape: tuple[int, ...]) -> nn.Parameter:
     return weight
 
 
-def check_input(model: nn.Module, name: str, x: Any, shape: Sequence[int | str]) -> None:
+def check_input(model: Any, name: str, x: Any, shape: Any) -> None:
     """Raise a clear error when ``x`` does not match the model's declared input."""
+    # TorchScript cannot compile the checks (they take the module itself and build messages
+    # with f-strings), so scripted models skip them; eager, traced and exported runs check.
+    # The loose annotations are what lets torch.jit.script compile this call at all.
+    if not torch.jit.is_scripting():
+        _check_input(model, name, x, shape)
+
+
+@torch.jit.unused
+def _check_input(model: nn.Module, name: str, x: Any, shape: Sequence[int | str]) -> None:
     label = type(model).__name__
     declared = "[" + ", ".join(str(d) for d in shape) + "]"
     if not isinstance(x, Tensor):

@@ -1,0 +1,56 @@
+"""Plain-torch references for the ternary kernels: the definition every kernel is tested against.
+
+They unpack the weights with ``backend.packing.unpack`` (the packing spec) and compute in
+float32, so they are exact up to summation order. They also serve as the CPU path when
+Triton is not in use, which is why they live in this triton-free module rather than in
+the kernel files (triton is only installed on Linux x86-64; see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from tritondsl.backend.packing import unpack
+from tritondsl.kernels._common import check_linear, conv2d_geometry
+
+
+def ternary_linear_reference(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    k: int | None = None,
+) -> torch.Tensor:
+    """y = x · unpack(packed)ᵀ · scale (+ bias), computed in float32 and returned in x's dtype."""
+    check_linear(x, packed, scale, bias, k)
+    weight = unpack(packed, x.shape[-1], torch.float32)
+    y = F.linear(x.float(), weight) * scale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def ternary_conv2d_reference(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    weight_shape: Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """conv2d(x, unpack(packed) as weight_shape) · scale (+ bias) in float32, in x's dtype."""
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
+    weight = unpack(packed, geo.k_group, torch.float32).reshape(
+        geo.c_out, geo.c_in // geo.groups, geo.kh, geo.kw
+    )
+    y = F.conv2d(x.float(), weight, None, geo.stride, geo.padding, geo.dilation, geo.groups)
+    y = y * scale.float().reshape(-1, 1, 1)
+    if bias is not None:
+        y = y + bias.float().reshape(-1, 1, 1)
+    return y.to(x.dtype)

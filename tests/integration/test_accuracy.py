@@ -1,0 +1,51 @@
+"""Real-data accuracy: ternary QAT keeps fp32's accuracy; a broken STE does not.
+
+Fashion-MNIST comes from Debian's dataset-fashion-mnist package, which `make test`
+installs (`make data`). Each variant trains in its own single-threaded process,
+two at a time (2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _train(variants: tuple[str, ...], data: str, epochs: int, out: Path) -> dict[str, dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pending = list(variants)
+    while pending:
+        batch, pending = pending[:2], pending[2:]
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.accuracy",
+                                   "--variant", v, "--data", data, "--epochs", str(epochs),
+                                   "--out", str(out)], cwd=ROOT, env=env) for v in batch]
+        assert [p.wait(timeout=3600) for p in procs] == [0] * len(batch)
+    results = {v: json.loads((out / f"{v}.json").read_text()) for v in variants}
+    print({v: f"{r['test_accuracy']:.2%}" for v, r in results.items()})
+    return results
+
+
+def test_fashion_mnist_three_epochs(tmp_path: Path) -> None:
+    r = _train(("fp32", "ternary", "broken_ste"), "fashion-mnist", 3, tmp_path)
+    fp32, ternary = r["fp32"]["test_accuracy"], r["ternary"]["test_accuracy"]
+    assert ternary >= fp32 - 0.015
+    assert ternary >= 0.86
+    assert r["broken_ste"]["test_accuracy"] <= ternary - 0.08
+    # every ternary tensor holds exactly three values per scale group
+    assert r["ternary"]["values_per_scale_group"] == [3]
+
+
+def test_mnist5k_smoke(tmp_path: Path) -> None:
+    r = _train(("ternary", "broken_ste"), "mnist5k", 2, tmp_path)
+    assert r["ternary"]["test_accuracy"] >= 0.80
+    assert r["broken_ste"]["test_accuracy"] < r["ternary"]["test_accuracy"]
+    assert r["ternary"]["values_per_scale_group"] == [3]
