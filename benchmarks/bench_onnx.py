@@ -75,6 +75,21 @@ def _measure(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def measure(quick: bool = False) -> list[tuple[str, float, float, int, int]]:
+    """(label, fp32 s, int2 s, fp32 file bytes, int2 file bytes) for run_all.py."""
+    size, rounds, batches = (64, 5, (1,)) if quick else (224, 30, (1, 32))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            paths = _export(name, Path(tmp), size)
+            fp32_bytes, int2_bytes = (paths[k].stat().st_size for k in ("fp32", "int2"))
+            for batch in batches:
+                med = _measure(paths, batch, size, rounds, None)
+                rows.append((f"{name} batch {batch} {size}x{size}", med["fp32"], med["int2"],
+                             fp32_bytes, int2_bytes))
+    return rows
+
+
 def main() -> None:
     """Export, measure and print a table of medians, ratios and file sizes."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
