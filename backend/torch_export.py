@@ -141,13 +141,17 @@ class _ScriptableWeight(nn.Module):
         )
 
 
+class NoScriptableTwin(Exception):
+    """A deployed layer has no scriptable twin; the exporter traces the model instead."""
+
+
 class ScriptableConv2d(_ScriptableWeight):
     """TorchScript-compatible twin of a deployed ``QuantConv2d`` (numeric zero padding)."""
 
     def __init__(self, layer: QuantConv2d) -> None:
         super().__init__()
         if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise NotImplementedError(
+            raise NoScriptableTwin(
                 f"padding={layer.padding!r}, padding_mode={layer.padding_mode!r}"
             )
         self._take_storage(layer)
@@ -186,7 +190,7 @@ def _scriptable_twin(layer: QuantModule) -> nn.Module:
         return ScriptableConv2d(layer)
     if isinstance(layer, QuantLinear):
         return ScriptableLinear(layer)
-    raise NotImplementedError(f"no TorchScript twin for {type(layer).__name__}")
+    raise NoScriptableTwin(f"no TorchScript twin for {type(layer).__name__}")
 
 
 def _first_line(error: BaseException) -> str:
