@@ -65,6 +65,7 @@ class ClassCode:
     forward_params: str = ""
     returns: str = ""
     forward: list[str] = field(default_factory=list)
+    constants: str = ""  # quoted attribute names for TorchScript's __constants__
 
 
 def generate(checked: CheckedProgram, precision: str | None = None) -> str:
@@ -172,6 +173,9 @@ class _ClassEmitter(PyPrinter):
         assert forward is not None  # the checker requires one
         code = self.forward(forward)
         init += [f"self.{name} = {name}" for name in sorted(self.stored)]
+        # Compile-time values that forward reads are constants to TorchScript, so a branch
+        # on them (`downsample(x) if project else x`) is resolved when scripting.
+        constants = ", ".join(py_str(name) for name in sorted(self.stored))
         params_text = "".join(f", {p.name}: Tensor" for p in forward.params)
         last = forward.body[-1] if forward.body else None
         returns = (
@@ -188,6 +192,7 @@ class _ClassEmitter(PyPrinter):
             params_text,
             returns,
             _wrap_all(code),
+            constants,
         )
 
     def param(self, p: n.Param) -> str:

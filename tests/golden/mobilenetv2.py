@@ -43,6 +43,8 @@ class ConvBNReLU(nn.Sequential):
 class InvertedResidual(nn.Module):
     """Generated from block InvertedResidual (mobilenetv2.tdsl, line 13)."""
 
+    __constants__ = ("use_residual",)
+
     def __init__(
         self, in_ch: int, out_ch: int, stride: int, expand: int, *, weights: rt.Precision = rt.FP32
     ) -> None:

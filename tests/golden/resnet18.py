@@ -13,6 +13,8 @@ from tritondsl import runtime as rt
 class BasicBlock(nn.Module):
     """Generated from block BasicBlock (resnet18.tdsl, line 6)."""
 
+    __constants__ = ("project",)
+
     def __init__(
         self, in_ch: int, out_ch: int, stride: int = 1, *, weights: rt.Precision = rt.FP32
     ) -> None:

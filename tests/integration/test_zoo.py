@@ -97,6 +97,8 @@ def test_toolchain_end_to_end(zoo: str, tmp_path: Path) -> None:
     for export in (to_torchscript, to_pt2):
         report = export(model, tmp_path / f"{zoo}.{export.__name__}", example)
         assert report.verified and report.ok, report.lines()
+        if export is to_torchscript:  # scripted, not traced: branches survive
+            assert report.method == "script", report.fallback_reason
 
     # Hub folder round trip: identical outputs, nothing unpickled
     tritondsl.save_pretrained(model, tmp_path / "hub")
