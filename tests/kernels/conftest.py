@@ -110,6 +110,23 @@ def conv_args(
 
 
 @pytest.fixture
+def matches_linear_reference(
+    linear_args: Callable[..., LinearArgs],
+    assert_close: Callable[[torch.Tensor, torch.Tensor], None],
+) -> Callable[..., None]:
+    """Check: ``fn(x, packed, scale, bias)`` equals the reference on one (m, k, n) case."""
+    from tritondsl.kernels.reference import ternary_linear_reference
+
+    def check(
+        fn: Callable[..., torch.Tensor], m: int, k: int, n: int, dtype: torch.dtype, bias: bool
+    ) -> None:
+        args = linear_args(m, k, n, dtype, bias)
+        assert_close(fn(*args), ternary_linear_reference(*args))
+
+    return check
+
+
+@pytest.fixture
 def assert_close() -> Callable[[torch.Tensor, torch.Tensor], None]:
     """Compare a kernel output with its reference (shape, dtype, then per-dtype tolerance)."""
 

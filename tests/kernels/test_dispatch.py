@@ -10,13 +10,13 @@ import torch
 
 pytest.importorskip("triton")
 
+from tests.kernels.cases import DTYPES, linear_cases
 from tritondsl.kernels import dispatch
 from tritondsl.kernels.reference import (
     ternary_conv2d_reference,
     ternary_linear_reference,
 )
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
@@ -46,22 +46,11 @@ def test_thresholds_are_ordered() -> None:
 DENSE_CASES = list(itertools.product([1, 17, 64], [5, 300], [7, 65], DTYPES, [True, False]))
 
 
-@pytest.mark.parametrize(
-    ("m", "k", "n", "dtype", "bias"),
-    DENSE_CASES,
-    ids=[f"M{m}-K{k}-N{n}-{d}-{'bias' if b else 'nobias'}" for m, k, n, d, b in DENSE_CASES],
-)
+@linear_cases(DENSE_CASES)
 def test_dense_matmul_matches_reference(
-    linear_args: Callable[..., tuple],
-    assert_close: Callable[[torch.Tensor, torch.Tensor], None],
-    m: int,
-    k: int,
-    n: int,
-    dtype: str,
-    bias: bool,
+    matches_linear_reference: Callable[..., None], m: int, k: int, n: int, dtype: str, bias: bool
 ) -> None:
-    args = linear_args(m, k, n, DTYPES[dtype], bias)
-    assert_close(dispatch.dense_matmul(*args), ternary_linear_reference(*args))
+    matches_linear_reference(dispatch.dense_matmul, m, k, n, DTYPES[dtype], bias)
 
 
 @pytest.mark.triton_interpret

@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.kernels.cases import DTYPES
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 LINEAR_CASES = list(itertools.product([1, 17], [5, 300], [7, 65], DTYPES, [True, False]))
 

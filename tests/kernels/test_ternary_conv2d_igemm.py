@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from tests.kernels.cases import DTYPES
 from tritondsl.kernels.reference import ternary_conv2d_reference
 from tritondsl.kernels.ternary_conv2d_igemm import (
     GPU_CONFIGS,
@@ -19,7 +20,7 @@ from tritondsl.kernels.ternary_conv2d_igemm import (
 
 pytestmark = pytest.mark.triton_interpret
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 GEOMETRIES = {
     # id: (x shape, weight shape [out, in/groups, kh, kw], stride, padding, dilation, groups)
     "3x3-pad1": ((2, 3, 9, 7), (5, 3, 3, 3), 1, 1, 1, 1),

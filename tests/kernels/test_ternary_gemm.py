@@ -10,12 +10,12 @@ import torch
 
 pytest.importorskip("triton")
 
+from tests.kernels.cases import DTYPES, linear_cases
 from tritondsl.kernels.reference import ternary_linear_reference
 from tritondsl.kernels.ternary_gemm import GPU_CONFIGS, prune_configs, ternary_gemm
 
 pytestmark = pytest.mark.triton_interpret
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SHAPES = list(itertools.product([1, 3, 17, 64], [5, 127, 300, 1024], [7, 65, 256]))
 CASES = [
     (m, k, n, dtype, bias)
@@ -23,22 +23,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("m", "k", "n", "dtype", "bias"),
-    CASES,
-    ids=[f"M{m}-K{k}-N{n}-{d}-{'bias' if b else 'nobias'}" for m, k, n, d, b in CASES],
-)
+@linear_cases(CASES)
 def test_gemm_matches_reference(
-    linear_args: Callable[..., tuple],
-    assert_close: Callable[[torch.Tensor, torch.Tensor], None],
-    m: int,
-    k: int,
-    n: int,
-    dtype: str,
-    bias: bool,
+    matches_linear_reference: Callable[..., None], m: int, k: int, n: int, dtype: str, bias: bool
 ) -> None:
-    args = linear_args(m, k, n, DTYPES[dtype], bias)
-    assert_close(ternary_gemm(*args), ternary_linear_reference(*args))
+    matches_linear_reference(ternary_gemm, m, k, n, DTYPES[dtype], bias)
 
 
 def test_gemm_per_tensor_scale_and_leading_dims(

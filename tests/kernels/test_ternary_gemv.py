@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from tests.kernels.cases import DTYPES, linear_cases
 from tritondsl.kernels.reference import ternary_linear_reference
 from tritondsl.kernels.ternary_gemv import (
     GPU_CONFIGS,
@@ -20,7 +21,6 @@ from tritondsl.kernels.ternary_gemv import (
 
 pytestmark = pytest.mark.triton_interpret
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SIZES_K = [5, 127, 300, 1024]
 SIZES_N = [7, 65, 256]
 # fp32: the full product for M = 1, 3, 17. The kernel runs one program per row, so in
@@ -40,22 +40,11 @@ HALF_CASES = [
 CASES = FP32_CASES + HALF_CASES
 
 
-@pytest.mark.parametrize(
-    ("m", "k", "n", "dtype", "bias"),
-    CASES,
-    ids=[f"M{m}-K{k}-N{n}-{d}-{'bias' if b else 'nobias'}" for m, k, n, d, b in CASES],
-)
+@linear_cases(CASES)
 def test_gemv_matches_reference(
-    linear_args: Callable[..., tuple],
-    assert_close: Callable[[torch.Tensor, torch.Tensor], None],
-    m: int,
-    k: int,
-    n: int,
-    dtype: str,
-    bias: bool,
+    matches_linear_reference: Callable[..., None], m: int, k: int, n: int, dtype: str, bias: bool
 ) -> None:
-    args = linear_args(m, k, n, DTYPES[dtype], bias)
-    assert_close(ternary_gemv(*args), ternary_linear_reference(*args))
+    matches_linear_reference(ternary_gemv, m, k, n, DTYPES[dtype], bias)
 
 
 @pytest.mark.parametrize("split_k", [1, 2, 3, 7])
