@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tritondsl.compiler import nodes as n
-from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter, printable
 from tritondsl.compiler.evaluate import BudgetExceeded
 from tritondsl.compiler.infer import ShapeInference
 from tritondsl.compiler.instantiate import resolve_precisions
@@ -99,7 +99,7 @@ def check_file(
     sizes: Mapping[str, int] | None = None,
 ) -> CheckedProgram:
     """Read and check a .tdsl file (see ``check_source`` for ``args`` and ``sizes``)."""
-    shown = str(path)
+    shown = printable(str(path))
     try:
         with Path(path).open("rb") as file:
             # One byte past the limit is enough to refuse: a huge (or endless, like

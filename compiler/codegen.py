@@ -95,7 +95,7 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
 
     return _template().render(
         version=__version__,
-        source_name=PurePath(checked.path).name,
+        source_name=repr(source_label(checked.path)),
         sha256=hashlib.sha256(checked.source.encode()).hexdigest(),
         imports=imports,
         classes=classes,
@@ -163,7 +163,7 @@ class _ClassEmitter(PyPrinter):
             else []
         )
         init_def = wrap(f"def __init__({signature}) -> None:", width=99 - 4)
-        where = f"{d.kind} {d.name} ({PurePath(self.checked.path).name}, line {d.span.line})"
+        where = f"{d.kind} {d.name} ({source_label(self.checked.path)!r}, line {d.span.line})"
         if isinstance(d.alias, n.SeqExpr):
             init = self.sequential_init(d.alias, prologue)
             return ClassCode(d.name, "nn.Sequential", f"Generated from {where}.", init_def, init)
@@ -413,6 +413,17 @@ class _ClassEmitter(PyPrinter):
         var = f"seq{self.temps}_"
         self.pre += [f"{var} = nn.Sequential()", *self.block(node.body, target=var)]
         return var
+
+
+def source_label(path: str) -> str:
+    """The file name as generated code may show it: ASCII letters, digits and ``._+-`` only.
+
+    A file name is outside input: quotes, newlines, backslashes or U+2028 copied into a
+    comment or docstring could end it and become code, so everything else becomes ``_``.
+    """
+    name = PurePath(path).name
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._+-") else "_" for c in name)
+    return cleaned[:120] or "program"
 
 
 def _is_constructor(node: n.Expr, definitions: dict[str, n.Definition]) -> bool:

@@ -70,6 +70,23 @@ class Reporter:
         return any(d.severity == "error" for d in self.diagnostics)
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print anywhere: control characters and undecodable bytes escaped.
+
+    File names are arbitrary bytes on POSIX; Python hands undecodable ones over as lone
+    surrogates, which a UTF-8 terminal refuses, so they are shown as ``\\xNN``.
+    """
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
+
+
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt ``name``, or None."""
     pool = sorted(set(candidates))

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from tritondsl.compiler.check import CheckedProgram, check_file, check_source
-from tritondsl.compiler.codegen import generate
+from tritondsl.compiler.codegen import generate, source_label
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
 
 ZOO = {
@@ -83,9 +83,10 @@ def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledP
     checked = _check(path_or_text)
     source = generate(checked, precision)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    stem = "".join(c if c.isalnum() else "_" for c in Path(checked.path).stem) or "program"
+    label = source_label(checked.path)
+    stem = "".join(c if c.isalnum() else "_" for c in label.removesuffix(".tdsl"))
     name = f"tritondsl_generated.{stem}_{digest}"
-    filename = f"<tritondsl generated from {checked.path} ({digest})>"
+    filename = f"<tritondsl generated from {label} ({digest})>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType(name)
     module.__file__ = filename

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,8 +80,51 @@ def test_header_names_the_source_and_its_hash() -> None:
 
     source = ROOT / "models" / "resnet18.tdsl"
     head = render(source).splitlines()[:2]
-    assert "from resnet18.tdsl" in head[0]
+    assert "from 'resnet18.tdsl'" in head[0]
     assert head[1] == f"# source sha256: {hashlib.sha256(source.read_bytes()).hexdigest()}"
+
+
+# Each name ends a comment, a docstring or a string literal if copied into code unescaped;
+# the payload would then set the environment variable that the test looks for.
+PAYLOAD = "__import__('os').environ.__setitem__('TDSL_PWNED', '1')"
+HOSTILE_FILE_NAMES = [
+    f'a"""\n{PAYLOAD}\n""".tdsl',
+    f"b'''\n{PAYLOAD}\n'''.tdsl",
+    f"c\r{PAYLOAD}\r.tdsl",
+    f"d\n{PAYLOAD}.tdsl",
+    "e\\x.tdsl",
+    "f\\N.tdsl",
+    "g\\u12.tdsl",
+    'h"""x.tdsl',
+    f"i\u2028{PAYLOAD}.tdsl",
+    f"j\x85{PAYLOAD}.tdsl",
+    "k\udcff.tdsl",  # the byte 0xFF, as Python hands over undecodable file names
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILE_NAMES, ids=ascii)
+def test_hostile_file_names_never_become_code(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TDSL_PWNED", raising=False)
+    hostile = tmp_path / name
+    hostile.write_bytes((ROOT / "examples" / "ternary_mlp.tdsl").read_bytes())
+    tree = ast.parse(generate(check_file(hostile)))  # valid Python whatever the name
+    calls = [ast.unparse(c) for c in ast.walk(tree) if isinstance(c, ast.Call)]
+    assert not [c for c in calls if "environ" in c]
+    out = tmp_path / "generated.py"
+    command = [sys.executable, "-m", "tritondsl", "compile", os.fsencode(hostile), "-o", out]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    assert result.returncode == 0, result.stderr
+    probe = "import os, runpy; runpy.run_path(os.environ['OUT']); print(os.getenv('TDSL_PWNED'))"
+    env = {k: v for k, v in os.environ.items() if k != "TDSL_PWNED"}
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**env, "OUT": str(out)}
+    )
+    assert (imported.returncode, imported.stdout.strip()) == (0, "None"), imported.stderr
+    model = tritondsl.load_model(hostile)  # compiles and executes in this process
+    assert model(torch.zeros(2, 784)).shape == (2, 10)
+    assert "TDSL_PWNED" not in os.environ
 
 
 HOSTILE = r"""

@@ -22,7 +22,10 @@ LOCKED_FIELDS = (
     "weight_decay", "schedule", "label_smoothing", "seed", "limit_train", "limit_test",
 )  # fmt: skip
 # Fields that describe one invocation, not the training: a resumed run does not inherit them.
-PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume")
+PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume", "out")
+# Datasets a checkpoint may name on its own; anything else (a module:function hook runs
+# code) must be given on the command line again when resuming.
+BUILTIN_DATASETS = ("fashion-mnist", "mnist5k", "synthetic")
 
 
 class TrainingError(Exception):
@@ -120,10 +123,10 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], **overrides: Any) -> TrainConfig:
+    def from_json(cls, saved: dict[str, Any], /, **overrides: Any) -> TrainConfig:
         """Rebuild a config saved by ``to_json``, replacing the given fields."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in saved.items() if k in known}
         values.update(overrides)
         return cls(**values)
 
@@ -163,8 +166,21 @@ def config_for_cli(source: str, options: dict[str, Any]) -> TrainConfig:
     from tritondsl.train import checkpoint
 
     saved = checkpoint.read(Path(resume))
-    if "out" not in given and saved.path.parent.name == "checkpoints":
-        # Continue in the run folder the checkpoint belongs to.
+    if "out" not in given:
+        # Continue in the run folder the checkpoint belongs to; the checkpoint's own
+        # `out` is never used (a copied or hostile checkpoint must not choose where we write).
+        if saved.path.parent.name != "checkpoints":
+            raise CheckpointError(
+                f"{saved.path} is not inside a run folder (RUN/checkpoints/NAME): "
+                "give --out to say where the resumed run writes"
+            )
         given["out"] = saved.path.parent.parent
     inherited = {k: v for k, v in saved.state["config"].items() if k not in PER_RUN_FIELDS}
+    data = inherited.get("data")
+    if "data" not in given and not (isinstance(data, str) and data in BUILTIN_DATASETS):
+        # A checkpoint is data: it may name a built-in dataset, never code to import.
+        raise CheckpointError(
+            f"{saved.path} was trained with --data {data!r}, which is not a built-in dataset; "
+            "a checkpoint cannot choose code to run: pass --data yourself to resume with it"
+        )
     return TrainConfig.from_json(inherited, source=source, **given)

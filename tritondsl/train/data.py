@@ -24,9 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from tritondsl.train.config import DataError
+from tritondsl.train.config import BUILTIN_DATASETS, DataError
 
-BUILTIN = ("fashion-mnist", "mnist5k", "synthetic")
 FASHION_ENV = "TRITONDSL_FASHION_MNIST"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts it
 FASHION_FILES = {
@@ -175,7 +174,8 @@ def load_datasets(
         datasets = from_hook(name)
     else:
         raise DataError(
-            f"unknown dataset {name!r}; choose {', '.join(BUILTIN)} or give module:function"
+            f"unknown dataset {name!r}; choose {', '.join(BUILTIN_DATASETS)} "
+            "or give module:function"
         )
     datasets.train = _limit(datasets.train, limit_train)
     datasets.test = _limit(datasets.test, limit_test)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,40 @@ def test_cli_config_inherits_from_the_checkpoint(tmp_path: Path) -> None:
     assert resumed.stop_after is None and resumed.hub is None
     with pytest.raises(CheckpointError, match="does not exist"):
         config_for_cli(MLP, {"resume": tmp_path / "nothing"})
+
+
+def _tamper(run: Path, **config: object) -> Path:
+    """Copy of a run's last checkpoint with ``config`` fields rewritten in its JSON."""
+    state_file = run / "checkpoints" / "last" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["config"].update(config)
+    state_file.write_text(json.dumps(state))
+    return run
+
+
+def test_resume_never_imports_code_the_checkpoint_names(tmp_path: Path) -> None:
+    payload = tmp_path / "payload.py"
+    marker = tmp_path / "ran"
+    payload.write_text(f"open({str(marker)!r}, 'w').close()\ndef make():\n    return None\n")
+    Trainer(tiny(tmp_path / "run", stop_after=1)).fit()
+    run = _tamper(tmp_path / "run", data=f"{payload}:make")
+    with pytest.raises(CheckpointError, match="cannot choose code to run"):
+        config_for_cli(MLP, {"resume": run, "epochs": 2})
+    assert not marker.exists()
+    # Naming it on the command line is the user's own opt-in.
+    chosen = config_for_cli(MLP, {"resume": run, "epochs": 2, "data": f"{payload}:make"})
+    assert chosen.data == f"{payload}:make" and not marker.exists()
+
+
+def test_resume_writes_only_into_its_run_folder_or_out(tmp_path: Path) -> None:
+    Trainer(tiny(tmp_path / "run", stop_after=1)).fit()
+    elsewhere = tmp_path / "elsewhere"
+    run = _tamper(tmp_path / "run", out=str(elsewhere))
+    assert config_for_cli(MLP, {"resume": run, "epochs": 2}).out == run
+    assert config_for_cli(MLP, {"resume": run / "checkpoints" / "last"}).out == run
+    loose = tmp_path / "loose"
+    shutil.copytree(run / "checkpoints" / "last", loose)
+    with pytest.raises(CheckpointError, match="give --out"):
+        config_for_cli(MLP, {"resume": loose, "epochs": 2})
+    given = config_for_cli(MLP, {"resume": loose, "epochs": 2, "out": tmp_path / "new"})
+    assert given.out == tmp_path / "new" and not elsewhere.exists()
