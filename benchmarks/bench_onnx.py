@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tritondsl.backend.onnx_export import export_onnx
-from tritondsl.backend.onnx_verify import create_session
+from tritondsl.export.onnx import export_onnx
+from tritondsl.export.onnx_verify import create_session
 from tritondsl.program import load_model
 
 MODELS = ("resnet18", "mobilenetv2")

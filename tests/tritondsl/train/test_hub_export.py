@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.tritondsl.train.conftest import tiny
+from tritondsl.export import hub
 from tritondsl.train import Trainer, to_hub
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train.build import build_model
-
-hub = pytest.importorskip("tritondsl.backend.hub", reason="save_pretrained is not there yet")
 
 
 def test_best_checkpoint_to_hub_folder(tmp_path: Path) -> None:

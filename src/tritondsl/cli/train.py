@@ -1,0 +1,138 @@
+"""``tritondsl train``, and how its options become a ``TrainConfig`` (resume included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tritondsl.cli.app import app
+from tritondsl.train.config import BUILTIN_DATASETS, PER_RUN_FIELDS, TrainConfig
+from tritondsl.train.errors import CheckpointError, TrainingError
+
+
+@app.command()
+def train(
+    file: Annotated[str, typer.Argument(help="a .tdsl file or a zoo model", show_default=False)],
+    data: Annotated[
+        str | None,
+        typer.Option(help="fashion-mnist, mnist5k, synthetic (default), module:function"),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs in all (default 1)")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="global batch, split over processes (default 64)")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="peak LR (default sgd 0.05, adamw 1e-3)")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (default) or adamw")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum (default 0.9)")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="default sgd 0, adamw 0.01")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="cosine (default), onecycle or constant")
+    ] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="default 0")] = None,
+    seed: Annotated[int | None, typer.Option(help="default 0")] = None,
+    model: Annotated[str | None, typer.Option(help="which model, if the file has several")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="model argument NAME=VALUE (JSON), repeatable")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="override every weight precision: fp32, fp16, int8")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default runs/STEM)")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="continue from a checkpoint folder or a run folder")
+    ] = None,
+    stop_after: Annotated[
+        int | None, typer.Option(min=1, help="stop after this many epochs in all (resume later)")
+    ] = None,
+    limit_train: Annotated[int | None, typer.Option(min=1, help="first N train samples")] = None,
+    limit_test: Annotated[int | None, typer.Option(min=1, help="first N test samples")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if any)")
+    ] = None,
+    hub: Annotated[
+        Path | None, typer.Option(help="write the best checkpoint here as a Hub folder")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars (in a terminal)")] = True,
+) -> None:
+    """Train a model with quantization-aware training; checkpoints, logs and plots go to --out.
+
+    Under `torchrun --nproc_per_node=K` the same command trains with DistributedDataParallel.
+    """
+    import os
+
+    from tritondsl.compiler.diagnostics import CompileError
+    from tritondsl.train.errors import TrainingError
+
+    options = {
+        "data": data, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
+        "schedule": schedule, "label_smoothing": label_smoothing, "seed": seed, "model": model,
+        "precision": precision, "out": out, "resume": resume, "stop_after": stop_after,
+        "limit_train": limit_train, "limit_test": limit_test, "device": device, "hub": hub,
+    }  # fmt: skip
+    # Each torchrun process reports its own failure; say which one when there are several.
+    several = os.environ.get("WORLD_SIZE", "1") != "1"
+    rank = f"[rank {os.environ.get('RANK', '0')}] " if several else ""
+    try:
+        from tritondsl.train import Trainer
+
+        options["params"] = parse_params(param) if param else None
+        config = config_for_cli(file, options)
+        config.progress = progress
+        Trainer(config).fit()
+    except CompileError as error:
+        typer.echo(error.render(), err=True)
+        raise typer.Exit(1) from None
+    except TrainingError as error:
+        typer.echo(f"{rank}error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs from the command line; values are JSON, else plain strings."""
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise TrainingError(f"--param {item!r}: expected NAME=VALUE, e.g. hidden=[64,32]")
+        try:
+            params[name.strip()] = json.loads(text)
+        except ValueError:
+            params[name.strip()] = text
+    return params
+
+
+def config_for_cli(source: str, options: dict[str, Any]) -> TrainConfig:
+    """The config of a ``tritondsl train`` call: options given (not None) override the
+    defaults, or, with ``resume``, the settings the checkpoint was trained with."""
+    given = {k: v for k, v in options.items() if v is not None}
+    resume = given.get("resume")
+    if resume is None:
+        given.setdefault("out", Path("runs") / Path(source).stem)
+        return TrainConfig(source=source, **given)
+    from tritondsl.train import checkpoint
+
+    saved = checkpoint.read(Path(resume))
+    if "out" not in given:
+        # Continue in the run folder the checkpoint belongs to; the checkpoint's own
+        # `out` is never used (a copied or hostile checkpoint must not choose where we write).
+        if saved.path.parent.name != "checkpoints":
+            raise CheckpointError(
+                f"{saved.path} is not inside a run folder (RUN/checkpoints/NAME): "
+                "give --out to say where the resumed run writes"
+            )
+        given["out"] = saved.path.parent.parent
+    inherited = {k: v for k, v in saved.state["config"].items() if k not in PER_RUN_FIELDS}
+    data = inherited.get("data")
+    if "data" not in given and not (isinstance(data, str) and data in BUILTIN_DATASETS):
+        # A checkpoint is data: it may name a built-in dataset, never code to import.
+        raise CheckpointError(
+            f"{saved.path} was trained with --data {data!r}, which is not a built-in dataset; "
+            "a checkpoint cannot choose code to run: pass --data yourself to resume with it"
+        )
+    return TrainConfig.from_json(inherited, source=source, **given)

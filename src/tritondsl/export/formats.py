@@ -1,0 +1,159 @@
+"""What ``tritondsl export --format`` can write: one ``ExportFormat`` per format.
+
+``EXPORTERS`` maps a format name to how it runs and which ``--weights`` it accepts; the
+CLI builds the model once (``prepare``) and dispatches through it, so a new format is one
+entry here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tritondsl.backend.deploy import deploy
+from tritondsl.compiler.check import check_file
+from tritondsl.export.api import ExportReport, to_onnx, to_pt2, to_torchscript
+from tritondsl.export.artifact import WEIGHTS_NAME
+from tritondsl.export.hub import from_pretrained, save_pretrained
+from tritondsl.export.onnx import WEIGHT_FORMS
+from tritondsl.export.onnx_verify import OutputCheck
+from tritondsl.export.release import MANIFEST_NAME, build_release, hub_parity
+from tritondsl.program import ZOO, zoo_path
+from tritondsl.program import compile as compile_program
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Everything a format's exporter gets from ``tritondsl export``."""
+
+    model: nn.Module
+    example_input: Tensor
+    output: Path
+    weights: str | None = None  # one of the format's ``weights`` (None: its default)
+    verify: bool = True
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific extras
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One ``--format``: how to run it and which ``--weights`` values it accepts."""
+
+    run: Callable[[ExportJob], ExportReport]
+    weights: tuple[str, ...] = ()  # accepted --weights values, the default first; () = none
+    help: str = ""
+
+
+def _onnx_job(job: ExportJob) -> ExportReport:
+    return to_onnx(job.model, job.output, job.example_input, job.weights or "int2", job.verify)
+
+
+def _torchscript_job(job: ExportJob) -> ExportReport:
+    # Reloading and comparing is the export itself here (cheap), so --no-verify keeps it.
+    return to_torchscript(job.model, job.output, job.example_input)
+
+
+def _pt2_job(job: ExportJob) -> ExportReport:
+    return to_pt2(job.model, job.output, job.example_input)
+
+
+def export_hub(job: ExportJob) -> ExportReport:
+    """``tritondsl export --format hub``: save_pretrained, then reload and compare."""
+    pack = job.weights or "2bit"
+    deployed = deploy(copy.deepcopy(job.model).to("cpu")).eval()
+    folder = save_pretrained(deployed, job.output, pack=pack)
+    checks = []
+    if job.verify:
+        check = hub_parity(deployed, folder, job.example_input.detach().to("cpu"))
+        checks.append(_output_check(check))
+    size = (folder / WEIGHTS_NAME).stat().st_size
+    return ExportReport("hub", folder, size, checks, weights=pack)
+
+
+def export_release(job: ExportJob) -> ExportReport:
+    """``tritondsl export --format release``: build_release into the output folder."""
+    pack = job.weights or "2bit"
+    manifest = build_release(job.model, job.output, job.example_input, pack=pack)
+    total = sum(e["bytes"] for e in manifest["files"].values())
+    checks = [_output_check(c) for c in manifest["parity"]]
+    notes = [f"bundle: {', '.join(sorted(manifest['files']))} + {MANIFEST_NAME}"]
+    return ExportReport("release", Path(job.output), total, checks, weights=pack, notes=notes)
+
+
+def _output_check(check: dict[str, Any]) -> OutputCheck:
+    return OutputCheck(check["name"], check["max_abs"], check.get("rel", 0.0), check["ok"])
+
+
+EXPORTERS: dict[str, ExportFormat] = {
+    "onnx": ExportFormat(
+        _onnx_job,
+        WEIGHT_FORMS,
+        "ONNX; --weights int2 (opset 25), packed (opset 18 uint8 + unpack nodes) or float",
+    ),
+    "torchscript": ExportFormat(_torchscript_job, (), "TorchScript (.pt), scripted or traced"),
+    "pt2": ExportFormat(_pt2_job, (), "torch.export program (.pt2)"),
+    "hub": ExportFormat(
+        export_hub,
+        ("2bit", "base3"),
+        "Hugging Face folder (save_pretrained; -o is a folder); --weights 2bit or base3",
+    ),
+    "release": ExportFormat(
+        export_release,
+        ("2bit", "base3"),
+        "release bundle: Hub folder + int2 ONNX + manifest.json (-o is a new folder)",
+    ),
+}
+
+
+def prepare(
+    file: str | Path,
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    batch: int = 1,
+    size: int = 224,
+) -> tuple[nn.Module, Tensor, list[str]]:
+    """Model to export (weights from a Hub folder if given), a seeded example input, notes."""
+    if str(file).lower() in ZOO and not Path(file).exists():
+        file = zoo_path(str(file).lower())
+    checked = check_file(file)
+    names = list(checked.models)
+    name = model if model is not None else (names[0] if len(names) == 1 else None)
+    if name is None or name not in names:
+        raise ValueError(f"{file} has models {names}; choose one with --model")
+    inputs = list(checked.models[name].inputs.values())
+    if len(inputs) != 1:
+        raise ValueError(f"model {name} has {len(inputs)} inputs; export takes exactly one")
+    declared = inputs[0].shape
+    shape = [batch if isinstance(declared[0], str) else declared[0]]
+    shape += [size if isinstance(d, str) else d for d in declared[1:]]
+    notes = []
+    if checkpoint is None:
+        built = compile_program(Path(file)).build(name)
+        notes.append("note: no --checkpoint given, so the weights are the model's random init")
+    else:
+        built = _load_checkpoint(Path(checkpoint), name)
+        notes.append(f"weights from {checkpoint}")
+        spec = getattr(built, "tdsl_spec", None)
+        if spec is not None and spec.source != checked.source:
+            notes.append(f"note: {checkpoint} holds a different .tdsl text; its copy is exported")
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(shape, generator=generator)
+    return built, example, notes
+
+
+def _load_checkpoint(folder: Path, name: str) -> nn.Module:
+    """``tritondsl.export.hub.from_pretrained(folder)``, checked against the .tdsl file."""
+    if not folder.is_dir():
+        # A missing folder would otherwise be taken for a Hub repo id and fetched.
+        raise ValueError(f"--checkpoint {folder}: no such folder")
+    loaded = from_pretrained(folder)
+    spec = getattr(loaded, "tdsl_spec", None)
+    found = spec.model if spec is not None else type(loaded).__name__
+    if found != name:
+        raise ValueError(f"--checkpoint {folder} holds model {found}, not {name}")
+    return loaded

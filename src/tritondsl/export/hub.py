@@ -1,0 +1,428 @@
+"""Hugging Face Hub folders: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+
+A folder holds ``model.tdsl`` (the architecture), ``model.safetensors`` (the deployed
+state_dict: packed trits, scales, full-precision tensors), ``config.json`` (what to build
+and what every stored tensor must look like) and ``README.md`` (a model card).
+
+Loading never unpickles anything and never executes Python taken from the artifact. The
+architecture is declarative .tdsl text: our front end checks it (it rejects anything
+outside the language, including identifiers unsafe in generated Python) and our own code
+generator turns it into the classes that run; the weights are safetensors, raw bytes under
+a JSON header. So a hostile folder can at worst be refused or yield wrong numbers, never
+run its author's code (unlike ``torch.load`` of a pickle, which can run anything).
+Pickle-based files (``.bin``, ``.pt``, ``.pth``, ``.pkl``...) in a folder are refused, not
+skipped, so nobody mistakes them for checked weights.
+
+Every problem with an artifact raises ``ArtifactError`` naming the file and tensor, and
+is found before a model is returned; modules generated during a failed load are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import linecache
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from tritondsl.backend.deploy import deploy
+from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantModule
+from tritondsl.backend.packing import (
+    PackingError,
+    base3_to_2bit,
+    check_layout,
+    pack_base3,
+    unpack,
+)
+from tritondsl.backend.quantizers import is_ternary
+from tritondsl.compiler.check import check_source
+from tritondsl.compiler.diagnostics import CompileError
+from tritondsl.compiler.values import TensorDecl
+from tritondsl.export.artifact import (
+    CARD_NAME,
+    CONFIG_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_CONFIG_BYTES,
+    PACKINGS,
+    SOURCE_NAME,
+    WEIGHTS_NAME,
+    ArtifactError,
+    decode_param,
+    dtype_name,
+    dump_config,
+    encode_param,
+    file_entry,
+    parse_config,
+    read_file,
+    sha256,
+)
+from tritondsl.export.model_card import render_model_card
+from tritondsl.files import write_atomically
+from tritondsl.program import compile as compile_tdsl
+
+__all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "save_pretrained",
+           "write_model_card"]  # fmt: skip
+# Formats whose loaders can run code; a folder holding one is refused (see module doc).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+MAX_FOLDER_ENTRIES = 10_000
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_pretrained(model: nn.Module, save_directory: str | Path, pack: str = "2bit") -> Path:
+    """Write config.json, model.safetensors, model.tdsl and README.md for ``model``."""
+    spec = getattr(model, "tdsl_spec", None)
+    if spec is None:
+        raise TypeError("model has no tdsl_spec; build it with tritondsl.compile or load_model")
+    if pack not in PACKINGS:
+        raise ValueError(f"pack must be one of {', '.join(PACKINGS)}, got {pack!r}")
+    params = {k: encode_param(v, k) for k, v in spec.params.items()}
+    folder = Path(save_directory)
+    if folder.is_dir():
+        _refuse_pickles(folder)  # from_pretrained would refuse the folder; say so now
+    # Deploy a CPU copy: the caller's model keeps its mode, device and latent weights.
+    clone = deploy(copy.deepcopy(model).to("cpu"))
+    stored, tensors = _stored_tensors(clone, pack)
+    weights = save_safetensors(stored, metadata={"format": "pt", "tritondsl_packing": pack})
+    source = spec.source.encode("utf-8")
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tritondsl_version": _version(),
+        "model": spec.model,
+        "params": params,
+        "precision": spec.precision,
+        "packing": pack,
+        "files": {SOURCE_NAME: file_entry(source), WEIGHTS_NAME: file_entry(weights)},
+        "layers": _layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision),
+        "tensors": tensors,
+        "fp32_bytes": fp32_bytes(clone),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / SOURCE_NAME, source)
+    write_atomically(folder / WEIGHTS_NAME, weights)
+    write_atomically(folder / CONFIG_NAME, dump_config(config).encode())
+    write_model_card(folder)
+    return folder
+
+
+def write_model_card(folder: str | Path) -> Path:
+    """(Re)write README.md from config.json and the sizes of the files now in ``folder``."""
+    folder = Path(folder)
+    config = parse_config(read_file(folder, CONFIG_NAME, MAX_CONFIG_BYTES))
+    sizes = {
+        p.name: p.stat().st_size
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != CARD_NAME and not p.name.startswith(".")
+    }
+    path = folder / CARD_NAME
+    write_atomically(path, render_model_card(config, sizes).encode())
+    return path
+
+
+def fp32_bytes(model: nn.Module) -> int:
+    """Bytes the model's state_dict would take with every quantized weight stored as fp32."""
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    for _, layer in _quant_layers(model):
+        if layer.deployed:
+            # Codes and scales stand for one fp32 weight; bias and the rest are counted above.
+            stored = layer.storage_tensors().values()
+            total += math.prod(layer.weight_shape) * 4 - sum(t.nbytes for t in stored)
+        else:
+            # A float model has no Learned scale parameters; the latent weight is counted.
+            scales = [getattr(layer, n) for n in LEARNED_SCALE_NAMES if hasattr(layer, n)]
+            total -= sum(t.nbytes for t in scales)
+    return total
+
+
+def _stored_tensors(model: nn.Module, pack: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The deployed state_dict as stored (base-3 codes if asked) and its config entries."""
+    trits = {
+        f"{name}.weight_packed" if name else "weight_packed": layer.reduction_size
+        for name, layer in _quant_layers(model)
+        if is_ternary(layer.quantizer)
+    }
+    stored: dict[str, torch.Tensor] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    for key, value in model.state_dict().items():
+        # Cloned so tensors sharing storage (tied weights) save as separate entries.
+        tensor = value.detach().contiguous().clone()
+        entry: dict[str, Any] = {}
+        if key in trits:
+            if pack == "base3":
+                tensor = pack_base3(unpack(tensor, trits[key]))
+            entry = {"packing": pack, "trits": trits[key]}
+        stored[key] = tensor
+        entries[key] = {"shape": list(tensor.shape), "dtype": dtype_name(tensor), **entry}
+    return stored, entries
+
+
+def _layer_precisions(info: Any, override: str | None) -> dict[str, str]:
+    """Each weight-bearing layer's precision, as the front end resolves it (or the override)."""
+
+    layers: dict[str, str] = {}
+    for module in info.modules():
+        if module.precision is not None:
+            layers[module.path] = override or module.precision.describe()
+        for child in module.children.values():
+            if isinstance(child, TensorDecl) and child.precision is not None:
+                layers[child.path] = override or child.precision.describe()
+    return layers
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def from_pretrained(
+    path_or_repo_id: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild, deploy and load a saved model from a folder or a Hub repo id (eval mode)."""
+    hub = {"revision": revision, "token": token, "local_files_only": local_files_only,
+           "cache_dir": cache_dir}  # fmt: skip
+    folder = _resolve_folder(path_or_repo_id, hub)
+    _refuse_pickles(folder)
+    config = parse_config(read_file(folder, CONFIG_NAME, MAX_CONFIG_BYTES))
+    files: dict[str, bytes] = {}
+    for name, entry in config["files"].items():
+        data = read_file(folder, name, entry["bytes"])
+        if len(data) != entry["bytes"] or sha256(data) != entry["sha256"]:
+            raise ArtifactError(name, f"sha256/size differ from {CONFIG_NAME}: modified or corrupt")
+        files[name] = data
+    source = _decode_source(files[SOURCE_NAME])
+    state = _read_weights(files[WEIGHTS_NAME], config)
+    params = {k: decode_param(v, f"params.{k}") for k, v in config["params"].items()}
+    shown = str(folder / SOURCE_NAME)
+    _check_program(source, shown, config, params)
+    with _forget_generated_on_error():
+        model = _build(source, shown, config, params)
+        _load_state(model, state, config)
+    return model.to(device).eval()
+
+
+def _resolve_folder(path_or_repo_id: str | Path, hub: dict[str, Any]) -> Path:
+    """A local folder as is; otherwise the repo's snapshot (HF cache first, then the Hub)."""
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        return path
+    text = str(path_or_repo_id)
+    if path.exists() or not _REPO_ID.fullmatch(text) or ".." in text:
+        raise ArtifactError(text, "not a model folder nor a Hub repo id (OWNER/NAME)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:  # the `hub` extra
+        hint = "loading from the Hub needs `pip install tritondsl[hub]`"
+        raise ArtifactError(text, hint) from error
+    try:
+        # Only the files we read: a large .onnx beside them is never downloaded.
+        snapshot = snapshot_download(
+            text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, SOURCE_NAME], **hub
+        )
+    except Exception as error:  # network, auth, missing cache: all mean "not available"
+        raise ArtifactError(text, f"not found locally nor on the Hub: {error}") from error
+    return Path(snapshot)
+
+
+def _refuse_pickles(folder: Path) -> None:
+    seen = 0
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            seen += 1
+            if seen > MAX_FOLDER_ENTRIES:
+                raise ArtifactError(str(folder), f"more than {MAX_FOLDER_ENTRIES} files")
+            if name.lower().endswith(PICKLE_SUFFIXES):
+                shown = os.path.relpath(os.path.join(root, name), folder)
+                raise ArtifactError(
+                    shown, "pickle-based files are refused (they can run code when loaded); "
+                    "tritondsl folders hold safetensors only, remove this file"
+                )  # fmt: skip
+
+
+def _read_weights(data: bytes, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Parse model.safetensors, match it to config.json, validate codes, return 2-bit layout."""
+    try:
+        state = load_safetensors(data)
+    except Exception as error:  # the Rust parser raises its own SafetensorError
+        raise ArtifactError(WEIGHTS_NAME, f"not a valid safetensors file: {error}") from None
+    expected = config["tensors"]
+    _same_keys(state.keys(), expected.keys(), WEIGHTS_NAME, CONFIG_NAME)
+    for name, tensor in state.items():
+        entry = expected[name]
+        if list(tensor.shape) != entry["shape"] or dtype_name(tensor) != entry["dtype"]:
+            raise ArtifactError(
+                WEIGHTS_NAME, f"tensor {name!r} is {dtype_name(tensor)} {list(tensor.shape)}, "
+                f"{CONFIG_NAME} says {entry['dtype']} {entry['shape']}"
+            )  # fmt: skip
+        if "trits" in entry:
+            try:
+                if entry["packing"] == "base3":  # decoding checks every byte is <= 242
+                    state[name] = base3_to_2bit(tensor, entry["trits"])
+                else:
+                    _check_codes(tensor, entry["trits"], name)
+            except PackingError as error:
+                raise ArtifactError(WEIGHTS_NAME, f"tensor {name!r}: {error}") from None
+    return state
+
+
+def _check(source: str, model: str, params: Mapping[str, Any], shown: str = SOURCE_NAME) -> Any:
+    """The front end's view (ModelInfo) of ``model`` built with ``params``."""
+
+    return check_source(source, shown, {model: dict(params)}).models[model]
+
+
+def _check_codes(packed: torch.Tensor, trits: int, name: str) -> None:
+    """validate_packed in one pass: a code 0b11 is a 2-bit pair with both bits set."""
+    check_layout(packed, trits, name)
+    if bool((packed & (packed >> 1) & 0b01010101).any()):
+        raise PackingError(f"{name}: contains the invalid trit code 0b11")
+
+
+def _check_program(source: str, shown: str, config: dict[str, Any], params: dict) -> None:
+    """Check model.tdsl, the model name, its parameters and the per-layer precisions."""
+
+    name = config["model"]
+    try:
+        info = _check(source, name, params, shown)
+    except CompileError as error:
+        # Tell a broken model.tdsl apart from a config.json that does not fit a good one.
+        try:
+            models = check_source(source, shown).models
+        except CompileError as plain:
+            raise ArtifactError(SOURCE_NAME, f"has errors:\n{plain.render()}") from None
+        if name not in models:
+            known = ", ".join(models) or "none"
+            raise ArtifactError(
+                CONFIG_NAME, f"model {name!r} is not a model of {SOURCE_NAME} (models: {known})"
+            ) from None
+        raise ArtifactError(CONFIG_NAME, f"bad params for {name}:\n{error.render()}") from None
+    layers = _layer_precisions(info, config["precision"])
+    for path in sorted(layers.keys() | config["layers"].keys()):
+        saved, actual = config["layers"].get(path), layers.get(path)
+        if saved != actual:
+            raise ArtifactError(
+                CONFIG_NAME, f"layer {path!r}: precision {saved or 'absent'} in {CONFIG_NAME} "
+                f"but {actual or 'no such layer'} in {SOURCE_NAME}"
+            )  # fmt: skip
+
+
+def _build(source: str, shown: str, config: dict[str, Any], params: dict) -> nn.Module:
+
+    # compile() reads a one-line text ending in ".tdsl" as a path; a newline keeps it text.
+    text = source if "\n" in source else source + "\n"
+    try:
+        model = compile_tdsl(text, config["precision"]).build(config["model"], **params)
+    except (CompileError, TypeError, ValueError) as error:
+        raise ArtifactError(SOURCE_NAME, f"cannot build {config['model']}: {error}") from None
+    model.tdsl_spec = replace(model.tdsl_spec, source=source, path=shown)
+    return deploy(model)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], config: dict) -> None:
+    """Compare every tensor with the built model, then load strictly."""
+    current = model.state_dict()
+    _same_keys(state.keys(), current.keys(), WEIGHTS_NAME, f"the {config['model']} model")
+    for name, layer in _quant_layers(model):
+        key = f"{name}.weight_packed" if name else "weight_packed"
+        trits = config["tensors"].get(key, {}).get("trits")
+        if key in state and trits != layer.reduction_size:
+            message = f"tensor {key!r} packs K={trits}, the layer has K={layer.reduction_size}"
+            raise ArtifactError(WEIGHTS_NAME, message)
+    for key, tensor in state.items():
+        want = current[key]
+        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+            raise ArtifactError(
+                WEIGHTS_NAME, f"tensor {key!r} is {dtype_name(tensor)} {list(tensor.shape)}, "
+                f"the model expects {dtype_name(want)} {list(want.shape)}"
+            )  # fmt: skip
+    try:
+        model.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as error:
+        raise ArtifactError(WEIGHTS_NAME, str(error)) from None
+
+
+@contextlib.contextmanager
+def _forget_generated_on_error() -> Iterator[None]:
+    """On error, undo what compile() registered (sys.modules, linecache): no global trace."""
+    modules = {k: v for k, v in sys.modules.items() if k.startswith("tritondsl_generated.")}
+    lines = {k: v for k, v in linecache.cache.items() if k.startswith("<tritondsl generated")}
+    try:
+        yield
+    except BaseException:
+        for key in [k for k in sys.modules if k.startswith("tritondsl_generated.")]:
+            if key not in modules:
+                del sys.modules[key]
+        sys.modules.update(modules)
+        for key in [k for k in linecache.cache if k.startswith("<tritondsl generated")]:
+            if key not in lines:
+                del linecache.cache[key]
+        linecache.cache.update(lines)
+        raise
+
+
+# --------------------------------------------------------------------------- uploading
+
+
+def push_to_hub(
+    save_directory: str | Path, repo_id: str, token: str | None = None, private: bool = False
+) -> str:
+    """Check a saved folder loads, then upload it to the Hub repo ``repo_id`` (created if new)."""
+    folder = Path(save_directory)
+    model = from_pretrained(folder)  # never publish a folder that would not load
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        repo_id=getattr(repo, "repo_id", repo_id),
+        folder_path=str(folder),
+        repo_type="model",
+        commit_message=f"Upload {model.tdsl_spec.model} with tritondsl",
+    )
+    return str(commit)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _quant_layers(model: nn.Module) -> list[tuple[str, QuantModule]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantModule)]
+
+
+def _decode_source(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ArtifactError(SOURCE_NAME, f"not valid UTF-8: {error}") from None
+
+
+def _same_keys(found: Any, wanted: Any, file: str, reference: str) -> None:
+    missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
+    if missing:
+        raise ArtifactError(file, f"missing tensors {missing[:5]} (expected by {reference})")
+    if unexpected:
+        raise ArtifactError(file, f"unexpected tensors {unexpected[:5]} (not in {reference})")
+
+
+def _version() -> str:
+    from tritondsl import __version__
+
+    return __version__

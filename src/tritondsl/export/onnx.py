@@ -1,0 +1,351 @@
+"""ONNX files of a deployed model, with ternary weights stored as INT2, packed uint8 or float.
+
+How: a deployed copy of the model has every ``QuantConv2d`` / ``QuantLinear`` swapped for a
+plain ``nn.Conv2d`` / ``nn.Linear`` holding its dequantized weight, which the TorchScript
+exporter (``torch.onnx.export(dynamo=False)``) writes as an initializer named after the
+module (``layer1.0.conv1.weight``). Each such initializer is then replaced, with the
+``onnx`` API, by a compact tensor and the few nodes that rebuild the same float weight under
+the same name, so the Conv / Gemm / MatMul nodes that read it are left untouched.
+
+Weight forms (``weights=``):
+
+* ``int2`` (opset 25, IR 13 — onnxruntime 1.31 refuses IR 14): codes as an INT2 tensor
+  shaped like the weight (packed ``raw_data``: four values per byte, first in the low
+  bits) -> ``DequantizeLinear`` with the per-output-channel scales (axis 0) or a scalar.
+* ``packed`` (opset 18, for runtimes without INT2): the deployed ``weight_packed`` bytes
+  (docs/packing.md: code = trit + 1, four per byte LSB first, rows padded) as a uint8
+  ``[N, ceil(K/4)]`` tensor -> Unsqueeze, BitShift, BitwiseAnd, Reshape, Slice, Cast,
+  Sub 1 -> float trits [N, K] -> Mul by the scales -> Reshape to the weight's shape.
+* ``float`` (opset 18): the dequantized float weights.
+
+Learned (two-scale) layers keep 2-bit codes in both compact forms: the float trits t are
+multiplied by ``Where(t > 0, scale_pos, scale_neg)``, exactly what the deployed layer does.
+Int8 layers become an INT8 tensor -> ``DequantizeLinear`` (axis 0 or scalar), fp16 layers a
+float16 tensor -> ``Cast`` to float, in both compact forms; both are plain float in ``float``.
+Everything here is constant, so onnxruntime folds it once at load time (for DQ nodes only
+with ``session.disable_quant_qdq=1``, see ``onnx_verify.create_session``).
+
+BatchNorm stays a separate node (``TrainingMode.PRESERVE`` on an eval model): folding it,
+as the exporter's eval mode does, would rename and rescale the very weights we look for.
+onnxruntime fuses Conv + BatchNorm itself when optimizations are on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper, version_converter
+from torch import Tensor, nn
+
+from tritondsl.backend.layers import QuantConv2d, QuantModule
+from tritondsl.backend.quantizers import Decomposition, quantizer_kind
+from tritondsl.export.onnx_verify import TERNARY_KEY, WEIGHTS_KEY
+from tritondsl.export.torch_export import deployed_copy, replace_modules, run_outputs
+
+WEIGHT_FORMS = ("int2", "packed", "float")
+OPSET = {"int2": 25, "packed": 18, "float": 18}
+INT2_IR_VERSION = 13
+EXPORT_OPSET = 18  # what the TorchScript exporter writes before the rewrite
+_MAX_PROTO_BYTES = 2**31 - 1
+_C = "tritondsl."  # prefix of the constants shared by all layers
+
+
+@dataclass
+class OnnxExport:
+    """What ``export_onnx`` wrote, plus the reference outputs to verify it against."""
+
+    path: Path
+    weights: str
+    opset: int
+    ir_version: int
+    input_name: str
+    example_input: np.ndarray
+    expected: list[np.ndarray]
+    layers: dict[str, str] = field(default_factory=dict)  # layer -> how its weight is stored
+
+
+def int2_tensor(name: str, values: Tensor) -> TensorProto:
+    """An INT2 initializer with packed raw_data (ONNX: 4 per byte, first in the low bits)."""
+    # numpy, single-threaded: torch's elementwise ops are slower on these sizes here.
+    two_bits = values.detach().cpu().numpy().reshape(-1).astype(np.uint8) & 3  # -1 -> 0b11
+    padded = np.zeros(4 * math.ceil(two_bits.size / 4), dtype=np.uint8)
+    padded[: two_bits.size] = two_bits
+    quads = padded.reshape(-1, 4)
+    packed = quads[:, 0] | quads[:, 1] << 2 | quads[:, 2] << 4 | quads[:, 3] << 6
+    tensor = TensorProto(name=name, data_type=TensorProto.INT2, dims=list(values.shape))
+    tensor.raw_data = packed.tobytes()
+    return tensor
+
+
+def _array(name: str, value: Tensor | np.ndarray) -> TensorProto:
+    array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
+    return numpy_helper.from_array(np.array(array, order="C"), name)  # keeps 0-d arrays 0-d
+
+
+def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
+    """A plain Conv2d / Linear computing with ``weight``, the layer's dequantized weight."""
+    if isinstance(layer, QuantConv2d):
+        twin: nn.Module = nn.utils.skip_init(  # skip_init: no random init to overwrite
+            nn.Conv2d,
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
+    else:
+        shape = layer.weight_shape
+        twin = nn.utils.skip_init(nn.Linear, shape[1], shape[0], layer.bias is not None)
+    twin.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+    if layer.bias is not None:
+        twin.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    return twin
+
+
+def _input_name(model: nn.Module) -> str:
+    params = list(inspect.signature(model.forward).parameters)
+    return params[0] if params else "input"
+
+
+def _torch_to_onnx(
+    model: nn.Module, example: Tensor, input_name: str, outputs: int
+) -> onnx.ModelProto:
+    names = ["output"] if outputs == 1 else [f"output{i}" for i in range(outputs)]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated but is the one that works without onnxscript;
+        # the input check's shape comparisons become constants of the trace, as intended.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=EXPORT_OPSET,
+            input_names=[input_name],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in [input_name, *names]},
+            # PRESERVE on an eval model: eval-mode BatchNorm, but no Conv+BN folding.
+            training=torch.onnx.TrainingMode.PRESERVE,
+            # Folding would also turn a Linear's transposed weight (3-D input -> MatMul)
+            # into a new anonymous initializer; onnxruntime folds constants at load anyway.
+            do_constant_folding=False,
+            # Initializers as inputs: the exporter then never merges equal-valued weights,
+            # so every layer's weight keeps its own name (they are removed from inputs below).
+            keep_initializers_as_inputs=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    initializers = {t.name for t in proto.graph.initializer}
+    real_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(real_inputs)
+    return proto
+
+
+class _Rewriter:
+    """Replaces float weight initializers by compact tensors plus decoding nodes."""
+
+    def __init__(self, proto: onnx.ModelProto, weights: str) -> None:
+        self.proto, self.weights = proto, weights
+        self.inits = {t.name: t for t in proto.graph.initializer}
+        self.nodes: list[onnx.NodeProto] = []
+        self.layout: dict[str, dict[str, object]] = {}
+        self.constants: set[str] = set()
+
+    def add(self, tensor: TensorProto) -> str:
+        self.proto.graph.initializer.append(tensor)
+        return tensor.name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        """A constant shared by all layers, added once."""
+        if _C + name not in self.constants:
+            self.constants.add(_C + name)
+            self.add(_array(_C + name, value))
+        return _C + name
+
+    def replace(self, wname: str, layer: QuantModule, dec: Decomposition) -> str:
+        """Swap initializer ``wname`` for the compact form; return a description."""
+        init = self.inits.get(wname)
+        if init is None:
+            # Neither constant folding nor deduplication runs (see _torch_to_onnx), so a
+            # missing weight is one the traced forward never used: nothing to store.
+            return "unused by forward, not in the file"
+        kind = quantizer_kind(layer.quantizer)
+        shape = tuple(init.dims)
+        if tuple(layer.weight_shape) != shape:
+            raise RuntimeError(f"{wname}: initializer shape {shape} != {layer.weight_shape}")
+        if kind == "ternary":
+            self.layout[wname] = {"count": math.prod(shape), "codes": wname, "scales": []}
+        if self.weights == "float":
+            return "float"
+        self.proto.graph.initializer.remove(init)
+        if kind == "fp16":
+            self.node(
+                "Cast", [self.add(_array(wname + ".fp16", dec.codes))], wname, to=TensorProto.FLOAT
+            )
+            return "float16 + Cast"
+        if kind == "int8":
+            codes = self.add(_array(wname + ".int8", dec.codes.to(torch.int8)))
+            self._dequantize(wname, codes, dec.scale)
+            return "INT8 + DequantizeLinear"
+        if self.weights == "int2":
+            return self._int2(wname, dec)
+        return self._packed(wname, layer, dec)
+
+    def _dequantize(self, wname: str, codes: str, scale: Tensor | None) -> str:
+        """DequantizeLinear(codes, scale) -> ``wname``: per output channel, or one scalar."""
+        assert scale is not None
+        per_tensor = scale.numel() == 1
+        scale_name = self.add(_array(wname + ".scale", scale.reshape(()) if per_tensor else scale))
+        axis = {} if per_tensor else {"axis": 0}
+        self.node("DequantizeLinear", [codes, scale_name], wname, **axis)
+        return scale_name
+
+    def _two_scales(self, wname: str, trits: str, dec: Decomposition, out: str) -> str:
+        """Where(t > 0, scale_pos, scale_neg) · t -> ``out``: the Learned quantizer's weight."""
+        assert dec.scale is not None and dec.scale_neg is not None
+        pos = self.add(_array(wname + ".scale_pos", dec.scale.reshape(())))
+        neg = self.add(_array(wname + ".scale_neg", dec.scale_neg.reshape(())))
+        zero = self.constant("zero", np.array(0.0, np.float32))
+        positive = self.node("Greater", [trits, zero], wname + ".positive")
+        scales = self.node("Where", [positive, pos, neg], wname + ".scales")
+        self.layout[wname]["scales"] = [pos, neg]
+        return self.node("Mul", [trits, scales], out)
+
+    def _int2(self, wname: str, dec: Decomposition) -> str:
+        codes = self.add(int2_tensor(wname + ".codes", dec.codes))
+        self.layout[wname]["codes"] = codes
+        if dec.scale_neg is None:
+            self.layout[wname]["scales"] = [self._dequantize(wname, codes, dec.scale)]
+            return "INT2 + DequantizeLinear"
+        one = self.constant("one", np.array(1.0, np.float32))
+        trits = self.node("DequantizeLinear", [codes, one], wname + ".trits")
+        self._two_scales(wname, trits, dec, wname)
+        return "INT2 + DequantizeLinear + Where(pos, neg scales)"
+
+    def _packed(self, wname: str, layer: QuantModule, dec: Decomposition) -> str:
+        packed_buffer = layer.storage_tensors()["weight_packed"]
+        n, k, shape = packed_buffer.shape[0], layer.reduction_size, list(layer.weight_shape)
+        packed = self.add(_array(wname + ".packed", packed_buffer))
+        self.layout[wname]["codes"] = packed
+        expanded = self.node(
+            "Unsqueeze",
+            [packed, self.constant("last_axis", np.array([2], np.int64))],
+            wname + ".bytes",
+        )
+        shifted = self.node(
+            "BitShift",
+            [expanded, self.constant("shifts", np.array([0, 2, 4, 6], np.uint8))],
+            wname + ".shifted",
+            direction="RIGHT",
+        )
+        codes = self.node(
+            "BitwiseAnd",
+            [shifted, self.constant("mask", np.array(3, np.uint8))],
+            wname + ".code_bits",
+        )
+        rows = self.node(
+            "Reshape", [codes, self.constant("rows", np.array([0, -1], np.int64))], wname + ".rows"
+        )
+        if k != 4 * packed_buffer.shape[1]:
+            # Drop each row's padding codes (docs/packing.md pads rows to whole bytes).
+            ends = self.add(_array(wname + ".k", np.array([k], np.int64)))
+            starts = self.constant("start", np.array([0], np.int64))
+            axes = self.constant("axis1", np.array([1], np.int64))
+            rows = self.node("Slice", [rows, starts, ends, axes], wname + ".codes")
+        as_float = self.node("Cast", [rows], wname + ".codes_f", to=TensorProto.FLOAT)
+        one = self.constant("one", np.array(1.0, np.float32))
+        trits = self.node("Sub", [as_float, one], wname + ".trits")  # code = trit + 1
+        out = wname if len(shape) == 2 else wname + ".flat"  # [N, K] already, or reshape
+        if dec.scale_neg is not None:
+            flat = self._two_scales(wname, trits, dec, out)
+        else:
+            assert dec.scale is not None
+            scale = dec.scale.reshape(()) if dec.scale.numel() == 1 else dec.scale.reshape(n, 1)
+            scale_name = self.add(_array(wname + ".scale", scale))
+            self.layout[wname]["scales"] = [scale_name]
+            flat = self.node("Mul", [trits, scale_name], out)
+        if len(shape) != 2:
+            target = self.add(_array(wname + ".shape", np.array(shape, np.int64)))
+            self.node("Reshape", [flat, target], wname)
+        return "packed uint8 + BitShift/BitwiseAnd unpack" + (
+            " + Where(pos, neg scales)" if dec.scale_neg is not None else ""
+        )
+
+    def finish(self) -> None:
+        # Decoding nodes read initializers only; placing them first keeps the graph sorted.
+        nodes = [*self.nodes, *self.proto.graph.node]
+        del self.proto.graph.node[:]
+        self.proto.graph.node.extend(nodes)
+        helper.set_model_props(
+            self.proto, {TERNARY_KEY: json.dumps(self.layout), WEIGHTS_KEY: self.weights}
+        )
+
+
+def export_onnx(
+    model: nn.Module, path: str | Path, example_input: Tensor, weights: str = "int2"
+) -> OnnxExport:
+    """Deploy a copy of ``model`` and write it to ``path`` as ONNX with a dynamic batch axis."""
+    if weights not in WEIGHT_FORMS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMS)}, got {weights!r}")
+    path = Path(path)
+    deployed = deployed_copy(model)
+    example = example_input.detach().cpu()
+    expected = run_outputs(deployed, example)
+    layers = {name: m for name, m in deployed.named_modules() if isinstance(m, QuantModule)}
+    decompositions = {name: layer.decomposition() for name, layer in layers.items()}
+    input_name = _input_name(deployed)
+    weights_of = {id(layer): decompositions[name].dequantize() for name, layer in layers.items()}
+    float_model = replace_modules(deployed, lambda m: _float_twin(m, weights_of[id(m)])).eval()
+    proto = _torch_to_onnx(float_model, example, input_name, len(expected))
+    if OPSET[weights] != EXPORT_OPSET:
+        # The converter's adapters carry ops whose meaning changed between opsets; it runs
+        # before the rewrite because it does not know INT2 tensors.
+        proto = version_converter.convert_version(proto, OPSET[weights])
+    rewriter = _Rewriter(proto, weights)
+    stored = {
+        name: rewriter.replace(f"{name}.weight", layer, decompositions[name])
+        for name, layer in layers.items()
+    }
+    rewriter.finish()
+    if weights == "int2":
+        proto.ir_version = INT2_IR_VERSION
+    proto.producer_name, proto.producer_version = "tritondsl", _version()
+    if proto.ByteSize() > _MAX_PROTO_BYTES:
+        raise ValueError("model is larger than 2 GB, which a single ONNX protobuf cannot hold")
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return OnnxExport(
+        path,
+        weights,
+        OPSET[weights],
+        proto.ir_version,
+        input_name,
+        example.numpy(),
+        [e.detach().numpy() for e in expected],
+        stored,
+    )
+
+
+def _version() -> str:
+    from tritondsl import __version__
+
+    return __version__

@@ -1,0 +1,52 @@
+"""Build the model a training config describes, and read its declared input shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tritondsl.compiler.check import check_source
+from tritondsl.compiler.codegen import PRECISIONS
+from tritondsl.program import ZOO, compile, zoo_path
+from tritondsl.train.errors import TrainingError
+
+
+def resolve_source(source: str) -> str | Path:
+    """A zoo name's file, an existing .tdsl path, or the text itself (if it has a newline)."""
+    if source.lower() in ZOO:
+        return zoo_path(source.lower())
+    if "\n" in source:
+        return source
+    path = Path(source)
+    if not path.is_file():
+        zoo = ", ".join(sorted(ZOO))
+        raise TrainingError(f"no such file: {source} (or give a zoo model name: {zoo})")
+    return path
+
+
+def build_model(
+    source: str | Path, model: str | None, params: dict[str, Any], precision: str | None
+) -> nn.Module:
+    """Compile and instantiate; CompileError propagates, bad arguments become TrainingError."""
+    if precision is not None and precision not in PRECISIONS:
+        raise TrainingError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    program = compile(source, precision)
+    try:
+        return program.build(model, **params)
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"cannot build the model: {error}") from None
+
+
+def declared_input(model: nn.Module) -> tuple[str, tuple[int | str, ...]]:
+    """The model's single input: its name and declared shape, e.g. ``("x", ("N", 784))``."""
+    spec = model.tdsl_spec
+    checked = check_source(spec.source, spec.path, {spec.model: spec.params})
+    inputs = checked.models[spec.model].inputs
+    if len(inputs) != 1:
+        raise TrainingError(
+            f"model {spec.model} has inputs {', '.join(inputs)}; training takes one input"
+        )
+    ((name, tensor),) = inputs.items()
+    return name, tuple(tensor.shape)

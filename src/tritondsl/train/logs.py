@@ -1,0 +1,93 @@
+"""Per-epoch logs (``metrics.csv``, ``metrics.jsonl``) and the console: progress bars, lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tritondsl.files import write_atomically
+
+CSV_FILE, JSON_FILE = "metrics.csv", "metrics.jsonl"
+CSV_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+    "samples_per_s", "epoch_s", "peak_rss_mb", "cuda_peak_mb",
+)  # fmt: skip
+
+
+def write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite both logs from the whole history (a resumed run keeps them consistent)."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomically(out / CSV_FILE, table.getvalue())
+    write_atomically(out / JSON_FILE, "".join(json.dumps(h) + "\n" for h in history))
+
+
+class Reporter:
+    """Console output of rank 0; silent on other ranks."""
+
+    def __init__(self, enabled: bool, progress: bool) -> None:
+        self.enabled, self.progress = enabled, progress
+        self.console = Console(highlight=False)
+
+    def line(self, text: str) -> None:
+        """Print a line."""
+        if self.enabled:
+            self.console.print(text, markup=False, soft_wrap=True)
+
+    def warn(self, text: str) -> None:
+        """Print a warning line."""
+        if self.enabled:
+            self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+
+    @contextmanager
+    def epoch_bar(self, epoch: int, epochs: int, steps: int) -> Iterator[EpochBar]:
+        """A progress bar over one epoch's steps: loss, accuracy, samples/s, peak memory."""
+        # Bars are for terminals: in a CI log or a pipe the epoch lines say it all.
+        if not (self.enabled and self.progress and self.console.is_terminal):
+            yield EpochBar(None, None)
+            return
+        progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}  "
+                "{task.fields[sps]:,.0f} samples/s  peak RSS {task.fields[rss]:,.0f} MiB"
+            ),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,  # the epoch's summary line takes its place
+        )
+        task = progress.add_task("train", total=steps, loss=0.0, acc=0.0, sps=0.0, rss=0.0)
+        with progress:
+            yield EpochBar(progress, task)
+
+
+class EpochBar:
+    """Handle to update one epoch's bar (does nothing when bars are off)."""
+
+    def __init__(self, progress: Progress | None, task: Any) -> None:
+        self._progress, self._task = progress, task
+
+    def update(self, loss: float, acc: float, sps: float, rss: float) -> None:
+        """Advance one step and show the running figures."""
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, loss=loss, acc=acc, sps=sps, rss=rss)

@@ -1,0 +1,384 @@
+"""The Trainer: quantization-aware training of a .tdsl model, resumable bit for bit.
+
+``Trainer(config)`` validates everything (model, data, checkpoint, output folder) and
+writes nothing; ``fit()`` trains and, on rank 0 only, writes after every epoch: the
+checkpoint (``checkpoints/last``, ``checkpoints/best``), ``metrics.csv``,
+``metrics.jsonl``, ``training_curves.png`` and ``sparsity.png``.
+
+Reproducibility: the data order of epoch e is a permutation seeded by ``seed + e``
+(``DistributedSampler``), the learning rate a pure function of the step, and every RNG
+is saved in the checkpoint; so 2 epochs equal 1 epoch + resume + 1 epoch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler, TensorDataset
+
+from tritondsl.train import checkpoint as ckpt
+from tritondsl.train import data as tdata
+from tritondsl.train import distributed as tdist
+from tritondsl.train import logs, plots
+from tritondsl.train.build import build_model, declared_input, resolve_source
+from tritondsl.train.config import TrainConfig
+from tritondsl.train.errors import CheckpointError, DataError, NonFiniteError, TrainingError
+from tritondsl.train.monitor import (
+    GradientMonitor,
+    first_nonfinite_module,
+    peak_rss_mb,
+    ternary_stats,
+)
+
+Metrics = dict[str, Any]
+PLOT_EVERY_S = 30.0
+# Resuming would replay the same steps bit for bit, so the advice is a new run.
+_AFTER_NONFINITE = (
+    "Check the data, or start a new run with a lower --lr or another --seed; "
+    "checkpoints/last holds the last complete epoch."
+)
+ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # OneCycleLR's defaults
+
+
+def lr_at(schedule: str, base: float, step: int, total: int) -> float:
+    """Learning rate before update ``step`` (0-based) of ``total``: a pure function."""
+    t = min(step / max(total, 1), 1.0)
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * t))
+    # onecycle: OneCycleLR's learning-rate curve (cosine up from base/25, then down).
+    low, final = base / ONECYCLE_DIV, base / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
+    if t < ONECYCLE_WARMUP:
+        return low + (base - low) * 0.5 * (1 - math.cos(math.pi * t / ONECYCLE_WARMUP))
+    u = (t - ONECYCLE_WARMUP) / (1 - ONECYCLE_WARMUP)
+    return final + (base - final) * 0.5 * (1 + math.cos(math.pi * u))
+
+
+class Trainer:
+    """Train the model of ``config`` on its dataset; ``fit()`` returns per-epoch metrics."""
+
+    def __init__(
+        self, config: TrainConfig, model_transform: Callable[[nn.Module], None] | None = None
+    ) -> None:
+        """Check the config; ``model_transform`` may adjust the freshly built model in place
+        (e.g. freeze layers) before training starts."""
+        self.config = config
+        self.ctx = tdist.setup(config.device)
+        self.report = logs.Reporter(self.ctx.is_main, config.progress)
+        if config.batch_size % self.ctx.world_size:
+            raise TrainingError(
+                f"batch size {config.batch_size} does not split over "
+                f"{self.ctx.world_size} processes (it is the global batch)"
+            )
+        self.resumed = ckpt.read(config.resume) if config.resume is not None else None
+        if self.resumed is not None:
+            self._check_resumable(self.resumed)
+        self._check_out_dir()
+        _seed_everything(config.seed)
+        self.model = build_model(
+            resolve_source(config.source), config.model, config.params, config.precision
+        )
+        if model_transform is not None:
+            model_transform(self.model)
+        if self.ctx.distributed:
+            # Own random streams per process (dropout masks differ); DDP copies rank 0's
+            # initial weights to the others, so the initialisation above does not matter.
+            _seed_everything(config.seed + self.ctx.rank)
+        self.input_name, self.declared = declared_input(self.model)
+        self.num_classes = self._probe_classes()
+        self.data = tdata.load_datasets(
+            config.data, tdata.sample_shape_for(self.declared), self.num_classes,
+            config.limit_train, config.limit_test,
+        )  # fmt: skip
+        self._check_labels()
+        self.adapt = tdata.input_adapter(
+            self.declared, self.data.sample_shape(), f"dataset {config.data!r}"
+        )
+        if self.resumed is not None:
+            ckpt.check_model(self.resumed, self.model)
+        self.model.to(self.ctx.device)
+        if self.ctx.device.type == "cuda":
+            tdata.to_device(self.data, self.ctx.device)
+        self.optimizer = self._make_optimizer()
+        self.epoch, self.step, self.history = 0, 0, []
+        self.best_acc, self.best_epoch = -1.0, 0
+        self._plotted_at = time.monotonic()
+        if self.resumed is not None:
+            self._load(self.resumed)
+        self.grads = GradientMonitor(self.model)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.ddp_model = tdist.wrap(self.model, self.ctx, config.sync_bn)
+
+    @property
+    def out(self) -> Path:
+        """The run's output folder."""
+        return self.config.out
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Folder of the checkpoint with the best test accuracy."""
+        return self.out / "checkpoints" / "best"
+
+    def fit(self) -> list[Metrics]:
+        """Train up to ``epochs`` (or ``stop_after``) epochs; return every epoch's metrics."""
+        config = self.config
+        last = min(config.epochs, config.stop_after or config.epochs)
+        if self.resumed is not None:
+            # The very last thing before training: nothing may draw from the RNGs after it.
+            ckpt.restore_rng(self.resumed, self.ctx.rank)
+        if self.epoch >= last:
+            self.report.line(f"nothing to train: the checkpoint has {self.epoch} epochs already "
+                             f"(raise --epochs to go on)")  # fmt: skip
+        else:
+            self._announce(last)
+        try:
+            for epoch in range(self.epoch + 1, last + 1):
+                record = self._train_epoch(epoch)
+                record.update(self._evaluate())
+                self._finish_epoch(record, plot=epoch == last)
+            if self.ctx.is_main and config.hub is not None and self.history:
+                ckpt.to_hub(self.best_checkpoint, config.hub)
+                self.report.line(f"wrote Hub folder {config.hub}")
+        finally:
+            tdist.teardown(self.ctx)
+        return self.history
+
+    # -- one epoch ------------------------------------------------------------------------
+
+    def _train_epoch(self, epoch: int) -> Metrics:
+        config, ctx = self.config, self.ctx
+        sampler = DistributedSampler(self.data.train, num_replicas=ctx.world_size,
+                                     rank=ctx.rank, shuffle=True, seed=config.seed)  # fmt: skip
+        sampler.set_epoch(epoch - 1)
+        indices = list(sampler)
+        per_rank = config.batch_size // ctx.world_size
+        steps = math.ceil(len(indices) / per_rank)
+        total_steps = steps * config.epochs
+        self.ddp_model.train()
+        self.grads.reset()
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        totals = torch.zeros(3, dtype=torch.float64)
+        lr = config.peak_lr
+        start = time.perf_counter()
+        with self.report.epoch_bar(epoch, config.epochs, steps) as bar:
+            batches = tdata.batches(self.data.train, indices, per_rank, ctx.device)
+            for batch, (x, y) in enumerate(batches, 1):
+                lr = lr_at(config.schedule, config.peak_lr, self.step, total_steps)
+                self.step += 1
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                x = self.adapt(x)
+                output = self.ddp_model(x)
+                loss = self.criterion(output, y)
+                stats = torch.stack([loss.detach() * len(y),
+                                     (output.argmax(1) == y).sum().to(loss.dtype),
+                                     torch.tensor(float(len(y)), device=loss.device)])  # fmt: skip
+                # Every rank sees the global figures, so all stop together on a NaN.
+                stats = tdist.all_reduce_sum(stats, ctx).double().cpu()
+                if not math.isfinite(float(stats[0])):
+                    self._nonfinite_loss(epoch, batch, x, float(stats[0] / stats[2]))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self._check_gradients(epoch, batch, self.grads.step())
+                self.optimizer.step()
+                totals += stats
+                seconds = time.perf_counter() - start
+                bar.update(float(totals[0] / totals[2]), float(totals[1] / totals[2]),
+                           float(totals[2]) / seconds, peak_rss_mb())  # fmt: skip
+        seconds = time.perf_counter() - start
+        cuda_peak = None
+        if ctx.device.type == "cuda":
+            cuda_peak = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+        return {
+            "epoch": epoch, "step": self.step, "lr": lr,
+            "train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
+            "samples_per_s": float(totals[2]) / seconds, "epoch_s": seconds,
+            "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak,
+        }  # fmt: skip
+
+    @torch.no_grad()
+    def _evaluate(self) -> Metrics:
+        """Test loss and accuracy; each rank takes every world_size-th sample, then all sum."""
+        model, ctx = self.model, self.ctx
+        model.eval()
+        indices = list(range(ctx.rank, len(self.data.test), ctx.world_size))  # type: ignore[arg-type]
+        sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+        criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing,
+                                        reduction="sum")  # fmt: skip
+        batch_size = max(self.config.batch_size // ctx.world_size, 256)
+        for x, y in tdata.batches(self.data.test, indices, batch_size, ctx.device):
+            output = model(self.adapt(x))
+            sums[0] += criterion(output, y).double()
+            sums[1] += (output.argmax(1) == y).sum()
+            sums[2] += len(y)
+        tdist.all_reduce_sum(sums, ctx)
+        count = max(float(sums[2]), 1.0)
+        return {"test_loss": float(sums[0]) / count, "test_acc": float(sums[1]) / count}
+
+    def _finish_epoch(self, record: Metrics, plot: bool) -> None:
+        """Record the epoch; rank 0 writes checkpoint, logs and plots; then all sync."""
+        config = self.config
+        record["grad_norms"] = self.grads.summary()
+        record["ternary"] = ternary_stats(self.model)
+        record["warnings"] = self.grads.warnings(config.vanishing, config.exploding)
+        self.history.append(record)
+        self.epoch = record["epoch"]
+        improved = record["test_acc"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = record["test_acc"], self.epoch
+        rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
+        if self.ctx.is_main:
+            folder = self.out / "checkpoints"
+            ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs)
+            if improved:
+                ckpt.copy(folder / "last", folder / "best")
+            logs.write_logs(self.out, self.history)
+            # Drawing takes about a second: refresh the plots at most every PLOT_EVERY_S
+            # seconds during a run, and always after its last epoch.
+            if plot or time.monotonic() - self._plotted_at >= PLOT_EVERY_S:
+                plots.training_curves(self.history, self.out / "training_curves.png")
+                plots.sparsity(self.history, self.out / "sparsity.png")
+                self._plotted_at = time.monotonic()
+        self.report.line(
+            f"epoch {self.epoch}/{config.epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:.2%} | test loss {record['test_loss']:.4f} "
+            f"acc {record['test_acc']:.2%} | {record['samples_per_s']:,.0f} samples/s | "
+            f"{record['epoch_s']:.1f} s | peak RSS {record['peak_rss_mb']:,.0f} MiB"
+        )
+        for warning in record["warnings"]:
+            self.report.warn(warning)
+        tdist.barrier(self.ctx)
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _nonfinite_loss(self, epoch: int, batch: int, x: Tensor, loss: float) -> None:
+        found = tdist.all_gather_objects(first_nonfinite_module(self.model, x), self.ctx)
+        where = next(((rank, layer) for rank, layer in enumerate(found) if layer), None)
+        prefix = f"loss is {loss} at step {self.step} (epoch {epoch}, batch {batch})"
+        rank_note = f" on rank {where[0]}" if where and self.ctx.distributed else ""
+        if where is None:
+            detail = "every layer's output is finite, so the loss itself overflowed"
+        elif where[1] == "<input>":
+            detail = f"the input batch{rank_note} already contains NaN/Inf (check the data)"
+        else:
+            detail = f"the first layer whose output went non-finite{rank_note} is '{where[1]}'"
+        raise NonFiniteError(
+            f"{prefix}: {detail}. {_AFTER_NONFINITE}", self.step, where[1] if where else None,
+        )  # fmt: skip
+
+    def _check_gradients(self, epoch: int, batch: int, layer_norms: Tensor) -> None:
+        if bool(torch.isfinite(layer_norms).all()):
+            return
+        bad = self.grads.nonfinite_layers(layer_norms)
+        raise NonFiniteError(
+            f"gradient is not finite at step {self.step} (epoch {epoch}, batch {batch}) in "
+            f"layer(s) {', '.join(bad)}, though the loss was finite. {_AFTER_NONFINITE}",
+            self.step, bad[0],
+        )  # fmt: skip
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _check_resumable(self, resumed: ckpt.Checkpoint) -> None:
+        differences = self.config.locked_differences(resumed.config)
+        if differences:
+            raise CheckpointError(
+                f"{resumed.path} was trained with other settings:\n  " + "\n  ".join(differences)
+            )
+        done = int(resumed.state["epoch"])
+        if self.config.epochs < done:
+            raise CheckpointError(
+                f"{resumed.path} already has {done} epochs; --epochs {self.config.epochs} is less"
+            )
+
+    def _check_out_dir(self) -> None:
+        """Refuse to write into a folder that holds another run (nothing is overwritten)."""
+        out = self.out
+        holds_run = (out / "checkpoints").exists() or (out / logs.CSV_FILE).exists()
+        if not holds_run:
+            return
+        if self.resumed is not None and self.resumed.path.parent.parent.resolve() == out.resolve():
+            return
+        raise TrainingError(
+            f"{out} already holds a training run; continue it with --resume {out}, "
+            f"or choose another --out"
+        )
+
+    def _probe_classes(self) -> int:
+        """Number of classes: the width of the model's output for a dummy batch."""
+        shape = (2, *tdata.sample_shape_for(self.declared))
+        self.model.eval()  # no dropout (no RNG draw), BatchNorm statistics untouched
+        with torch.no_grad():
+            output = self.model(torch.zeros(shape))
+        self.model.train()
+        if not (isinstance(output, Tensor) and output.dim() == 2):
+            got = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise TrainingError(f"training needs a model that returns [N, classes]; got {got}")
+        return int(output.shape[1])
+
+    def _check_labels(self) -> None:
+        for split in ("train", "test"):
+            dataset = getattr(self.data, split)
+            if isinstance(dataset, TensorDataset) and len(dataset):
+                labels = dataset.tensors[1]
+                low, high = int(labels.min()), int(labels.max())
+                if low < 0 or high >= self.num_classes:
+                    raise DataError(
+                        f"dataset {self.config.data!r} ({split}) has labels {low}..{high}; "
+                        f"the model has {self.num_classes} outputs"
+                    )
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr, decay = config.peak_lr, config.decay
+        if config.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
+
+    def _load(self, resumed: ckpt.Checkpoint) -> None:
+        self.model.load_state_dict(resumed.model)
+        ckpt.load_optimizer(self.optimizer, self.model, resumed)
+        state = resumed.state
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        self.best_acc, self.best_epoch = state["best_test_acc"], state["best_epoch"]
+
+    def _state(self) -> dict[str, Any]:
+        spec = self.model.tdsl_spec
+        return {
+            "epoch": self.epoch, "step": self.step, "best_test_acc": self.best_acc,
+            "best_epoch": self.best_epoch, "config": self.config.to_json(),
+            "spec": {"source": spec.source, "model": spec.model, "params": spec.params,
+                     "precision": spec.precision},
+            "history": self.history,
+        }  # fmt: skip
+
+    def _announce(self, last: int) -> None:
+        config, ctx = self.config, self.ctx
+        params = sum(p.numel() for p in self.model.parameters())
+        ternary = len(ternary_stats(self.model))
+        name = self.model.tdsl_spec.model
+        start = f", resuming after epoch {self.epoch}" if self.resumed is not None else ""
+        self.report.line(
+            f"training {name} ({params:,} parameters, {ternary} ternary layers) on "
+            f"{self.data.name}: {len(self.data.train):,} train / {len(self.data.test):,} test "  # type: ignore[arg-type]
+            f"samples, batch {config.batch_size} over {ctx.world_size} process(es) on "
+            f"{ctx.device}, {config.optimizer} lr {config.peak_lr:g} {config.schedule}, "
+            f"epochs {self.epoch + 1}..{last} of {config.epochs}{start}"
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed every RNG a run may draw from (weights init, dropout, users' data hooks)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,346 @@
+"""Hub folders: save_pretrained / from_pretrained round trips, hostile artifacts, the HF cache,
+and push_to_hub up to the huggingface_hub boundary (the one place a fake stands in)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import tritondsl
+from tests.conftest import EXAMPLES, ROOT
+from tritondsl.backend.deploy import deploy, is_deployed
+from tritondsl.export import hub
+from tritondsl.export.artifact import ArtifactError
+
+MIXED = next(p for p in EXAMPLES if p.name == "mixed_precision.tdsl")
+IMAGE = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+FILES = {"config.json", "model.safetensors", "model.tdsl", "README.md"}
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so every full-precision tensor matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mixed() -> nn.Module:
+    """MixedNet in training mode: fp16, int8, TWN, absmean, learned and sparsity layers."""
+    return randomize_norms(tritondsl.load_model(MIXED))
+
+
+@pytest.fixture(scope="module")
+def saved(mixed: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The mixed model saved once per packing; tests copy a folder before changing it."""
+    base = tmp_path_factory.mktemp("saved")
+    return {pack: hub.save_pretrained(mixed, base / pack, pack=pack) for pack in ("2bit", "base3")}
+
+
+def deployed_copy(model: nn.Module) -> nn.Module:
+    return deploy(copy.deepcopy(model)).eval()
+
+
+# ------------------------------------------------------------------------ round trips
+
+
+def test_package_exposes_the_hub_api() -> None:
+    assert tritondsl.save_pretrained is hub.save_pretrained
+    assert tritondsl.from_pretrained is hub.from_pretrained
+    assert tritondsl.push_to_hub is hub.push_to_hub
+    assert tritondsl.ArtifactError is ArtifactError
+
+
+@pytest.mark.parametrize("pack", ["2bit", "base3"])
+def test_round_trip_gives_the_deployed_outputs(
+    mixed: nn.Module, saved: dict[str, Path], pack: str
+) -> None:
+    loaded = hub.from_pretrained(saved[pack])
+    assert is_deployed(loaded) and not loaded.training
+    assert loaded.tdsl_spec.model == "MixedNet" and loaded.tdsl_spec.params == {}
+    assert loaded.tdsl_spec.source == MIXED.read_text()
+    reference = deployed_copy(mixed)
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGE), reference(IMAGE))
+    expected = reference.state_dict()
+    assert all(torch.equal(t, expected[k]) for k, t in loaded.state_dict().items())
+
+
+def test_save_leaves_the_callers_model_alone(mixed: nn.Module, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in mixed.state_dict().items()}
+    mode = [(m.training, getattr(m, "deployed", None)) for m in mixed.modules()]
+    hub.save_pretrained(mixed, tmp_path)
+    assert [(m.training, getattr(m, "deployed", None)) for m in mixed.modules()] == mode
+    after = mixed.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_folder_layout_and_config(mixed: nn.Module, saved: dict[str, Path]) -> None:
+    folder = saved["2bit"]
+    assert {p.name for p in folder.iterdir()} == FILES
+    config = json.loads((folder / "config.json").read_text())
+    source = (folder / "model.tdsl").read_bytes()
+    assert source == MIXED.read_bytes()
+    assert config["files"]["model.tdsl"] == {
+        "sha256": hashlib.sha256(source).hexdigest(), "bytes": len(source)
+    }  # fmt: skip
+    weights = (folder / "model.safetensors").read_bytes()
+    assert config["files"]["model.safetensors"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert config["format"] == "tritondsl" and config["format_version"] == 1
+    assert config["tritondsl_version"] == tritondsl.__version__
+    assert (config["model"], config["params"], config["precision"]) == ("MixedNet", {}, None)
+    assert config["layers"] == {
+        "stem.0": "fp16",
+        "res.conv1": "ternary(sparsity, sparsity=0.5, per_channel)",
+        "res.conv2": "ternary(sparsity, sparsity=0.5, per_channel)",
+        "down": "ternary(learned, per_tensor)",
+        "dw": "ternary(twn, threshold=0.7, per_channel)",
+        "pw": "ternary(absmean, per_tensor)",
+        "head": "int8",
+    }
+    stored = load_file(folder / "model.safetensors")
+    assert config["tensors"].keys() == stored.keys()
+    for name, tensor in stored.items():
+        entry = config["tensors"][name]
+        assert entry["shape"] == list(tensor.shape)
+        assert entry["dtype"] == str(tensor.dtype).removeprefix("torch.")
+    assert config["tensors"]["dw.weight_packed"] == {
+        "shape": [64, 3], "dtype": "uint8", "packing": "2bit", "trits": 9
+    }  # fmt: skip
+    assert config["tensors"]["head.weight_int8"]["dtype"] == "int8"
+    assert "down.weight_scale_pos" in stored and "stem.1.running_var" in stored
+    # fp32 size from the real tensors: the float model's state_dict less Learned's two scales.
+    float_bytes = sum(t.nbytes for k, t in mixed.state_dict().items() if "scale" not in k)
+    assert config["fp32_bytes"] == float_bytes
+
+
+def test_base3_and_2bit_hold_the_same_weights(saved: dict[str, Path]) -> None:
+    two, three = (hub.from_pretrained(saved[p]).state_dict() for p in ("2bit", "base3"))
+    assert two.keys() == three.keys()
+    assert all(torch.equal(two[k], three[k]) for k in two)
+    codes2 = load_file(saved["2bit"] / "model.safetensors")["res.conv1.weight_packed"]
+    codes3 = load_file(saved["base3"] / "model.safetensors")["res.conv1.weight_packed"]
+    assert codes2.shape == (32, 72) and codes3.shape == (32, 58)  # K = 288: /4 and /5
+    assert int(codes3.max()) <= 242
+
+
+def test_model_card_front_matter_and_measured_sizes(saved: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(saved["2bit"], folder)
+    card = (folder / "README.md").read_text()
+    front = card.split("---\n")[1]
+    assert "library_name: tritondsl" in front and "- ternary" in front
+    assert "- onnx" not in front
+    config = json.loads((folder / "config.json").read_text())
+    for name in ("config.json", "model.safetensors", "model.tdsl"):
+        assert f"| `{name}` | {(folder / name).stat().st_size:,} |" in card
+    assert f"| fp32 state_dict, for comparison | {config['fp32_bytes']:,} |" in card
+    (folder / "model.onnx").write_bytes(b"\0" * 1234)
+    card = hub.write_model_card(folder).read_text()
+    assert "- onnx" in card.split("---\n")[1] and "| `model.onnx` | 1,234 |" in card
+
+
+def test_save_refuses_what_it_cannot_describe(mixed: nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="tdsl_spec"):
+        hub.save_pretrained(nn.Linear(2, 2), tmp_path)
+    with pytest.raises(ValueError, match="pack must be one of"):
+        hub.save_pretrained(mixed, tmp_path, pack="3bit")
+    assert not any(tmp_path.iterdir())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")  # from_pretrained would refuse it
+    with pytest.raises(ArtifactError, match=r"pytorch_model\.bin: pickle-based files"):
+        hub.save_pretrained(mixed, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["pytorch_model.bin"]
+
+
+def test_tuple_and_list_parameters_survive(tmp_path: Path) -> None:
+    source = (
+        "model M(n: int = 2, t: tuple = (1, 2), sizes: list[int] = [3]) {\n"
+        "    input x: Tensor[N, 4]\n    weights ternary()\n    fc = Linear(4, n)\n"
+        "    forward(x) { return fc(x) }\n}\n"
+    )
+    model = tritondsl.compile(source).build(n=3, t=(4, 5), sizes=[6, 7])
+    loaded = hub.from_pretrained(hub.save_pretrained(model, tmp_path))
+    assert loaded.tdsl_spec.params == {"n": 3, "t": (4, 5), "sizes": [6, 7]}
+    x = torch.randn(2, 4)
+    assert torch.equal(loaded(x), deployed_copy(model)(x))
+
+
+# ----------------------------------------------------------------- Hugging Face cache
+
+
+def make_hf_cache(cache: Path, repo_id: str, folder: Path) -> str:
+    """Lay a folder out as huggingface_hub's cache does: blobs, a snapshot of links, refs/main."""
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for path in folder.iterdir():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copyfile(path, repo / "blobs" / digest)
+        (snapshot / path.name).symlink_to(Path("..", "..", "blobs", digest))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+def test_loads_from_a_hub_cache_dir(
+    mixed: nn.Module, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    make_hf_cache(tmp_path, "someone/mixednet", saved["base3"])
+    loaded = hub.from_pretrained("someone/mixednet", local_files_only=True, cache_dir=tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGE), deployed_copy(mixed)(IMAGE))
+
+
+def test_loads_offline_from_the_cache_named_by_env_vars(
+    mixed: nn.Module, saved: dict[str, Path], tmp_path: Path
+) -> None:
+    # huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE at import: a fresh process.
+    make_hf_cache(tmp_path / "hub", "someone/mixednet", saved["2bit"])
+    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+    code = (
+        "import json, torch, tritondsl\n"
+        "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
+        "model = tritondsl.from_pretrained('someone/mixednet')\n"
+        "print(json.dumps(model(x).tolist()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        expected = deployed_copy(mixed)(IMAGE)
+    assert torch.equal(torch.tensor(json.loads(proc.stdout)), expected)
+
+
+# ------------------------------------------------------------------------ push_to_hub
+
+
+class RecordingHfApi:
+    """Stands in for HfApi's two network methods and records how they were called."""
+
+    calls: list[tuple[str, dict[str, Any]]]
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import huggingface_hub
+
+        self.calls, self.uploaded = [], {}
+        recorder = self
+
+        def create_repo(api: Any, repo_id: str, **kwargs: Any) -> Any:
+            recorder.calls.append(("create_repo", {"repo_id": repo_id, "token": api.token,
+                                                   **kwargs}))  # fmt: skip
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(api: Any, **kwargs: Any) -> str:
+            recorder.calls.append(("upload_folder", kwargs))
+            folder = Path(kwargs["folder_path"])
+            # What would go up must be complete and load on its own, right at this moment.
+            recorder.uploaded = {p.name: p.read_bytes() for p in folder.iterdir()}
+            recorder.loaded = hub.from_pretrained(folder)
+            return f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+
+
+def test_push_to_hub_creates_the_repo_and_uploads_the_folder(
+    saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = RecordingHfApi(monkeypatch)
+    url = hub.push_to_hub(saved["base3"], "someone/mixednet", token="hf_secret", private=True)
+    assert url == "https://huggingface.co/someone/mixednet/commit/abc"
+    assert [name for name, _ in fake.calls] == ["create_repo", "upload_folder"]
+    assert fake.calls[0][1] == {
+        "repo_id": "someone/mixednet", "token": "hf_secret", "private": True, "exist_ok": True,
+        "repo_type": "model",
+    }  # fmt: skip
+    upload = fake.calls[1][1]
+    assert upload["repo_id"] == "someone/mixednet" and upload["repo_type"] == "model"
+    assert Path(upload["folder_path"]) == saved["base3"]
+    assert set(fake.uploaded) == FILES
+    assert fake.uploaded["model.safetensors"] == (saved["base3"] / "model.safetensors").read_bytes()
+    assert is_deployed(fake.loaded)
+
+
+def test_push_to_hub_refuses_a_broken_folder_before_any_call(
+    saved: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = RecordingHfApi(monkeypatch)
+    shutil.copytree(saved["2bit"], tmp_path / "m")
+    (tmp_path / "m" / "model.pt").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="pickle"):
+        hub.push_to_hub(tmp_path / "m", "someone/mixednet")
+    assert fake.calls == []
+
+
+# ------------------------------------------------------------------------ the zoo
+
+
+ZOO_SIZES = {
+    # Measured with 1000 classes (first conv and classifier stay fp32): fp32 state_dict bytes,
+    # model.safetensors bytes for 2-bit and base-3 packing.
+    "resnet18": (46_796_608, 4_987_584, 4_431_808),
+    "mobilenetv2": (14_156_352, 6_056_120, 5_945_376),
+}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) for n in ("resnet18", "mobilenetv2")]
+)
+def test_zoo_round_trip_and_sizes(name: str, tmp_path: Path) -> None:
+    model = randomize_norms(tritondsl.load_model(name))
+    fp32 = sum(t.nbytes for t in model.state_dict().values())
+    deploy(model)  # save_pretrained deploys a copy; deploying first makes that copy cheap
+    with torch.no_grad():
+        expected = model(IMAGE)
+    folders = {p: hub.save_pretrained(model, tmp_path / p, pack=p) for p in ("2bit", "base3")}
+    reference = model.state_dict()
+    # The 2-bit file is the deployed state_dict itself; base-3 is loaded (converted back to
+    # 2-bit) by from_pretrained: both give the same weights. One full load keeps this fast.
+    stored = load_file(folders["2bit"] / "model.safetensors")
+    loaded = hub.from_pretrained(folders["base3"])
+    for state in (stored, loaded.state_dict()):
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(t, reference[k]) for k, t in state.items())
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGE), expected)
+    sizes = {p: (f / "model.safetensors").stat().st_size for p, f in folders.items()}
+    assert json.loads((folders["2bit"] / "config.json").read_text())["fp32_bytes"] == fp32
+    assert (fp32, sizes["2bit"], sizes["base3"]) == ZOO_SIZES[name]
+    if name == "resnet18":  # the 2-bit file is under a ninth of fp32 (9.4x; base-3 10.6x)
+        assert sizes["2bit"] * 9 <= fp32 and sizes["base3"] * 10.5 <= fp32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_model_saves_from_a_cpu_copy_and_loads_onto_cuda(
+    mixed: nn.Module, tmp_path: Path
+) -> None:
+    model = copy.deepcopy(mixed).cuda()
+    folder = hub.save_pretrained(model, tmp_path)
+    assert next(model.parameters()).is_cuda and not is_deployed(model)
+    loaded = hub.from_pretrained(folder, device="cuda")
+    reference = deployed_copy(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGE.cuda()), reference(IMAGE.cuda()))
