@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(PY) -m pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
 
-.PHONY: install demo test lint bench clean data
+.PHONY: install demo test test-fast lint bench clean data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: install
 test: install data
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The inner loop: everything but the tests marked slow (the full suite is `make test`).
+test-fast: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -x -m "not slow"
 
 lint: install
 	$(PY) -m ruff check .
