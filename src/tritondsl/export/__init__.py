@@ -8,7 +8,8 @@
 
 One module per artifact: ``onnx.py`` (writing) and ``onnx_verify.py`` (checking in
 onnxruntime), ``torch_export.py`` (TorchScript, torch.export), ``hub.py`` with
-``artifact.py`` and ``model_card.py`` (Hugging Face folders), ``release.py`` (bundles)
+``artifact.py`` and ``model_card.py`` (Hugging Face folders), ``release.py`` (bundles),
+``fold.py`` (BatchNorm folded into the Conv / Gemm before it, ternary codes kept)
 and ``github.py`` (publishing them); ``api.py`` is the facade below and ``formats.py``
 the ``tritondsl export --format`` registry. Members load on first use, so importing
 this package does not import onnx.
