@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/tritondsl check models/*.tdsl examples/*.tdsl
 	mkdir -p build/demo
 	$(VENV)/bin/tritondsl compile models/resnet18.tdsl -o build/demo/resnet18.py
-	$(VENV)/bin/tritondsl summary models/resnet18.tdsl --batch 1
+	$(VENV)/bin/tritondsl summary models/resnet18.tdsl --batch-size 1
 	$(VENV)/bin/tritondsl export models/resnet18.tdsl --format onnx --weights int2 \
 	  -o build/demo/resnet18-int2.onnx
 

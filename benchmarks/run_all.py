@@ -169,7 +169,7 @@ def main() -> None:
     """Run everything and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     quick = args.quick
     repeats = 2 if quick else 5

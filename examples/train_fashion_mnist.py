@@ -10,6 +10,7 @@ The same as ``tritondsl train examples/fashion_mnist.tdsl --data fashion-mnist .
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from tritondsl.train import TrainConfig, Trainer, to_hub
@@ -23,10 +24,11 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--limit-train", type=int, default=None, help="first N train samples")
-    parser.add_argument("--out", type=Path, default=Path("runs/fashion_mnist"))
+    parser.add_argument("--output", type=Path, default=Path("runs/fashion_mnist"))
     parser.add_argument("--resume", type=Path, default=None)
     parser.add_argument("--hub", type=Path, default=None, help="write the best model here")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the epoch lines
 
     config = TrainConfig(
         source=str(HERE / "fashion_mnist.tdsl"),
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> float:
         schedule="cosine",
         label_smoothing=0.1,
         limit_train=args.limit_train,
-        out=args.out,
+        out=args.output,
         resume=args.resume,
     )
     trainer = Trainer(config)

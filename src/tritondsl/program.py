@@ -13,7 +13,6 @@ import linecache
 import sys
 import types
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,7 @@ from torch import nn
 from tritondsl.compiler.check import CheckedProgram, check_file, check_source
 from tritondsl.compiler.codegen import generate, source_label
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
-
-ZOO = {
-    "resnet18": "resnet18.tdsl",
-    "mobilenetv2": "mobilenetv2.tdsl",
-    "mobilenet_v2": "mobilenetv2.tdsl",
-}
+from tritondsl.models import ZOO, resolve, zoo_names, zoo_path
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,8 @@ class CompiledProgram:
 
 
 def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:
-    """Check and compile a .tdsl file (a path) or .tdsl text; raise ``CompileError`` on errors."""
+    """Check and compile a zoo model (``"resnet18"``), a .tdsl file (a path) or .tdsl text;
+    raise ``CompileError`` on errors."""
     checked = _check(path_or_text)
     source = generate(checked, precision)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
@@ -99,28 +94,20 @@ def load_model(
     name_or_path: str | Path, precision: str | None = None, model: str | None = None, **params: Any
 ) -> nn.Module:
     """Build a zoo model (``"resnet18"``, ``"mobilenetv2"``) or the model of a .tdsl file."""
-    key = str(name_or_path).lower()
-    if key in ZOO:
-        path: str | Path = zoo_path(key)
-    elif Path(name_or_path).suffix == ".tdsl" or Path(name_or_path).exists():
-        path = Path(name_or_path)
-    else:
+    path = resolve(name_or_path)
+    if not path.exists() and path.suffix != ".tdsl":
         raise ValueError(
-            f"unknown model {name_or_path!r}: not a zoo name "
-            f"({', '.join(sorted(ZOO))}) or a .tdsl file"
+            f"unknown model {name_or_path!r}: not a zoo name ({zoo_names()}) or a .tdsl file"
         )
     return compile(path, precision).build(model, **params)
-
-
-def zoo_path(name: str) -> Path:
-    """Path of a zoo model's .tdsl file inside the installed package."""
-    return Path(str(resources.files("tritondsl.models").joinpath(ZOO[name])))
 
 
 def _check(path_or_text: str | Path) -> CheckedProgram:
     if isinstance(path_or_text, Path):
         return check_file(path_or_text)
     text = str(path_or_text)
+    if "\n" not in text and text.lower() in ZOO and not Path(text).exists():
+        return check_file(zoo_path(text))
     if "\n" not in text and text.endswith(".tdsl"):
         if not Path(text).exists():
             raise CompileError([Diagnostic("no such file", None)], text)

@@ -26,6 +26,7 @@ from tritondsl.backend.layers import QuantModule
 from tritondsl.compiler.check import ModelInfo, check_file
 from tritondsl.compiler.layers import LAYERS
 from tritondsl.compiler.values import Dim, Module, Tensor
+from tritondsl.models import resolve
 from tritondsl.program import compile as compile_program
 
 BYTES_FP32 = 4
@@ -73,7 +74,8 @@ class Summary:
 def summarize(
     path: str | Path, model: str | None = None, batch: int | None = None, size: int = 224
 ) -> Summary:
-    """Build the model of ``path`` with its defaults and tabulate it."""
+    """Build the model of ``path`` (a .tdsl file or zoo name) with its defaults; tabulate it."""
+    path = resolve(path)
     info = _checked_model(path, model, size)
     program = compile_program(Path(path))
     built = program.build(info.name)

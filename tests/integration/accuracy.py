@@ -2,7 +2,7 @@
 
 Shared by the slow test (tests/integration/test_accuracy.py) and by hand runs:
 
-    python -m tests.integration.accuracy [--epochs 3] [--data mnist5k] [--out runs/accuracy]
+    python -m tests.integration.accuracy [--epochs 3] [--data mnist5k] [--output runs/accuracy]
 
 which prints each variant's test accuracy and saves it to OUT/VARIANT.json.
 """
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--out", type=Path, default=Path("runs/accuracy"))
+    parser.add_argument("--output", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--variant", choices=VARIANTS, action="append")
     args = parser.parse_args()
     for variant in args.variant or VARIANTS:

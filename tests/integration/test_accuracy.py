@@ -26,7 +26,7 @@ def _train(variants: tuple[str, ...], data: str, epochs: int, out: Path) -> dict
     # where running them two by two would leave a core idle for the last one.
     procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.accuracy",
                                "--variant", v, "--data", data, "--epochs", str(epochs),
-                               "--out", str(out)], cwd=ROOT, env=env) for v in variants]
+                               "--output", str(out)], cwd=ROOT, env=env) for v in variants]
     assert [p.wait(timeout=3600) for p in procs] == [0] * len(variants)
     results = {v: json.loads((out / f"{v}.json").read_text()) for v in variants}
     print({v: f"{r['test_accuracy']:.2%}" for v, r in results.items()})

@@ -1,35 +1,57 @@
-"""``tritondsl check``: check .tdsl files, print inferred output shapes."""
+"""``tritondsl check``: check .tdsl programs, print inferred output shapes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tritondsl.cli.app import app
+from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, info_enabled
+
+if TYPE_CHECKING:
+    from tritondsl.compiler.check import CheckedProgram
 
 
 @app.command()
 def check(
-    files: Annotated[list[Path], typer.Argument(help=".tdsl files to check", show_default=False)],
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help=".tdsl files, zoo names (resnet18, ...) or - for standard input",
+            show_default=False,
+        ),
+    ],
+    _v: Verbose = 0,
+    _q: Quiet = False,
 ) -> None:
-    """Check .tdsl files and print each model's inferred output shape."""
-    from tritondsl.compiler.check import check_file
+    """Check .tdsl programs and print each model's inferred output shape (-q: errors only)."""
     from tritondsl.compiler.diagnostics import CompileError
     from tritondsl.compiler.report import describe_models
 
     failed = False
-    for path in files:
+    for name in files:
         try:
-            checked = check_file(path)
+            checked = read_program(name)
         except CompileError as error:
             failed = True
             typer.echo(error.render(), err=True)
             continue
-        if not quiet:
-            typer.echo(f"{path}: ok")
+        if info_enabled():
+            typer.echo(f"{name}: ok")
             for line in describe_models(checked):
                 typer.echo(f"  {line}")
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(EXIT_INPUT if failed else 0)
+
+
+def read_program(name: str) -> CheckedProgram:
+    """Check a program argument: ``-`` (standard input), a .tdsl path or a zoo name."""
+    from tritondsl.compiler.check import check_file, check_source
+    from tritondsl.compiler.parser import MAX_SOURCE_BYTES, decode
+    from tritondsl.models import resolve
+
+    if name == "-":
+        # One byte past the limit at most: the parser reports the size, input never ends.
+        data = sys.stdin.buffer.read(MAX_SOURCE_BYTES + 1)
+        return check_source(decode(data, "<stdin>"), "<stdin>")
+    return check_file(resolve(name))

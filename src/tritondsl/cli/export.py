@@ -2,64 +2,108 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tritondsl.cli.app import app
+from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, fail
+from tritondsl.cli.choices import Format, Weights, value
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @app.command()
 def export(
-    file: Annotated[str, typer.Argument(help="a .tdsl file or a zoo model", show_default=False)],
+    file: Annotated[str, typer.Argument(help="a .tdsl file or a zoo name", show_default=False)],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="the file to write", show_default=False)
+        Path,
+        typer.Option(
+            "--output", "-o", help="the file (hub, release: the folder) to write",
+            show_default=False,
+        ),
     ],
     format_: Annotated[
-        str, typer.Option("--format", help="onnx, torchscript or pt2 (tritondsl.export.EXPORTERS)")
-    ] = "onnx",
+        Format,
+        typer.Option(
+            "--format",
+            help="onnx, torchscript (.pt), pt2 (torch.export), hub (a save_pretrained "
+            "folder) or release (Hub folder + int2 ONNX + manifest.json)",
+        ),
+    ] = Format.onnx,
     weights: Annotated[
-        str | None, typer.Option(help="onnx: int2 (default, opset 25), packed (opset 18), float")
+        Weights | None,
+        typer.Option(
+            help="onnx: int2 (default, opset 25), packed (opset 18), float; "
+            "hub, release: 2bit (default) or base3"
+        ),
     ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="take the weights from this save_pretrained folder")
+        Path | None,
+        typer.Option(
+            help="weights from a save_pretrained folder, a training run folder (its best "
+            "checkpoint) or a checkpoint folder (RUN/checkpoints/best)"
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="which model, if the file has several")] = None,
-    batch: Annotated[
+    batch_size: Annotated[
         int, typer.Option(min=1, help="batch of the example input (the file's batch is dynamic)")
     ] = 1,
     size: Annotated[int, typer.Option(min=1, help="value for symbolic input sizes (H, W)")] = 224,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="run the file and compare with PyTorch")
     ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="hub, release: replace a non-empty output folder")
+    ] = False,
+    _v: Verbose = 0,
+    _q: Quiet = False,
 ) -> None:
-    """Export a model, deployed, to ONNX, TorchScript or torch.export and check the file.
+    """Export a model, deployed, and check the file it wrote against PyTorch.
 
     Prints file size, bits per ternary weight and errors against PyTorch; exits 1 on a mismatch.
     """
     from tritondsl.compiler.diagnostics import CompileError
     from tritondsl.export import EXPORTERS, ExportJob, prepare
+    from tritondsl.progress import task
+    from tritondsl.train.errors import TrainingError
 
-    chosen = EXPORTERS.get(format_)
-    if chosen is None:
-        raise typer.BadParameter(f"choose one of {', '.join(EXPORTERS)}", param_hint="--format")
-    if weights is not None and weights not in chosen.weights:
+    chosen = EXPORTERS[str(format_)]
+    if weights is not None and str(weights) not in chosen.weights:
         accepted = ", ".join(chosen.weights) or f"none (--format {format_} takes no --weights)"
         raise typer.BadParameter(f"choose one of {accepted}", param_hint="--weights")
     try:
-        built, example, notes = prepare(file, model, checkpoint, batch, size)
+        with task("building the model"):
+            loaded = _load_checkpoint(checkpoint) if checkpoint is not None else None
+            built, example, notes = prepare(file, model, loaded, batch_size, size)
+        if checkpoint is not None:
+            log.info("weights from %s", checkpoint)
         for note in notes:
-            typer.echo(note, err=True)
-        report = chosen.run(ExportJob(built, example, output, weights, verify))
+            log.warning("%s", note)
+        job = ExportJob(built, example, output, value(weights), verify, force)
+        with task(f"exporting {format_}"):
+            report = chosen.run(job)
     except CompileError as error:
         typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
-    except (ValueError, RuntimeError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_INPUT) from None
+    except (ValueError, RuntimeError, OSError, TrainingError) as error:
+        fail(str(error))
     for line in report.lines():
         typer.echo(line)
     if not report.ok:
-        typer.echo(f"error: {output} does not match the PyTorch model", err=True)
-        raise typer.Exit(1)
+        fail(f"{output} does not match the PyTorch model")
+
+
+def _load_checkpoint(folder: Path) -> nn.Module:
+    """A training checkpoint's model; a save_pretrained folder's; or a clear error."""
+    from tritondsl.export.formats import from_folder
+    from tritondsl.train.checkpoint import STATE_FILE, load_trained
+
+    training = [folder, folder / "checkpoints" / "best", folder / "checkpoints" / "last"]
+    if any((candidate / STATE_FILE).is_file() for candidate in training):
+        return load_trained(folder)
+    return from_folder(folder)

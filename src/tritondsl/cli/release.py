@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tritondsl.cli.app import app
+from tritondsl.cli.app import Quiet, Verbose, app, fail
+
+log = logging.getLogger(__name__)
 
 
 @app.command("publish-release")
 def publish_release(
     bundle: Annotated[
-        Path, typer.Argument(help="a folder written by build_release", show_default=False)
+        Path,
+        typer.Argument(
+            help="a folder written by `tritondsl export --format release`", show_default=False
+        ),
     ],
     repo: Annotated[str, typer.Option(help="GitHub repository OWNER/NAME", show_default=False)],
     tag: Annotated[str, typer.Option(help="release tag, e.g. v1.0.0", show_default=False)],
@@ -21,6 +27,8 @@ def publish_release(
         str, typer.Option(help="environment variable that holds the GitHub token")
     ] = "GITHUB_TOKEN",
     api_url: Annotated[str, typer.Option(help="GitHub REST API root")] = "https://api.github.com",
+    _v: Verbose = 0,
+    _q: Quiet = False,
 ) -> None:
     """Upload a release bundle as a GitHub release; every file's sha256 is checked first."""
     import os
@@ -35,8 +43,7 @@ def publish_release(
     try:
         result = publish(bundle, repo, tag, token, api_url=api_url)
     except ReleaseError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(error))
     typer.echo(f"released {tag}: {result['html_url']}")
     for url in result["assets"]:
         typer.echo(f"  {url}")

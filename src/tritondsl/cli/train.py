@@ -8,29 +8,30 @@ from typing import Annotated, Any
 
 import typer
 
-from tritondsl.cli.app import app
+from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, fail
+from tritondsl.cli.choices import Optimizer, Precision, Schedule, value
 from tritondsl.train.config import BUILTIN_DATASETS, PER_RUN_FIELDS, TrainConfig
 from tritondsl.train.errors import CheckpointError, TrainingError
 
 
 @app.command()
 def train(
-    file: Annotated[str, typer.Argument(help="a .tdsl file or a zoo model", show_default=False)],
+    file: Annotated[str, typer.Argument(help="a .tdsl file or a zoo name", show_default=False)],
     data: Annotated[
         str | None,
-        typer.Option(help="fashion-mnist, mnist5k, synthetic (default), module:function"),
+        typer.Option(
+            help=f"{', '.join(BUILTIN_DATASETS)} (default synthetic), or module:function"
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="epochs in all (default 1)")] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="global batch, split over processes (default 64)")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="peak LR (default sgd 0.05, adamw 1e-3)")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="sgd (default) or adamw")] = None,
+    optimizer: Annotated[Optimizer | None, typer.Option(help="default sgd")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum (default 0.9)")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="default sgd 0, adamw 0.01")] = None,
-    schedule: Annotated[
-        str | None, typer.Option(help="cosine (default), onecycle or constant")
-    ] = None,
+    schedule: Annotated[Schedule | None, typer.Option(help="default cosine")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="default 0")] = None,
     seed: Annotated[int | None, typer.Option(help="default 0")] = None,
     model: Annotated[str | None, typer.Option(help="which model, if the file has several")] = None,
@@ -38,9 +39,11 @@ def train(
         list[str] | None, typer.Option(help="model argument NAME=VALUE (JSON), repeatable")
     ] = None,
     precision: Annotated[
-        str | None, typer.Option(help="override every weight precision: fp32, fp16, int8")
+        Precision | None, typer.Option(help="override every weight precision")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default runs/STEM)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="run folder (default runs/STEM)")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="continue from a checkpoint folder or a run folder")
     ] = None,
@@ -56,8 +59,10 @@ def train(
         Path | None, typer.Option(help="write the best checkpoint here as a Hub folder")
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bars (in a terminal)")] = True,
+    _v: Verbose = 0,
+    _q: Quiet = False,
 ) -> None:
-    """Train a model with quantization-aware training; checkpoints, logs and plots go to --out.
+    """Train a model with quantization-aware training; checkpoints, logs and plots go to --output.
 
     Under `torchrun --nproc_per_node=K` the same command trains with DistributedDataParallel.
     """
@@ -68,10 +73,11 @@ def train(
 
     options = {
         "data": data, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay,
-        "schedule": schedule, "label_smoothing": label_smoothing, "seed": seed, "model": model,
-        "precision": precision, "out": out, "resume": resume, "stop_after": stop_after,
-        "limit_train": limit_train, "limit_test": limit_test, "device": device, "hub": hub,
+        "optimizer": value(optimizer), "momentum": momentum, "weight_decay": weight_decay,
+        "schedule": value(schedule), "label_smoothing": label_smoothing, "seed": seed,
+        "model": model, "precision": value(precision), "out": output, "resume": resume,
+        "stop_after": stop_after, "limit_train": limit_train, "limit_test": limit_test,
+        "device": device, "hub": hub,
     }  # fmt: skip
     # Each torchrun process reports its own failure; say which one when there are several.
     several = os.environ.get("WORLD_SIZE", "1") != "1"
@@ -85,12 +91,9 @@ def train(
         Trainer(config).fit()
     except CompileError as error:
         typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_INPUT) from None
     except TrainingError as error:
-        typer.echo(f"{rank}error: {error}", err=True)
-        raise typer.Exit(1) from None
-
-
+        fail(f"{rank}{error}")
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def config_for_cli(source: str, options: dict[str, Any]) -> TrainConfig:
         if saved.path.parent.name != "checkpoints":
             raise CheckpointError(
                 f"{saved.path} is not inside a run folder (RUN/checkpoints/NAME): "
-                "give --out to say where the resumed run writes"
+                "give --output to say where the resumed run writes"
             )
         given["out"] = saved.path.parent.parent
     inherited = {k: v for k, v in saved.state["config"].items() if k not in PER_RUN_FIELDS}

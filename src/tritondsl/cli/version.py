@@ -1,4 +1,4 @@
-"""``tritondsl version``."""
+"""``tritondsl version`` (the same as ``tritondsl --version``)."""
 
 from __future__ import annotations
 
@@ -12,4 +12,4 @@ def version() -> None:
     """Print the tritondsl version."""
     from tritondsl import __version__
 
-    typer.echo(__version__)
+    typer.echo(f"tritondsl {__version__}")

@@ -19,12 +19,13 @@ from torch import Tensor, nn
 from tritondsl.backend.deploy import deploy
 from tritondsl.compiler.check import check_file
 from tritondsl.export.api import ExportReport, to_onnx, to_pt2, to_torchscript
-from tritondsl.export.artifact import WEIGHTS_NAME
+from tritondsl.export.artifact import CONFIG_NAME, WEIGHTS_NAME
 from tritondsl.export.hub import from_pretrained, save_pretrained
 from tritondsl.export.onnx import WEIGHT_FORMS
 from tritondsl.export.onnx_verify import OutputCheck
 from tritondsl.export.release import MANIFEST_NAME, build_release, hub_parity
-from tritondsl.program import ZOO, zoo_path
+from tritondsl.files import replace_dir
+from tritondsl.models import resolve
 from tritondsl.program import compile as compile_program
 
 
@@ -37,6 +38,7 @@ class ExportJob:
     output: Path
     weights: str | None = None  # one of the format's ``weights`` (None: its default)
     verify: bool = True
+    force: bool = False  # folder formats: replace a non-empty output folder
     options: dict[str, Any] = field(default_factory=dict)  # format-specific extras
 
 
@@ -62,11 +64,22 @@ def _pt2_job(job: ExportJob) -> ExportReport:
     return to_pt2(job.model, job.output, job.example_input)
 
 
+def check_output_folder(folder: Path, force: bool) -> None:
+    """The rule of every folder output: new or empty, or replaced only with ``force``."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise FileExistsError(f"{folder} is not empty; pass --force to replace it")
+
+
 def export_hub(job: ExportJob) -> ExportReport:
     """``tritondsl export --format hub``: save_pretrained, then reload and compare."""
     pack = job.weights or "2bit"
+    check_output_folder(job.output, job.force)
     deployed = deploy(copy.deepcopy(job.model).to("cpu")).eval()
-    folder = save_pretrained(deployed, job.output, pack=pack)
+    # Written aside and swapped in: a failure leaves the previous folder as it was.
+    replace_dir(job.output, lambda tmp: save_pretrained(deployed, tmp, pack=pack))
+    folder = job.output
     checks = []
     if job.verify:
         check = hub_parity(deployed, folder, job.example_input.detach().to("cpu"))
@@ -78,7 +91,8 @@ def export_hub(job: ExportJob) -> ExportReport:
 def export_release(job: ExportJob) -> ExportReport:
     """``tritondsl export --format release``: build_release into the output folder."""
     pack = job.weights or "2bit"
-    manifest = build_release(job.model, job.output, job.example_input, pack=pack)
+    check_output_folder(job.output, job.force)
+    manifest = build_release(job.model, job.output, job.example_input, pack=pack, force=job.force)
     total = sum(e["bytes"] for e in manifest["files"].values())
     checks = [_output_check(c) for c in manifest["parity"]]
     notes = [f"bundle: {', '.join(sorted(manifest['files']))} + {MANIFEST_NAME}"]
@@ -113,13 +127,16 @@ EXPORTERS: dict[str, ExportFormat] = {
 def prepare(
     file: str | Path,
     model: str | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | nn.Module | None = None,
     batch: int = 1,
     size: int = 224,
 ) -> tuple[nn.Module, Tensor, list[str]]:
-    """Model to export (weights from a Hub folder if given), a seeded example input, notes."""
-    if str(file).lower() in ZOO and not Path(file).exists():
-        file = zoo_path(str(file).lower())
+    """Model to export, a seeded example input, and notes for the user.
+
+    ``file`` is a .tdsl path or zoo name; ``checkpoint`` a save_pretrained folder or a model
+    already loaded (say from a training checkpoint), checked against the file's model.
+    """
+    file = resolve(file)
     checked = check_file(file)
     names = list(checked.models)
     name = model if model is not None else (names[0] if len(names) == 1 else None)
@@ -134,26 +151,28 @@ def prepare(
     notes = []
     if checkpoint is None:
         built = compile_program(Path(file)).build(name)
-        notes.append("note: no --checkpoint given, so the weights are the model's random init")
+        notes.append("no --checkpoint given, so the weights are the model's random init")
     else:
-        built = _load_checkpoint(Path(checkpoint), name)
-        notes.append(f"weights from {checkpoint}")
+        built = checkpoint if isinstance(checkpoint, nn.Module) else from_folder(Path(checkpoint))
         spec = getattr(built, "tdsl_spec", None)
+        found = spec.model if spec is not None else type(built).__name__
+        if found != name:
+            raise ValueError(f"--checkpoint holds model {found}, not {name}")
         if spec is not None and spec.source != checked.source:
-            notes.append(f"note: {checkpoint} holds a different .tdsl text; its copy is exported")
+            notes.append("--checkpoint holds a different .tdsl text; its copy is exported")
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(shape, generator=generator)
     return built, example, notes
 
 
-def _load_checkpoint(folder: Path, name: str) -> nn.Module:
-    """``tritondsl.export.hub.from_pretrained(folder)``, checked against the .tdsl file."""
+def from_folder(folder: Path) -> nn.Module:
+    """``from_pretrained(folder)`` of a local folder (never a Hub repo id)."""
     if not folder.is_dir():
         # A missing folder would otherwise be taken for a Hub repo id and fetched.
         raise ValueError(f"--checkpoint {folder}: no such folder")
-    loaded = from_pretrained(folder)
-    spec = getattr(loaded, "tdsl_spec", None)
-    found = spec.model if spec is not None else type(loaded).__name__
-    if found != name:
-        raise ValueError(f"--checkpoint {folder} holds model {found}, not {name}")
-    return loaded
+    if not (folder / CONFIG_NAME).is_file():
+        raise ValueError(
+            f"--checkpoint {folder}: no {CONFIG_NAME}; give a save_pretrained folder, "
+            "a training run folder or one of its checkpoints"
+        )
+    return from_pretrained(folder)

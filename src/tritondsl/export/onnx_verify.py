@@ -191,10 +191,14 @@ def verify_onnx(
         settings.append(
             ("onnxruntime, all optimizations + session.disable_quant_qdq=1", True, True)
         )
+    from tritondsl.progress import task
+
     checks = []
-    for name, optimize, fold in settings:
-        session = create_session(path, optimize=optimize, fold_weight_dequantize=fold)
-        feed = {session.get_inputs()[0].name: example_input}
-        got = session.run(None, feed)
-        checks.append(compare_outputs(name, got, expected, atol, rtol))
+    with task("checking in onnxruntime", total=len(settings)) as advance:
+        for name, optimize, fold in settings:
+            session = create_session(path, optimize=optimize, fold_weight_dequantize=fold)
+            feed = {session.get_inputs()[0].name: example_input}
+            got = session.run(None, feed)
+            checks.append(compare_outputs(name, got, expected, atol, rtol))
+            advance(1)
     return VerifyReport(checks, atol, rtol)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from tritondsl.export.artifact import (
     sha256,
 )
 from tritondsl.export.hub import from_pretrained, save_pretrained, write_model_card
-from tritondsl.files import write_atomically
+from tritondsl.files import replace_dir, write_atomically
 
 BUNDLE_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -54,19 +52,21 @@ def build_release(
     example_input: Tensor,
     pack: str = "2bit",
     version: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Write a release bundle for ``model`` into a new or empty ``out_dir``; return the manifest."""
+    """Write a release bundle for ``model`` into a new or empty ``out_dir`` (``force``:
+    replace a non-empty one, only once the new bundle is complete); return the manifest."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ReleaseError(f"{out} exists and is not an empty folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise ReleaseError(f"{out} exists and is not an empty folder (pass --force to replace it)")
     if version is not None and not TAG.fullmatch(version):
         raise ReleaseError(f"version {version!r} is not a valid tag")
     # One deployed CPU copy serves every step (each would otherwise deploy its own).
     deployed = deploy(copy.deepcopy(model).to("cpu")).eval()
     example = example_input.detach().to("cpu")
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    manifests: list[dict[str, Any]] = []
+
+    def fill(tmp: Path) -> None:
         save_pretrained(deployed, tmp, pack=pack)
         report = to_onnx(deployed, tmp / ONNX_NAME, example, weights="int2")
         if not report.ok:
@@ -78,13 +78,10 @@ def build_release(
         manifest = _manifest(tmp, report, hub_check, version, list(example.shape))
         text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
         write_atomically(tmp / MANIFEST_NAME, text.encode())
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+        manifests.append(manifest)
+
+    replace_dir(out, fill)
+    return manifests[0]
 
 
 def hub_parity(deployed: nn.Module, folder: Path, example: Tensor) -> dict[str, Any]:

@@ -9,20 +9,18 @@ from torch import nn
 
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.codegen import PRECISIONS
-from tritondsl.program import ZOO, compile, zoo_path
+from tritondsl.models import resolve, zoo_names
+from tritondsl.program import compile
 from tritondsl.train.errors import TrainingError
 
 
 def resolve_source(source: str) -> str | Path:
     """A zoo name's file, an existing .tdsl path, or the text itself (if it has a newline)."""
-    if source.lower() in ZOO:
-        return zoo_path(source.lower())
     if "\n" in source:
         return source
-    path = Path(source)
+    path = resolve(source)
     if not path.is_file():
-        zoo = ", ".join(sorted(ZOO))
-        raise TrainingError(f"no such file: {source} (or give a zoo model name: {zoo})")
+        raise TrainingError(f"no such file: {source} (or give a zoo model name: {zoo_names()})")
     return path
 
 

@@ -259,19 +259,26 @@ def _jsonable(value: Any) -> Any:
     raise CheckpointError(f"cannot store {type(value).__name__} {value!r} in a checkpoint")
 
 
-def to_hub(checkpoint_path: Path, hub_dir: Path) -> Path:
-    """Turn a checkpoint (say ``RUN/checkpoints/best``) into a Hub folder (save_pretrained)."""
+def load_trained(checkpoint_path: Path) -> nn.Module:
+    """The trained model of a checkpoint folder, or of a run folder's best checkpoint (eval)."""
     from tritondsl.train.build import build_model
 
-    checkpoint = read(checkpoint_path)
+    best = checkpoint_path / "checkpoints" / "best"
+    checkpoint = read(best if (best / STATE_FILE).is_file() else checkpoint_path)
     spec = checkpoint.state["spec"]
     model = build_model(spec["source"], spec["model"], spec["params"], spec["precision"])
     check_model(checkpoint, model)
     model.load_state_dict(checkpoint.model)
+    return model.eval()
+
+
+def to_hub(checkpoint_path: Path, hub_dir: Path) -> Path:
+    """Turn a checkpoint (say ``RUN/checkpoints/best``) into a Hub folder (save_pretrained)."""
+    model = load_trained(checkpoint_path)
     try:
         # Lazy: the Hub writer lives in another module and may not be installed.
         from tritondsl.export.hub import save_pretrained
     except ImportError as error:
         raise CheckpointError(f"cannot write a Hub folder: {error}") from None
-    save_pretrained(model.eval(), hub_dir)
+    save_pretrained(model, hub_dir)
     return hub_dir

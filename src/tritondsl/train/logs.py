@@ -1,10 +1,16 @@
-"""Per-epoch logs (``metrics.csv``, ``metrics.jsonl``) and the console: progress bars, lines."""
+"""Per-epoch logs (``metrics.csv``, ``metrics.jsonl``) and the console: progress bars, lines.
+
+Lines go through ``logging`` (logger ``tritondsl.train``: info for epoch lines, warning for
+gradient reports); the ``tritondsl`` CLI shows them on stderr, ``-q`` hides the info ones.
+Library users see them after ``logging.basicConfig(level=logging.INFO)``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +28,7 @@ from rich.progress import (
 
 from tritondsl.files import write_atomically
 
+log = logging.getLogger("tritondsl.train")
 CSV_FILE, JSON_FILE = "metrics.csv", "metrics.jsonl"
 CSV_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -44,23 +51,24 @@ class Reporter:
 
     def __init__(self, enabled: bool, progress: bool) -> None:
         self.enabled, self.progress = enabled, progress
-        self.console = Console(highlight=False)
+        self.console = Console(stderr=True, highlight=False)
 
     def line(self, text: str) -> None:
-        """Print a line."""
+        """Log an info line."""
         if self.enabled:
-            self.console.print(text, markup=False, soft_wrap=True)
+            log.info("%s", text)
 
     def warn(self, text: str) -> None:
-        """Print a warning line."""
+        """Log a warning line."""
         if self.enabled:
-            self.console.print(f"[yellow]warning:[/yellow] {text}", soft_wrap=True)
+            log.warning("%s", text)
 
     @contextmanager
     def epoch_bar(self, epoch: int, epochs: int, steps: int) -> Iterator[EpochBar]:
         """A progress bar over one epoch's steps: loss, accuracy, samples/s, peak memory."""
         # Bars are for terminals: in a CI log or a pipe the epoch lines say it all.
-        if not (self.enabled and self.progress and self.console.is_terminal):
+        shown = self.console.is_terminal and log.isEnabledFor(logging.INFO)
+        if not (self.enabled and self.progress and shown):
             yield EpochBar(None, None)
             return
         progress = Progress(

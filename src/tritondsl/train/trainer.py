@@ -310,7 +310,7 @@ class Trainer:
             return
         raise TrainingError(
             f"{out} already holds a training run; continue it with --resume {out}, "
-            f"or choose another --out"
+            f"or choose another --output"
         )
 
     def _probe_classes(self) -> int:

@@ -138,7 +138,7 @@ def test_compile_as_a_subprocess(tmp_path: Path) -> None:
 
 def test_summary_prints_a_table_with_totals() -> None:
     result = runner.invoke(
-        app, ["summary", str(ROOT / "models" / "resnet18.tdsl"), "--batch", "4", "--size", "64"]
+        app, ["summary", "resnet18", "--batch-size", "4", "--size", "64"]
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

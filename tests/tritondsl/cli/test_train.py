@@ -29,7 +29,7 @@ def train(*args: str) -> tuple[int, str]:
 
 def test_train_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    code, output = train(MLP, *TINY, "--epochs", "2", "--stop-after", "1", "--out", str(out))
+    code, output = train(MLP, *TINY, "--epochs", "2", "--stop-after", "1", "--output", str(out))
     assert code == 0, output
     assert "epoch 1/2: train loss" in output and "samples/s" in output and "peak RSS" in output
     code, output = train(MLP, "--resume", str(out), "--no-progress")
@@ -45,14 +45,12 @@ def test_train_then_resume(tmp_path: Path) -> None:
     [
         (["--data", "imagenet"], "unknown dataset 'imagenet'"),
         (["--data", "nomodule:load"], "cannot import nomodule"),
-        (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
         (["--param", "hidden"], "expected NAME=VALUE"),
         (["--resume", "{tmp}/nowhere"], "no checkpoint at"),
-        (["--precision", "int3"], "unknown precision 'int3'"),
     ],
 )
 def test_bad_input_exits_1(tmp_path: Path, args: list[str], message: str) -> None:
-    code, output = train(MLP, *[a.format(tmp=tmp_path) for a in args], "--out", str(tmp_path))
+    code, output = train(MLP, *[a.format(tmp=tmp_path) for a in args], "--output", str(tmp_path))
     assert code == 1 and message in output
     assert not any(tmp_path.iterdir())
 
@@ -60,22 +58,22 @@ def test_bad_input_exits_1(tmp_path: Path, args: list[str], message: str) -> Non
 def test_compile_errors_and_missing_files_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tdsl"
     bad.write_text("model M() {\n  input x: Tensor[N, 4]\n  a = Lineer(4, 2)\n}\n")
-    code, output = train(str(bad), "--out", str(tmp_path / "o"))
+    code, output = train(str(bad), "--output", str(tmp_path / "o"))
     assert code == 1 and "unknown name 'Lineer'" in output
-    code, output = train(str(tmp_path / "none.tdsl"), "--out", str(tmp_path / "o"))
+    code, output = train(str(tmp_path / "none.tdsl"), "--output", str(tmp_path / "o"))
     assert code == 1 and "no such file" in output
     assert not (tmp_path / "o").exists()
 
 
 def test_incompatible_resume_leaves_the_run_untouched(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert train(MLP, *TINY, "--out", str(out))[0] == 0
+    assert train(MLP, *TINY, "--output", str(out))[0] == 0
     before = snapshot(out)
     code, output = train(MLP, "--resume", str(out), "--param", "hidden=[8]", "--epochs", "2")
     assert code == 1 and "params: checkpoint {'hidden': [16]}, this run {'hidden': [8]}" in output
     code, output = train(MLP, "--resume", str(out), "--epochs", "2", "--lr", "1")
     assert code == 1 and "lr: checkpoint 0.05, this run 1.0" in output
-    code, output = train(MLP, *TINY, "--out", str(out))
+    code, output = train(MLP, *TINY, "--output", str(out))
     assert code == 1 and "already holds a training run" in output
     assert snapshot(out) == before
 
@@ -87,7 +85,7 @@ def test_nan_data_stops_with_exit_1(tmp_path: Path) -> None:
         "    y = torch.zeros(64, dtype=torch.long)\n"
         "    return TensorDataset(x, y), TensorDataset(x, y)\n"
     )
-    code, output = train(MLP, *TINY, "--data", f"{tmp_path}/nan_data.py:load", "--out",
+    code, output = train(MLP, *TINY, "--data", f"{tmp_path}/nan_data.py:load", "--output",
                          str(tmp_path / "run"))  # fmt: skip
     assert code == 1 and "at step 1 (epoch 1, batch 1)" in output and "input batch" in output
 
@@ -148,7 +146,7 @@ def test_resume_writes_only_into_its_run_folder_or_out(tmp_path: Path) -> None:
     assert config_for_cli(MLP, {"resume": run / "checkpoints" / "last"}).out == run
     loose = tmp_path / "loose"
     shutil.copytree(run / "checkpoints" / "last", loose)
-    with pytest.raises(CheckpointError, match="give --out"):
+    with pytest.raises(CheckpointError, match="give --output"):
         config_for_cli(MLP, {"resume": loose, "epochs": 2})
     given = config_for_cli(MLP, {"resume": loose, "epochs": 2, "out": tmp_path / "new"})
     assert given.out == tmp_path / "new" and not elsewhere.exists()

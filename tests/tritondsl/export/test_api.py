@@ -109,7 +109,7 @@ def test_cli_exports_int2_onnx_and_prints_the_report(tmp_path: Path) -> None:
         (["--weights", "packed", "--no-verify"], "not verified"),
         (["--weights", "float"], "32.000 bits/weight"),
         (["--format", "torchscript"], "torch.jit.script"),
-        (["--format", "pt2", "--batch", "3"], "reloaded, other batch [4, 3, 32, 32]"),
+        (["--format", "pt2", "--batch-size", "3"], "reloaded, other batch [4, 3, 32, 32]"),
     ],
 )
 def test_cli_formats_and_weights(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -124,7 +124,7 @@ def test_cli_formats_and_weights(tmp_path: Path, args: list[str], expected: str)
         ["--format", "tflite"],
         ["--format", "pt2", "--weights", "int2"],
         ["--weights", "int4"],
-        ["--batch", "0"],
+        ["--batch-size", "0"],
     ],
 )
 def test_cli_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
@@ -167,7 +167,7 @@ def test_cli_takes_weights_from_a_checkpoint(tmp_path: Path) -> None:
     trained = tritondsl.load_model(MIXED)
     save_pretrained(trained, tmp_path / "ckpt")
     out = tmp_path / "c.onnx"
-    args = ["export", str(MIXED), "--checkpoint", str(tmp_path / "ckpt"), "--batch", "2"]
+    args = ["export", str(MIXED), "--checkpoint", str(tmp_path / "ckpt"), "--batch-size", "2"]
     result = runner.invoke(app, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "random init" not in result.output and "weights from" in result.output

@@ -1,0 +1,1 @@
+"""Example .tdsl programs, shipped as package data; ``tritondsl.models.ZOO`` names them."""

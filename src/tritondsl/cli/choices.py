@@ -1,0 +1,59 @@
+"""Every fixed set of option values, as ``StrEnum`` types Typer lists in --help and checks.
+
+Spelled out here, importing nothing (``--help`` and ``check`` stay fast), while the sets
+themselves are defined where they are used (codegen's precisions, the training config,
+``tritondsl.export.EXPORTERS``); ``tests/tritondsl/cli/test_choices.py`` checks each enum
+matches its source, so a new format or precision fails a test until it is listed here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """``--precision``: override every layer's precision (``compiler.codegen.PRECISIONS``)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Optimizer(StrEnum):
+    """``train --optimizer`` (``train.config.OPTIMIZERS``)."""
+
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class Schedule(StrEnum):
+    """``train --schedule`` (``train.config.SCHEDULES``)."""
+
+    cosine = "cosine"
+    onecycle = "onecycle"
+    constant = "constant"
+
+
+class Format(StrEnum):
+    """``tritondsl export --format``: one per entry of ``tritondsl.export.EXPORTERS``."""
+
+    onnx = "onnx"
+    torchscript = "torchscript"
+    pt2 = "pt2"
+    hub = "hub"
+    release = "release"
+
+
+class Weights(StrEnum):
+    """``tritondsl export --weights``: every format's weight forms (each takes some)."""
+
+    int2 = "int2"
+    packed = "packed"
+    float = "float"
+    bits2 = "2bit"
+    base3 = "base3"
+
+
+def value(choice: StrEnum | None) -> str | None:
+    """The plain string of a choice (None stays None), for library calls."""
+    return None if choice is None else str(choice)
