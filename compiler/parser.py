@@ -31,7 +31,10 @@ MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
-_DEF_START = re.compile(r"^(block|model|layer)\b", re.MULTILINE)
+# A definition: its keyword at the start of a line, then its name (`block = ...` is a member).
+_DEF_START = re.compile(r"^(block|model|layer)[ \t]+[A-Za-z_]", re.MULTILINE)
+# What may hide a brace from counting: strings and comments (same patterns as tdsl.lark).
+_BRACES = re.compile(r'"([^"\\\n]|\\.)*"|\'([^\'\\\n]|\\.)*\'|#[^\n]*|/\*[\s\S]*?\*/|[{}]')
 
 
 class _NewlineFilter:
@@ -42,10 +45,12 @@ class _NewlineFilter:
     def __init__(self) -> None:
         self.open: list[Token] = []
         self.misplaced: Token | None = None  # first '{' whose '}' is indented differently
+        self.last: Token | None = None  # the last token yielded
+        self.previous: Token | None = None  # the one before it
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         """Filter the token stream, tracking open brackets for error messages."""
-        self.open, self.misplaced = [], None
+        self.open, self.misplaced, self.last, self.previous = [], None, None, None
         indent: dict[int, int] = {}  # line -> column of its first token
         for tok in stream:
             indent.setdefault(tok.line or 0, tok.column or 0)
@@ -61,7 +66,14 @@ class _NewlineFilter:
                     self.misplaced = opener
             elif tok.type == "_NL" and self.open and self.open[-1].type != "LBRACE":
                 continue
+            self.previous, self.last = self.last, tok
             yield tok
+
+    def before(self, token: Token) -> Token | None:
+        """The token the parser read just before ``token``."""
+        # The contextual lexer raises on a token no rule of the state accepts before it
+        # reaches this filter; then the token before it is the last one yielded.
+        return self.previous if token is self.last else self.last
 
 
 @cache
@@ -123,7 +135,7 @@ def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
         try:
             result = lark.parse(text)
         except UnexpectedInput as exc:
-            reporter.error(*_describe(exc, source, postlex.open, postlex.misplaced))
+            reporter.error(*_describe(exc, source, postlex))
             line = getattr(exc, "line", -1)
             resume = _next_definition(source, max(line, 1))
             if resume is None:
@@ -140,10 +152,9 @@ def _next_definition(source: str, after_line: int) -> int | None:
     return None
 
 
-def _describe(
-    exc: UnexpectedInput, source: str, open_brackets: list[Token], misplaced: Token | None
-) -> tuple:
+def _describe(exc: UnexpectedInput, source: str, tokens: _NewlineFilter) -> tuple:
     """Turn a lark error into (message, span, help) in words."""
+    open_brackets, misplaced = tokens.open, tokens.misplaced
     if isinstance(exc, UnexpectedCharacters):
         span = n.Span(exc.line, exc.column, exc.line, exc.column + 1)
         rest = source[exc.pos_in_stream : exc.pos_in_stream + 2]
@@ -190,8 +201,15 @@ def _describe(
             )
         if inner is None or inner.type == "LBRACE":
             return f"unmatched '{token.value}'", span, "remove it, or add the bracket it closes"
+    previous = tokens.before(token)
+    if token.type == "NAME" and previous is not None and previous.type in DEF_KEYWORDS:
+        # `model Net(` at the start of a statement: a definition, where a member named
+        # `model` could also have been assigned. Report the keyword, as for `let` below.
+        token, span = previous, _tok_span(previous)
     if token.type in DEF_KEYWORDS and inner is not None:
         message = f"unexpected keyword '{token.value}' inside a definition; expected '}}'"
+        if _braces_balance(source):
+            return message, span, "definitions cannot be nested; move it to the top level"
         return message, span, unclosed
     if expected >= DEF_KEYWORDS and inner is None:
         message = f"unexpected {token_words(token)}; expected 'block', 'model' or 'layer'"
@@ -215,6 +233,14 @@ def _describe(
         help_text = "put the '{' on the same line"
     message = f"unexpected {token_words(token)}; expected {_expected(expected)}"
     return message, span, help_text
+
+
+def _braces_balance(source: str) -> bool:
+    """Whether every '{' of the file is closed somewhere (strings and comments skipped)."""
+    depth = 0
+    for match in _BRACES.finditer(source):
+        depth += {"{": 1, "}": -1}.get(match.group(), 0)
+    return depth == 0
 
 
 def _expected(expected: set[str]) -> str:

@@ -15,11 +15,17 @@ RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
 GLOBALS = {*LAYERS, *COMPILE_TIME, *FORWARD_OPS, *CONSTANTS, "Sequential"}
 # Words of the grammar; the contextual lexer would accept some of them as names where no
 # keyword can appear (`let true = 3`), binding a name that can never be read.
-LANGUAGE_KEYWORDS = {"block", "model", "layer", "let", "if", "elif", "else", "for", "in",
-                     "forward", "fn", "return", "input", "weights", "param", "and", "or",
-                     "not", "true", "false"}
+LANGUAGE_KEYWORDS = {"let", "if", "elif", "else", "for", "in", "forward", "fn", "return",
+                     "param", "and", "or", "not", "true", "false"}
+# Keywords that are also names wherever the grammar cannot mistake them (tdsl.lark's
+# `_member_name`), so torchvision's `features.1.block` or Hugging Face's `model.layers`
+# can be written.
+SOFT_KEYWORDS = {"block", "model", "layer", "input", "weights"}
 # Names the generated Python module itself uses; a .tdsl name may not shadow them.
 GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
+# The generated classes take the precision as a keyword argument `weights`, so it cannot
+# also be a compile-time value (a parameter, let or loop variable of __init__).
+PRECISION_ARGUMENT = "weights"
 
 
 def unsafe_identifier(name: str) -> str | None:
@@ -413,6 +419,34 @@ def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:
         problem = unsafe_identifier(name)
         if problem:
             reporter.error(problem, span)
+    for name, span in _init_values(definition):
+        if name == PRECISION_ARGUMENT:
+            reporter.error(
+                f"'{name}' cannot be a compile-time value: the generated classes take the "
+                f"precision as their argument '{name}'",
+                span,
+                f"'{name}' can name a submodule or a forward value; rename this one",
+            )
+
+
+def _init_values(definition: n.Definition) -> list[tuple[str, n.Span]]:
+    """Names that become Python locals of the generated __init__ (params, let, for, param);
+    with `param` tensors, also the members (the class keeps the precision as an attribute)."""
+    found = [(p.name, p.span) for p in definition.params]
+    body = [definition.alias] if definition.alias is not None else definition.body
+    has_params = any(isinstance(s, n.ParamDecl) for s in body)
+    for stmt in body:
+        if isinstance(stmt, n.Forward):
+            continue
+        for node in n.walk(stmt):
+            match node:
+                case n.Let() | n.ParamDecl():
+                    found.append((node.name, node.span))
+                case n.Assign() if has_params:
+                    found.append((node.name, node.span))
+                case n.For():
+                    found.extend((t, node.span) for t in node.targets)
+    return found
 
 
 def _check_recursion(definitions: dict[str, n.Definition], reporter: Reporter) -> None:

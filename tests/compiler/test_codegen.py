@@ -262,3 +262,30 @@ def test_generated_forward_checks_the_declared_input() -> None:
         model(torch.zeros(2, 4, 32, 32))
     with pytest.raises(ValueError, match=r"got \[3, 32, 32\]"):
         model(torch.zeros(3, 32, 32))
+
+
+def test_keywords_name_submodules_like_torchvision_and_hugging_face() -> None:
+    source = """
+block Inner(c: int) = Sequential {
+    block = Sequential(Conv2d(c, c, 1), ReLU())
+}
+model Net() {
+    input x: Tensor[N, 4, 5, 5]
+    model = Sequential {
+        layer = Inner(4)
+        input = Conv2d(4, 4, 1)
+    }
+    weights = Conv2d(4, 2, 1)
+    forward(x) {
+        let input = model(x)
+        return weights(input)
+    }
+}
+"""
+    checked = check_source(source)
+    built = tritondsl.compile(source).build()
+    keys = [name for name, _ in built.state_dict().items()]
+    assert keys == [item.name for item in checked.models["Net"].state_dict()]
+    assert keys[:2] == ["model.layer.block.0.weight", "model.layer.block.0.bias"]
+    assert "weights.weight" in keys and "model.input.weight" in keys
+    assert built(torch.randn(2, 4, 5, 5)).shape == (2, 2, 5, 5)

@@ -101,3 +101,25 @@ def test_nothing_after_parsing_imports_lark() -> None:
     offenders = [p.name for p in (ROOT / "compiler").glob("*.py")
                  if p.name != "parser.py" and importing.search(p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("word", ["block", "model", "layer", "input", "weights"])
+def test_soft_keywords_name_members_at_the_start_of_a_statement(word: str) -> None:
+    source = (f"model M() {{\n    input x: Tensor[N, 4]\n    {word} = Linear(4, 4)\n"
+              f"    if true {{\n        {word} = 1\n    }}\n    s = Sequential {{\n"
+              f"        {word} = ReLU(); {word} = 2\n    }}\n"
+              f"    forward(x) {{\n        {word} = {word}(x)\n        return {word}\n    }}\n}}\n")
+    (model,) = parse(source).definitions
+    assigns = [s for s in n.walk(model) if isinstance(s, n.Assign) and s.name != "s"]
+    assert [a.name for a in assigns] == [word] * 5
+    assert model.body[0] == n.InputDecl("x", model.body[0].type, model.body[0].span)
+
+
+def test_a_definition_keyword_before_a_name_still_starts_a_definition() -> None:
+    # An unclosed '{' swallows the next model: the error names the keyword, not 'Net'.
+    with pytest.raises(CompileError) as info:
+        parse("model A() {\n    if true {\n        x = 1\n}\nmodel Net() {\n}\n")
+    (diag,) = info.value.diagnostics
+    assert (diag.span.line, diag.span.column) == (5, 1)
+    assert diag.message == "unexpected keyword 'model' inside a definition; expected '}'"
+    assert "never closed" in (diag.help or "")
