@@ -1,6 +1,7 @@
-"""Weight quantizers: frozen config dataclasses, a registry of pure decompositions, STE fake quant.
+"""Weight quantizers: a registry of pure decompositions and STE fake quantization.
 
-A quantizer is a small frozen dataclass. ``register_quantizer`` maps its type to a pure
+A quantizer is a weight precision config from ``backend/precision.py`` (frozen, validated,
+torch-free, shared with the front end). ``register_quantizer`` maps its type to a pure
 function that splits a weight into integer codes and scale(s) (``decompose``, what deploy
 stores). ``fake_quantize`` rebuilds the float weight from that decomposition and adds a
 straight-through estimator, so training sees the quantized value in the forward pass while
@@ -14,78 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
-Kind = Literal["ternary", "int8", "fp16"]
+from tritondsl.backend.precision import (
+    FP16,
+    TWN,
+    AbsMean,
+    Int8,
+    Kind,
+    Learned,
+    QuantizerConfig,
+    SparsityTarget,
+)
+
 LearnedScales = tuple[Tensor, Tensor]
 INT8_MAX = 127
-
-
-@dataclass(frozen=True)
-class TWN:
-    """Ternary Weight Networks: Δ = threshold·E|W|, α = mean |W| over |W| > Δ."""
-
-    threshold: float = 0.7
-    per_channel: bool = True
-    kind: ClassVar[Kind] = "ternary"
-
-    def __post_init__(self) -> None:
-        if not self.threshold > 0:
-            raise ValueError(f"TWN threshold must be > 0, got {self.threshold}")
-
-
-@dataclass(frozen=True)
-class AbsMean:
-    """BitNet b1.58: γ = mean|W|, codes = clamp(round(W/γ), -1, 1), scale γ."""
-
-    per_channel: bool = False
-    kind: ClassVar[Kind] = "ternary"
-
-
-@dataclass(frozen=True)
-class Learned:
-    """TTQ-style: Δ = threshold·max|W|, learnable positive and negative scales per layer."""
-
-    threshold: float = 0.05
-    kind: ClassVar[Kind] = "ternary"
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"Learned threshold must be in (0, 1), got {self.threshold}")
-
-
-@dataclass(frozen=True)
-class SparsityTarget:
-    """Zero the requested fraction of weights per group; scale = mean |W| over the rest."""
-
-    sparsity: float = 0.5
-    per_channel: bool = True
-    kind: ClassVar[Kind] = "ternary"
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-
-
-@dataclass(frozen=True)
-class Int8:
-    """Symmetric int8 fake quantization: codes in [-127, 127], scale = max|W| / 127."""
-
-    per_channel: bool = True
-    kind: ClassVar[Kind] = "int8"
-
-
-@dataclass(frozen=True)
-class FP16:
-    """Round-trip through float16."""
-
-    kind: ClassVar[Kind] = "fp16"
-
-
-QuantizerConfig = TWN | AbsMean | Learned | SparsityTarget | Int8 | FP16
 
 
 @dataclass(frozen=True)

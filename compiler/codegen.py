@@ -5,8 +5,9 @@ each class takes the DSL's parameters plus a keyword-only ``weights`` precision,
 is how the model's default precision reaches the layers of nested blocks:
 
 * a call annotated ``Block(...) @P`` passes ``weights=P``;
-* a block with its own ``weights`` statement has it as the parameter's default, and
-  unannotated calls leave it alone;
+* ``weights=None`` (the parameter's default) stands for the block's own ``weights``
+  statement, or fp32 without one; unannotated calls of a block with its own ``weights``
+  leave it alone;
 * otherwise calls pass the caller's ``weights`` on.
 
 This reproduces the checker's rule (use-site ``@`` > the block's ``weights`` > inherited).
@@ -21,6 +22,7 @@ from pathlib import PurePath
 
 import jinja2
 
+from tritondsl.backend.precision import BUILDERS, FP32, NAMED, OPTION_WORDS, Precision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
@@ -29,7 +31,6 @@ from tritondsl.compiler.infer import find_forward
 from tritondsl.compiler.layers import LAYERS
 from tritondsl.compiler.pyexpr import CodegenError, PyPrinter, py_str, wrap
 
-PRECISIONS = {"fp32": "rt.FP32", "fp16": "rt.FP16", "int8": "rt.INT8"}
 FORWARD_CALLS = {
     "relu": "F.relu",
     "relu6": "F.relu6",
@@ -46,7 +47,7 @@ PY_TYPES = {
     "bool": "bool",
     "str": "str",
     "trit": "int",
-    "precision": "rt.Precision",
+    "precision": "rt.WeightPrecision",
     "tuple": "tuple",
     "list": "list",
 }
@@ -70,8 +71,8 @@ class ClassCode:
 
 def generate(checked: CheckedProgram, precision: str | None = None) -> str:
     """Python source for every definition of ``checked``; ``precision`` overrides all."""
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision is not None and precision not in NAMED:
+        raise ValueError(f"precision must be one of {', '.join(NAMED)}, got {precision!r}")
     classes = []
     errors: list[Diagnostic] = []
     for definition in checked.program.definitions:
@@ -100,6 +101,31 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
         imports=imports,
         classes=classes,
     )
+
+
+def _construct(precision: Precision) -> str:
+    """Python text constructing ``precision``: its dataclass repr, a call on ``rt``."""
+    return f"rt.{precision!r}"
+
+
+def _literal_options(node: n.Call, shadowed: set[str]) -> dict[str, object] | None:
+    """The keyword options of a precision call if every one is a literal, else None."""
+    if node.args:
+        return None
+    options: dict[str, object] = {}
+    for kw in node.kwargs:
+        value = kw.value
+        negative = isinstance(value, n.Unary) and value.op == "-"
+        if negative:
+            value = value.operand  # type: ignore[union-attr]
+        match value:
+            case n.Num() | n.Bool() if not (negative and isinstance(value, n.Bool)):
+                options[kw.name] = -value.value if negative else value.value
+            case n.Name() if value.id in OPTION_WORDS and value.id not in shadowed and not negative:
+                options[kw.name] = value.id
+            case _:
+                return None
+    return options
 
 
 @cache
@@ -152,16 +178,10 @@ class _ClassEmitter(PyPrinter):
         d = self.d
         own = next((s for s in d.body if isinstance(s, n.WeightsDecl)), None)
         params = [self.param(p) for p in d.params]
-        weights = (
-            "weights: rt.Precision | None = None" if own else "weights: rt.Precision = rt.FP32"
-        )
-        signature = ", ".join(["self", *params, "*", weights])
-        # The block's own `weights` applies unless the caller annotated this instance.
-        prologue = (
-            [f"weights = {self.precision_text(own.precision)} if weights is None else weights"]
-            if own
-            else []
-        )
+        signature = ", ".join(["self", *params, "*", "weights: rt.WeightPrecision | None = None"])
+        # The block's own `weights` (else fp32) applies unless the caller passed one.
+        default = self.precision_text(own.precision) if own else _construct(FP32())
+        prologue = [f"weights = {default} if weights is None else weights"]
         init_def = wrap(f"def __init__({signature}) -> None:", width=99 - 4)
         where = f"{d.kind} {d.name} ({source_label(self.checked.path)!r}, line {d.span.line})"
         if isinstance(d.alias, n.SeqExpr):
@@ -338,7 +358,7 @@ class _ClassEmitter(PyPrinter):
                 return f"self.{ident}"
         elif ident in self.members:
             return f"self.{ident}"
-        if ident in PRECISIONS:
+        if ident in NAMED:
             return self.precision_text(node)
         if ident in CONSTANTS:  # option symbols such as per_channel
             return repr(ident)
@@ -347,13 +367,22 @@ class _ClassEmitter(PyPrinter):
         return ident
 
     def precision_text(self, node: n.Expr) -> str:
-        """A precision expression; ``--precision`` replaces every one of them."""
+        """A precision expression; ``--precision`` replaces every one of them.
+
+        A named precision, or a builder call with literal options, becomes the construction
+        of its config object; a call with computed options calls the same builder at run time.
+        """
         if self.override is not None:
-            return PRECISIONS[self.override]
-        if isinstance(node, n.Name) and node.id in PRECISIONS:
-            return PRECISIONS[node.id]
-        if isinstance(node, n.Call) and node.func == n.Name("ternary", node.func.span):
-            return self.plain_call("rt.ternary", node)
+            return _construct(NAMED[self.override])
+        if isinstance(node, n.Name) and node.id in NAMED:
+            return _construct(NAMED[node.id])
+        if isinstance(node, n.Call) and isinstance(node.func, n.Name):
+            build = BUILDERS.get(node.func.id)
+            if build is not None:
+                literal = _literal_options(node, self.values | self.members)
+                if literal is not None:
+                    return _construct(build(**literal))
+                return self.plain_call(f"rt.{node.func.id}", node)
         return self.text(node)
 
     def annotated(self, node: n.Binary) -> str | None:
@@ -388,7 +417,7 @@ class _ClassEmitter(PyPrinter):
             direct = node is self.annotated_call
             passes = () if own and not direct else (f"weights={self.current}",)
             return self.plain_call(callee, node, passes)
-        if callee == "ternary":
+        if callee in BUILDERS:
             return self.precision_text(node)
         if callee == "make_divisible":
             return self.plain_call("rt.make_divisible", node)

@@ -11,6 +11,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+from tritondsl.backend.precision import WeightPrecision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS, as_tensor
@@ -20,7 +21,6 @@ from tritondsl.compiler.values import (
     EvalError,
     Module,
     Poison,
-    Precision,
     Tensor,
     TensorDecl,
     is_int,
@@ -274,7 +274,7 @@ class ExprEvaluator:
 
     def annotate(self, node: n.Binary, module: Module, precision: Any) -> Module:
         """``layer @ precision``: set the weight precision of a layer or a whole subtree."""
-        if not isinstance(precision, Precision):
+        if not isinstance(precision, WeightPrecision):
             raise EvalError(
                 f"'@' after a layer expects a precision (fp32, fp16, int8, "
                 f"ternary(...)), got {show_value(precision)}",

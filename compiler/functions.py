@@ -6,12 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from tritondsl.backend.precision import BUILDERS, NAMED, OPTION_WORDS, Precision, PrecisionError
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import (
-    FP32,
     EvalError,
-    Precision,
     Symbol,
     Tensor,
     TensorDecl,
@@ -25,10 +24,8 @@ MAX_RANGE = 100_000
 Builtin = Callable[[list[Any], dict[str, Any], Span], Any]
 
 CONSTANTS: dict[str, Any] = {
-    "fp32": FP32,
-    "fp16": Precision("fp16"),
-    "int8": Precision("int8"),
-    **{name: Symbol(name) for name in ("per_channel", "per_tensor", "twn", "absmean", "learned")},
+    **NAMED,
+    **{name: Symbol(name) for name in OPTION_WORDS},
 }
 
 
@@ -151,58 +148,19 @@ def _make_divisible(args: list[Any], kwargs: dict[str, Any], span: Span) -> int:
     return make_divisible(v, divisor, min_value)
 
 
-_METHODS = ("twn", "absmean", "learned")
-_SCALES = ("per_channel", "per_tensor")
+def _precision_builder(name: str, build: Callable[..., Precision]) -> Builtin:
+    """A compile-time builtin for a precision constructor of ``backend/precision.py``."""
 
+    def fn(args: list[Any], kwargs: dict[str, Any], span: Span) -> Precision:
+        if args:
+            raise EvalError(f"{name}() takes keyword arguments only", span)
+        options = {k: v.name if isinstance(v, Symbol) else v for k, v in kwargs.items()}
+        try:
+            return build(**options)
+        except PrecisionError as error:
+            raise EvalError(str(error), span) from None
 
-def _ternary(args: list[Any], kwargs: dict[str, Any], span: Span) -> Precision:
-    """``ternary(threshold=0.7, scale=per_channel, method=twn, learned=false, sparsity=0.5)``."""
-    _no_kwargs("ternary", kwargs, span, ("threshold", "scale", "method", "learned", "sparsity"))
-    if args:
-        raise EvalError("ternary() takes keyword arguments only, e.g. ternary(threshold=0.7)", span)
-    method = _option(kwargs.get("method", Symbol("twn")), _METHODS, "method", span)
-    learned = kwargs.get("learned", False)
-    if not isinstance(learned, bool):
-        raise EvalError("ternary(): learned must be true or false", span)
-    if learned:
-        method = "learned"
-    # BitNet's absmean and TTQ's learned scales are per layer by definition.
-    default_scale = "per_tensor" if method in ("absmean", "learned") else "per_channel"
-    scale = _option(kwargs.get("scale", Symbol(default_scale)), _SCALES, "scale", span)
-    if method == "learned" and scale != "per_tensor":
-        raise EvalError("ternary(): learned scales are per layer; drop 'scale'", span)
-    threshold = kwargs.get("threshold")
-    if threshold is not None and (not is_number(threshold) or not 0 < threshold < 10):
-        raise EvalError(
-            f"ternary(): threshold must be a positive number, got {show_value(threshold)}", span
-        )
-    sparsity = kwargs.get("sparsity")
-    if sparsity is not None:
-        if not is_number(sparsity) or not 0 <= sparsity < 1:
-            raise EvalError("ternary(): sparsity must be a fraction in [0, 1)", span)
-        if method != "twn" or threshold is not None:
-            raise EvalError(
-                "ternary(): sparsity sets the threshold itself; drop 'threshold'/'method'", span
-            )
-        method = "sparsity"
-    if method == "absmean" and threshold is not None:
-        raise EvalError("ternary(): method=absmean has no threshold", span)
-    return Precision(
-        "ternary",
-        method,
-        None if threshold is None else float(threshold),
-        scale,
-        None if sparsity is None else float(sparsity),
-    )
-
-
-def _option(value: Any, choices: tuple[str, ...], what: str, span: Span) -> str:
-    name = value.name if isinstance(value, Symbol) else value
-    if name not in choices:
-        raise EvalError(
-            f"ternary(): {what} must be one of {', '.join(choices)}, got {show_value(value)}", span
-        )
-    return name
+    return fn
 
 
 # ---------------------------------------------------------------- forward operations
@@ -316,7 +274,7 @@ COMPILE_TIME: dict[str, Builtin] = {
     "len": _len,
     "range": _range,
     "make_divisible": _make_divisible,
-    "ternary": _ternary,
+    **{name: _precision_builder(name, build) for name, build in BUILDERS.items()},
 }
 
 FORWARD_OPS: dict[str, Builtin] = {

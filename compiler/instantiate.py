@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritondsl.backend.precision import FP32, WeightPrecision, ternary_or_default
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
 from tritondsl.compiler.functions import CONSTANTS
 from tritondsl.compiler.layers import LAYERS
 from tritondsl.compiler.values import (
-    FP32,
     POISON,
     EvalError,
     Module,
     Poison,
-    Precision,
     Tensor,
     TensorDecl,
     is_int,
@@ -178,7 +177,7 @@ class Instantiator(ExprEvaluator):
                 module.inputs[stmt.name] = Tensor(shape, dtype)
             case n.WeightsDecl():
                 value = self.expr(stmt.precision, scope)
-                if not isinstance(value, Precision):
+                if not isinstance(value, WeightPrecision):
                     raise EvalError(
                         f"'weights' expects a precision (fp32, fp16, int8, "
                         f"ternary(...)), got {show_value(value)}",
@@ -363,7 +362,7 @@ _SCALARS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "trit": (lambda v: is_int(v) and v in TRIT_VALUES, "a trit (-1, 0 or 1)"),
-    "precision": (lambda v: isinstance(v, Precision), "a precision"),
+    "precision": (lambda v: isinstance(v, WeightPrecision), "a precision"),
 }
 TYPE_NAMES = (*_SCALARS, "tuple", "list", *TENSOR_TYPES)
 
@@ -390,21 +389,19 @@ def check_type(value: Any, type_: n.TypeExpr, what: str, span: n.Span) -> None:
     raise EvalError(f"{what}: type {type_.name} cannot be used here", type_.span)
 
 
-def resolve_precisions(module: Module, inherited: Precision | None = None, path: str = "") -> None:
+def resolve_precisions(
+    module: Module, inherited: WeightPrecision | None = None, path: str = ""
+) -> None:
     """Give every quantizable layer its effective precision and every node its path."""
     module.path = path
     current = module.explicit or module.weights_default or inherited
     spec = LAYERS.get(module.kind)
     if spec is not None and spec.quantizable:
-        module.precision = current or FP32
+        module.precision = current or FP32()
     for name, child in module.children.items():
         child_path = f"{path}.{name}" if path else name
         if isinstance(child, TensorDecl):
             child.path = child_path
-            if child.ternary:
-                default = Precision("ternary")
-                child.precision = current if current and current.kind == "ternary" else default
-            else:
-                child.precision = FP32
+            child.precision = ternary_or_default(current) if child.ternary else FP32()
         else:
             resolve_precisions(child, current, child_path)

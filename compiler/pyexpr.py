@@ -1,6 +1,6 @@
 """Print .tdsl expressions as Python source with the fewest parentheses that keep the meaning.
 
-Names are translated by a callback (``self.conv1``, ``rt.FP32``...); literals are
+Names are translated by a callback (``self.conv1``, ``rt.FP32()``...); literals are
 printed with ``repr``, so no text from a .tdsl file becomes code other than as the
 construct it was parsed as.
 """

@@ -1,7 +1,8 @@
-"""Compile-time values: precisions, module instances, symbolic tensor shapes.
+"""Compile-time values: module instances, symbolic tensor shapes, option symbols.
 
 Plain Python ``int``/``float``/``bool``/``str``/``tuple``/``list`` stand for the
-language's scalar and table values; the classes here cover the rest.
+language's scalar and table values; precisions are the runtime's own config objects
+(``backend/precision.py``); the classes here cover the rest.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritondsl.backend.precision import WeightPrecision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.nodes import Span
 
@@ -39,37 +41,6 @@ class Symbol:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Precision:
-    """A weight precision: ``fp32``, ``fp16``, ``int8`` or ``ternary(...)``."""
-
-    kind: str
-    method: str = "twn"
-    threshold: float | None = None
-    scale: str = "per_channel"
-    sparsity: float | None = None
-
-    @property
-    def bits(self) -> float:
-        """Storage bits per weight once deployed (ternary uses the 2-bit runtime layout)."""
-        return {"fp32": 32.0, "fp16": 16.0, "int8": 8.0, "ternary": 2.0}[self.kind]
-
-    def describe(self) -> str:
-        """Human-readable form, e.g. ``ternary(twn, threshold=0.7, per_channel)``."""
-        if self.kind != "ternary":
-            return self.kind
-        parts = [self.method]
-        if self.threshold is not None:
-            parts.append(f"threshold={self.threshold:g}")
-        if self.sparsity is not None:
-            parts.append(f"sparsity={self.sparsity:g}")
-        parts.append(self.scale)
-        return f"ternary({', '.join(parts)})"
-
-
-FP32 = Precision("fp32")
-
-
 @dataclass(eq=False)
 class Module:
     """An instantiated layer, block or Sequential: one node of a model's module tree."""
@@ -80,9 +51,9 @@ class Module:
     children: dict[str, Module | TensorDecl] = field(default_factory=dict)
     definition: n.Definition | None = None  # the block/layer/model this instantiates
     env: dict[str, Any] = field(default_factory=dict)  # the block's compile-time scope
-    explicit: Precision | None = None  # from `expr @ precision`
-    weights_default: Precision | None = None  # from a `weights` statement in the block
-    precision: Precision | None = None  # resolved for quantizable layers
+    explicit: WeightPrecision | None = None  # from `expr @ precision`
+    weights_default: WeightPrecision | None = None  # from a `weights` statement in the block
+    precision: WeightPrecision | None = None  # resolved for quantizable layers
     path: str = ""
     sequential: bool = False  # children run in order (Sequential, or a `block B = Sequential`)
     inputs: dict[str, Tensor] = field(default_factory=dict)  # a model's `input` declarations
@@ -110,7 +81,7 @@ class TensorDecl:
     learnable: bool
     span: Span
     values: tuple[int, ...] | None = None
-    precision: Precision | None = None
+    precision: WeightPrecision | None = None
     path: str = ""
 
 
@@ -146,7 +117,7 @@ def type_name(value: Any) -> str:
             return "tuple"
         case list():
             return "list"
-        case Precision():
+        case WeightPrecision():
             return "precision"
         case Symbol():
             return "option"
@@ -171,7 +142,7 @@ def show_value(value: Any) -> str:
             return f"a tensor of shape {value.show()}"
         case Module():
             return f"a {value.label} layer"
-        case Precision():
+        case WeightPrecision():
             return value.describe()
         case Symbol():
             return value.name

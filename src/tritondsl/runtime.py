@@ -1,4 +1,4 @@
-"""What generated model code calls: precisions, layer factories, input checks.
+"""What generated model code calls: precision configs, layer factories, input checks.
 
 Generated modules import only ``torch`` and ``tritondsl``; everything tritondsl-specific
 they use is in this module, so the generated source stays short and readable.
@@ -15,47 +15,20 @@ from torch import Tensor, nn
 
 from tritondsl.backend import quantizers as q
 from tritondsl.backend.layers import QuantConv2d, QuantLinear
-from tritondsl.compiler.functions import COMPILE_TIME
+
+# Generated code constructs precisions by their class names (rt.TWN(...)) and calls the
+# language's precision builders (rt.ternary(...)) where options are computed at run time.
+from tritondsl.backend.precision import FP16 as FP16
+from tritondsl.backend.precision import FP32 as FP32
+from tritondsl.backend.precision import TWN as TWN
+from tritondsl.backend.precision import AbsMean as AbsMean
+from tritondsl.backend.precision import Int8 as Int8
+from tritondsl.backend.precision import Learned as Learned
+from tritondsl.backend.precision import SparsityTarget as SparsityTarget
+from tritondsl.backend.precision import WeightPrecision as WeightPrecision
+from tritondsl.backend.precision import ternary as ternary
+from tritondsl.backend.precision import ternary_or_default
 from tritondsl.compiler.functions import make_divisible as make_divisible
-from tritondsl.compiler.values import EvalError, Symbol
-from tritondsl.compiler.values import Precision as Precision
-
-FP32 = Precision("fp32")
-FP16 = Precision("fp16")
-INT8 = Precision("int8")
-
-
-def ternary(**options: Any) -> Precision:
-    """A ternary precision; options as in the language: threshold, scale, method, learned..."""
-    symbolic = {
-        k: Symbol(v) if k in ("scale", "method") and isinstance(v, str) else v
-        for k, v in options.items()
-    }
-    try:
-        return COMPILE_TIME["ternary"]([], symbolic, None)  # type: ignore[arg-type]
-    except EvalError as error:
-        raise ValueError(error.message) from None
-
-
-def quantizer_for(precision: Precision) -> q.QuantizerConfig | None:
-    """The backend quantizer config of a precision; None for fp32 (no quantization)."""
-    per_channel = precision.scale == "per_channel"
-    match precision.kind, precision.method:
-        case "fp32", _:
-            return None
-        case "fp16", _:
-            return q.FP16()
-        case "int8", _:
-            return q.Int8()
-        case "ternary", "twn":
-            return q.TWN(0.7 if precision.threshold is None else precision.threshold, per_channel)
-        case "ternary", "absmean":
-            return q.AbsMean(per_channel)
-        case "ternary", "learned":
-            return q.Learned(0.05 if precision.threshold is None else precision.threshold)
-        case "ternary", "sparsity":
-            return q.SparsityTarget(precision.sparsity or 0.0, per_channel)
-    raise ValueError(f"unknown precision {precision}")
 
 
 def Conv2d(
@@ -68,31 +41,32 @@ def Conv2d(
     groups: int = 1,
     bias: bool = True,
     *,
-    weights: Precision = FP32,
+    weights: WeightPrecision = FP32(),
 ) -> nn.Module:
-    """``nn.Conv2d`` at fp32, otherwise a ``QuantConv2d`` with the precision's quantizer."""
+    """``nn.Conv2d`` at fp32, otherwise a ``QuantConv2d`` quantized by ``weights``."""
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
-    quantizer = quantizer_for(weights)
-    return nn.Conv2d(*args) if quantizer is None else QuantConv2d(*args, quantizer=quantizer)
+    if isinstance(weights, FP32):
+        return nn.Conv2d(*args)
+    return QuantConv2d(*args, quantizer=weights)
 
 
 def Linear(
-    in_features: int, out_features: int, bias: bool = True, *, weights: Precision = FP32
+    in_features: int, out_features: int, bias: bool = True, *, weights: WeightPrecision = FP32()
 ) -> nn.Module:
-    """``nn.Linear`` at fp32, otherwise a ``QuantLinear`` with the precision's quantizer."""
-    quantizer = quantizer_for(weights)
-    if quantizer is None:
+    """``nn.Linear`` at fp32, otherwise a ``QuantLinear`` quantized by ``weights``."""
+    if isinstance(weights, FP32):
         return nn.Linear(in_features, out_features, bias)
-    return QuantLinear(in_features, out_features, bias, quantizer=quantizer)
+    return QuantLinear(in_features, out_features, bias, quantizer=weights)
 
 
-def ternary_matmul(x: Tensor, weight: Tensor, weights: Precision | None = None) -> Tensor:
+def ternary_matmul(
+    x: Tensor, weight: Tensor, weights: WeightPrecision | None = None
+) -> Tensor:
     """``x · Wᵀ`` with W ternary: an int8 trit constant, or a latent weight quantized (STE)."""
     if weight.dtype == torch.int8:
         return F.linear(x, weight.to(x.dtype))
-    quantizer = quantizer_for(weights or Precision("ternary"))
-    assert quantizer is not None
-    return F.linear(x, q.fake_quantize(quantizer, weight).to(x.dtype))
+    quantizer = ternary_or_default(weights)
+    return F.linear(x, q.fake_quantize(quantizer, weight).to(x.dtype))  # type: ignore[arg-type]
 
 
 def ternary_parameter(shape: tuple[int, ...]) -> nn.Parameter:

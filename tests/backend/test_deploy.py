@@ -13,7 +13,7 @@ import tritondsl
 from tritondsl.backend.deploy import deploy, deployed_bytes, is_deployed
 from tritondsl.backend.layers import QuantConv2d, QuantLinear, QuantModule
 from tritondsl.backend.packing import INVALID_CODE
-from tritondsl.backend.quantizers import (
+from tritondsl.backend.precision import (
     FP16,
     TWN,
     AbsMean,

@@ -25,7 +25,7 @@ from tritondsl.backend.layers import (
     check_gradient_flow,
 )
 from tritondsl.backend.packing import INVALID_CODE, PackingError, pack, unpack
-from tritondsl.backend.quantizers import (
+from tritondsl.backend.precision import (
     FP16,
     TWN,
     AbsMean,
@@ -33,6 +33,8 @@ from tritondsl.backend.quantizers import (
     Learned,
     QuantizerConfig,
     SparsityTarget,
+)
+from tritondsl.backend.quantizers import (
     decompose,
 )
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tritondsl.backend.quantizers import (
+from tritondsl.backend.precision import (
     FP16,
     TWN,
     AbsMean,
@@ -14,6 +14,8 @@ from tritondsl.backend.quantizers import (
     Learned,
     QuantizerConfig,
     SparsityTarget,
+)
+from tritondsl.backend.quantizers import (
     decompose,
     fake_quantize,
     is_ternary,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, EXAMPLES, ROOT, ZOO
+from tritondsl.backend.precision import FP16, FP32, TWN, AbsMean, Int8, Learned, SparsityTarget
 from tritondsl.compiler.check import check_file, check_source, verify
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import Tensor
@@ -78,25 +79,25 @@ def test_width_mult_changes_parameter_count_monotonically() -> None:
 
 def test_resnet_precisions_keep_stem_and_classifier_full_precision() -> None:
     info = _model(ROOT / "models" / "resnet18.tdsl")
-    precisions = {m.path: m.precision.describe() for m in info.modules() if m.precision}
-    assert precisions["conv1"] == "fp32"
-    assert precisions["fc"] == "fp32"
-    ternary = [p for p, d in precisions.items() if d.startswith("ternary")]
+    precisions = {m.path: m.precision for m in info.modules() if m.precision}
+    assert precisions["conv1"] == FP32()
+    assert precisions["fc"] == FP32()
+    ternary = [p for p, d in precisions.items() if d.kind == "ternary"]
     assert len(ternary) == 19  # 16 3x3 convs + 3 downsample 1x1 convs
-    assert precisions["layer2.0.downsample.0"] == "ternary(twn, threshold=0.7, per_channel)"
+    assert precisions["layer2.0.downsample.0"] == TWN(threshold=0.7, per_channel=True)
 
 
 def test_mixed_precision_example_resolves_each_layer() -> None:
     (info,) = check_file(ROOT / "examples" / "mixed_precision.tdsl").models.values()
-    got = {m.path: m.precision.describe() for m in info.modules() if m.precision}
+    got = {m.path: m.precision for m in info.modules() if m.precision}
     assert got == {
-        "stem.0": "fp16",
-        "res.conv1": "ternary(sparsity, sparsity=0.5, per_channel)",
-        "res.conv2": "ternary(sparsity, sparsity=0.5, per_channel)",
-        "down": "ternary(learned, per_tensor)",
-        "dw": "ternary(twn, threshold=0.7, per_channel)",
-        "pw": "ternary(absmean, per_tensor)",
-        "head": "int8",
+        "stem.0": FP16(),
+        "res.conv1": SparsityTarget(sparsity=0.5, per_channel=True),
+        "res.conv2": SparsityTarget(sparsity=0.5, per_channel=True),
+        "down": Learned(threshold=0.05),
+        "dw": TWN(threshold=0.7, per_channel=True),
+        "pw": AbsMean(per_channel=False),
+        "head": Int8(per_channel=True),
     }
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tritondsl.backend.precision import TWN, AbsMean, Learned, SparsityTarget, WeightPrecision
 from tritondsl.compiler.functions import COMPILE_TIME, make_divisible
 from tritondsl.compiler.nodes import Span
-from tritondsl.compiler.values import EvalError, Precision, Symbol
+from tritondsl.compiler.values import EvalError, Symbol
 
 SPAN = Span(1, 1, 1, 2)
 
@@ -46,28 +47,31 @@ def test_bad_calls_are_located_errors(name: str, args: list, message: str) -> No
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
-    ({}, Precision("ternary", "twn", None, "per_channel")),
-    ({"threshold": 0.7, "scale": Symbol("per_tensor")},
-     Precision("ternary", "twn", 0.7, "per_tensor")),
-    ({"method": Symbol("absmean")}, Precision("ternary", "absmean", scale="per_tensor")),
-    ({"method": Symbol("absmean"), "scale": Symbol("per_channel")},
-     Precision("ternary", "absmean", scale="per_channel")),
-    ({"learned": True}, Precision("ternary", "learned", scale="per_tensor")),
-    ({"sparsity": 0.5}, Precision("ternary", "sparsity", sparsity=0.5)),
+    ({}, TWN(0.7, per_channel=True)),
+    ({"threshold": 0.5, "scale": Symbol("per_tensor")}, TWN(0.5, per_channel=False)),
+    ({"method": Symbol("absmean")}, AbsMean(per_channel=False)),
+    ({"method": Symbol("absmean"), "scale": Symbol("per_channel")}, AbsMean(per_channel=True)),
+    ({"learned": True}, Learned(0.05)),
+    ({"method": Symbol("learned"), "threshold": 0.1}, Learned(0.1)),
+    ({"sparsity": 0.5}, SparsityTarget(0.5, per_channel=True)),
+    ({"sparsity": 0.25, "scale": Symbol("per_tensor")}, SparsityTarget(0.25, per_channel=False)),
 ])
-def test_ternary_precision_options(kwargs: dict, expected: Precision) -> None:
+def test_ternary_precision_options(kwargs: dict, expected: WeightPrecision) -> None:
     assert COMPILE_TIME["ternary"]([], kwargs, SPAN) == expected
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"method": Symbol("per_channel")}, "method must be one of twn, absmean, learned"),
-    ({"threshold": -1}, "threshold must be a positive number"),
+    ({"threshold": -1}, r"threshold must be a number in \(0, 10\) for method=twn"),
+    ({"learned": True, "threshold": 1.5}, r"threshold must be a number in \(0, 1\) for learned"),
+    ({"threshold": True}, "threshold must be a number"),
     ({"sparsity": 1.5}, r"sparsity must be a fraction in \[0, 1\)"),
     ({"sparsity": 0.5, "threshold": 0.7}, "sparsity sets the threshold itself"),
-    ({"method": Symbol("absmean"), "threshold": 0.5}, "absmean has no threshold"),
+    ({"method": Symbol("absmean"), "threshold": 0.5}, "method=absmean has no threshold"),
     ({"learned": True, "scale": Symbol("per_channel")}, "learned scales are per layer"),
     ({"colour": 1}, "unexpected keyword argument 'colour'"),
 ])
 def test_ternary_rejects_bad_options(kwargs: dict, message: str) -> None:
-    with pytest.raises(EvalError, match=message):
+    with pytest.raises(EvalError, match="ternary\\(\\): " + message) as info:
         COMPILE_TIME["ternary"]([], kwargs, SPAN)
+    assert info.value.span == SPAN

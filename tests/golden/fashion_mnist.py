@@ -14,8 +14,11 @@ from tritondsl import runtime as rt
 class ConvBlock(nn.Module):
     """Generated from block ConvBlock ('fashion_mnist.tdsl', line 4)."""
 
-    def __init__(self, in_ch: int, out_ch: int, *, weights: rt.Precision = rt.FP32) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, *, weights: rt.WeightPrecision | None = None
+    ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.conv = rt.Conv2d(in_ch, out_ch, 3, padding=1, bias=False, weights=weights)
         self.bn = nn.BatchNorm2d(out_ch)
 
@@ -27,18 +30,18 @@ class FashionCNN(nn.Module):
     """Generated from model FashionCNN ('fashion_mnist.tdsl', line 12)."""
 
     def __init__(
-        self, num_classes: int = 10, width: int = 32, *, weights: rt.Precision | None = None
+        self, num_classes: int = 10, width: int = 32, *, weights: rt.WeightPrecision | None = None
     ) -> None:
         super().__init__()
-        weights = rt.ternary(threshold=0.7, scale='per_channel') if weights is None else weights
-        self.stem = ConvBlock(1, width, weights=rt.FP32)
+        weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
+        self.stem = ConvBlock(1, width, weights=rt.FP32())
         self.block1 = ConvBlock(width, 2 * width, weights=weights)
         self.pool1 = nn.MaxPool2d(2)
         self.block2 = ConvBlock(2 * width, 4 * width, weights=weights)
         self.pool2 = nn.MaxPool2d(2)
         self.block3 = ConvBlock(4 * width, 4 * width, weights=weights)
         self.head = nn.AdaptiveAvgPool2d(1)
-        self.classifier = rt.Linear(4 * width, num_classes, weights=rt.FP32)
+        self.classifier = rt.Linear(4 * width, num_classes, weights=rt.FP32())
 
     def forward(self, x: Tensor) -> Tensor:
         rt.check_input(self, "x", x, ("N", 1, 28, 28))

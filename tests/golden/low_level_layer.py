@@ -14,8 +14,9 @@ from tritondsl import runtime as rt
 class FixedProjection(nn.Module):
     """Generated from layer FixedProjection ('low_level_layer.tdsl', line 5)."""
 
-    def __init__(self, a: int, b: int, *, weights: rt.Precision = rt.FP32) -> None:
+    def __init__(self, a: int, b: int, *, weights: rt.WeightPrecision | None = None) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.register_buffer(
             "W", torch.tensor([[1, 0, -1, 1], [0, -1, 1, 0]], dtype=torch.int8).reshape(2, 4)
         )
@@ -28,9 +29,10 @@ class TernaryDense(nn.Module):
     """Generated from layer TernaryDense ('low_level_layer.tdsl', line 12)."""
 
     def __init__(
-        self, in_features: int, out_features: int, *, weights: rt.Precision = rt.FP32
+        self, in_features: int, out_features: int, *, weights: rt.WeightPrecision | None = None
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.W = rt.ternary_parameter((out_features, in_features))
         self.weights = weights
 
@@ -41,9 +43,9 @@ class TernaryDense(nn.Module):
 class Tiny(nn.Module):
     """Generated from model Tiny ('low_level_layer.tdsl', line 19)."""
 
-    def __init__(self, hidden: int = 64, *, weights: rt.Precision | None = None) -> None:
+    def __init__(self, hidden: int = 64, *, weights: rt.WeightPrecision | None = None) -> None:
         super().__init__()
-        weights = rt.ternary(threshold=0.7, scale='per_tensor') if weights is None else weights
+        weights = rt.TWN(threshold=0.7, per_channel=False) if weights is None else weights
         self.dense1 = TernaryDense(4, hidden, weights=weights)
         self.dense2 = TernaryDense(hidden, 4, weights=weights)
         self.project = FixedProjection(4, 2, weights=weights)

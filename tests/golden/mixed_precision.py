@@ -14,9 +14,9 @@ from tritondsl import runtime as rt
 class Residual(nn.Module):
     """Generated from block Residual ('mixed_precision.tdsl', line 5)."""
 
-    def __init__(self, ch: int, *, weights: rt.Precision | None = None) -> None:
+    def __init__(self, ch: int, *, weights: rt.WeightPrecision | None = None) -> None:
         super().__init__()
-        weights = rt.ternary(sparsity=0.5) if weights is None else weights
+        weights = rt.SparsityTarget(sparsity=0.5, per_channel=True) if weights is None else weights
         self.conv1 = rt.Conv2d(ch, ch, 3, padding=1, bias=False, weights=weights)
         self.bn1 = nn.BatchNorm2d(ch)
         self.conv2 = rt.Conv2d(ch, ch, 3, padding=1, bias=False, weights=weights)
@@ -29,20 +29,22 @@ class Residual(nn.Module):
 class MixedNet(nn.Module):
     """Generated from model MixedNet ('mixed_precision.tdsl', line 16)."""
 
-    def __init__(self, num_classes: int = 10, *, weights: rt.Precision | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 10, *, weights: rt.WeightPrecision | None = None
+    ) -> None:
         super().__init__()
-        weights = rt.ternary(threshold=0.7, scale='per_channel') if weights is None else weights
+        weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
         self.stem = nn.Sequential(
-            rt.Conv2d(3, 32, 3, padding=1, bias=False, weights=rt.FP16),
+            rt.Conv2d(3, 32, 3, padding=1, bias=False, weights=rt.FP16()),
             nn.BatchNorm2d(32),
             nn.ReLU(),
         )
         self.res = Residual(32)
-        self.down = rt.Conv2d(32, 64, 3, stride=2, padding=1, weights=rt.ternary(learned=True))
+        self.down = rt.Conv2d(32, 64, 3, stride=2, padding=1, weights=rt.Learned(threshold=0.05))
         self.dw = rt.Conv2d(64, 64, 3, padding=1, groups=64, bias=False, weights=weights)
-        self.pw = rt.Conv2d(64, 128, 1, weights=rt.ternary(method='absmean', scale='per_tensor'))
+        self.pw = rt.Conv2d(64, 128, 1, weights=rt.AbsMean(per_channel=False))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = rt.Linear(128, num_classes, weights=rt.INT8)
+        self.head = rt.Linear(128, num_classes, weights=rt.Int8(per_channel=True))
 
     def forward(self, x: Tensor) -> Tensor:
         rt.check_input(self, "x", x, ("N", 3, 32, 32))

@@ -22,8 +22,9 @@ class ConvBNReLU(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         *,
-        weights: rt.Precision = rt.FP32,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
+        weights = rt.FP32() if weights is None else weights
         super().__init__(
             rt.Conv2d(
                 in_ch,
@@ -46,9 +47,16 @@ class InvertedResidual(nn.Module):
     __constants__ = ("use_residual",)
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int, expand: int, *, weights: rt.Precision = rt.FP32
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        expand: int,
+        *,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         hidden = round(in_ch * expand)
         use_residual = stride == 1 and in_ch == out_ch
         self.conv = nn.Sequential()
@@ -72,10 +80,10 @@ class MobileNetV2(nn.Module):
         width_mult: float = 1.0,
         dropout: float = 0.2,
         *,
-        weights: rt.Precision | None = None,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
-        weights = rt.ternary(threshold=0.7, scale='per_channel') if weights is None else weights
+        weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
         settings = [
             [1, 16, 1, 1],
             [6, 24, 2, 2],
@@ -88,7 +96,7 @@ class MobileNetV2(nn.Module):
         in_ch = rt.make_divisible(32 * width_mult, 8)
         last_ch = rt.make_divisible(1280 * max(1.0, width_mult), 8)
         self.features = nn.Sequential()
-        self.features.append(ConvBNReLU(3, in_ch, stride=2, weights=rt.FP32))
+        self.features.append(ConvBNReLU(3, in_ch, stride=2, weights=rt.FP32()))
         for t, c, n, s in settings:
             out_ch = rt.make_divisible(c * width_mult, 8)
             for i in range(n):
@@ -98,7 +106,7 @@ class MobileNetV2(nn.Module):
                 in_ch = out_ch
         self.features.append(ConvBNReLU(in_ch, last_ch, 1, weights=weights))
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), rt.Linear(last_ch, num_classes, weights=rt.FP32)
+            nn.Dropout(dropout), rt.Linear(last_ch, num_classes, weights=rt.FP32())
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -16,9 +16,15 @@ class BasicBlock(nn.Module):
     __constants__ = ("project",)
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, *, weights: rt.Precision = rt.FP32
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        *,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         project = stride != 1 or in_ch != out_ch
         self.conv1 = rt.Conv2d(
             in_ch, out_ch, 3, stride=stride, padding=1, bias=False, weights=weights
@@ -43,8 +49,9 @@ class Stage(nn.Sequential):
     """Generated from block Stage ('resnet18.tdsl', line 23)."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int, *, weights: rt.Precision = rt.FP32
+        self, in_ch: int, out_ch: int, stride: int, *, weights: rt.WeightPrecision | None = None
     ) -> None:
+        weights = rt.FP32() if weights is None else weights
         super().__init__(
             BasicBlock(in_ch, out_ch, stride, weights=weights),
             BasicBlock(out_ch, out_ch, weights=weights),
@@ -54,10 +61,12 @@ class Stage(nn.Sequential):
 class ResNet18(nn.Module):
     """Generated from model ResNet18 ('resnet18.tdsl', line 28)."""
 
-    def __init__(self, num_classes: int = 1000, *, weights: rt.Precision | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 1000, *, weights: rt.WeightPrecision | None = None
+    ) -> None:
         super().__init__()
-        weights = rt.ternary(threshold=0.7, scale='per_channel') if weights is None else weights
-        self.conv1 = rt.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, weights=rt.FP32)
+        weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
+        self.conv1 = rt.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, weights=rt.FP32())
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -66,7 +75,7 @@ class ResNet18(nn.Module):
         self.layer3 = Stage(128, 256, 2, weights=weights)
         self.layer4 = Stage(256, 512, 2, weights=weights)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = rt.Linear(512, num_classes, weights=rt.FP32)
+        self.fc = rt.Linear(512, num_classes, weights=rt.FP32())
 
     def forward(self, x: Tensor) -> Tensor:
         rt.check_input(self, "x", x, ("N", 3, "H", "W"))

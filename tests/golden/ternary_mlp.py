@@ -19,10 +19,10 @@ class TernaryMLP(nn.Module):
         num_classes: int = 10,
         dropout: float = 0.1,
         *,
-        weights: rt.Precision | None = None,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
-        weights = rt.ternary(method='absmean') if weights is None else weights
+        weights = rt.AbsMean(per_channel=False) if weights is None else weights
         self.layers = nn.Sequential()
         width = in_features
         for size in hidden:
@@ -30,7 +30,7 @@ class TernaryMLP(nn.Module):
             self.layers.append(nn.ReLU())
             self.layers.append(nn.Dropout(dropout))
             width = size
-        self.out = rt.Linear(hidden[-1], num_classes, weights=rt.FP32)
+        self.out = rt.Linear(hidden[-1], num_classes, weights=rt.FP32())
 
     def forward(self, x: Tensor) -> Tensor:
         rt.check_input(self, "x", x, ("N", 784))

@@ -18,7 +18,7 @@ def test_rows_are_computed_from_the_built_model() -> None:
     conv = rows["layer1.0.conv1"]
     assert (conv.kind, conv.precision, conv.params) == (
         "Conv2d",
-        "ternary(twn, threshold=0.7, per_channel)",
+        "ternary(threshold=0.7, scale=per_channel)",
         64 * 64 * 9,
     )
     # 64 rows of ceil(576 / 4) packed bytes plus 64 fp32 scales

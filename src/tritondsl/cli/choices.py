@@ -1,7 +1,7 @@
 """Every fixed set of option values, as ``StrEnum`` types Typer lists in --help and checks.
 
 Spelled out here, importing nothing (``--help`` and ``check`` stay fast), while the sets
-themselves are defined where they are used (codegen's precisions, the training config,
+themselves are defined where they are used (the named precisions, the training config,
 ``tritondsl.export.EXPORTERS``); ``tests/tritondsl/cli/test_choices.py`` checks each enum
 matches its source, so a new format or precision fails a test until it is listed here.
 """
@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class Precision(StrEnum):
-    """``--precision``: override every layer's precision (``compiler.codegen.PRECISIONS``)."""
+    """``--precision``: override every layer's precision (``backend.precision.NAMED``)."""
 
     fp32 = "fp32"
     fp16 = "fp16"

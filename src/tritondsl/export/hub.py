@@ -45,6 +45,7 @@ from tritondsl.backend.packing import (
     pack_base3,
     unpack,
 )
+from tritondsl.backend.precision import FP32, NAMED, ternary_or_default
 from tritondsl.backend.quantizers import is_ternary
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
@@ -171,15 +172,22 @@ def _stored_tensors(model: nn.Module, pack: str) -> tuple[dict[str, torch.Tensor
 
 
 def _layer_precisions(info: Any, override: str | None) -> dict[str, str]:
-    """Each weight-bearing layer's precision, as the front end resolves it (or the override)."""
+    """Each weight-bearing layer's precision config, spelled: the front end's, or the override.
 
+    The override replaces every precision the program writes, so a ``param`` ternary tensor
+    gets what the runtime gives it then (the override if ternary, else the default TWN).
+    """
+    forced = NAMED[override] if override else None
     layers: dict[str, str] = {}
     for module in info.modules():
         if module.precision is not None:
-            layers[module.path] = override or module.precision.describe()
+            layers[module.path] = (forced or module.precision).describe()
         for child in module.children.values():
             if isinstance(child, TensorDecl) and child.precision is not None:
-                layers[child.path] = override or child.precision.describe()
+                precision = child.precision
+                if forced is not None:
+                    precision = ternary_or_default(forced) if child.ternary else FP32()
+                layers[child.path] = precision.describe()
     return layers
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from tritondsl.backend.precision import NAMED
 from tritondsl.compiler.check import check_source
-from tritondsl.compiler.codegen import PRECISIONS
 from tritondsl.models import resolve, zoo_names
 from tritondsl.program import compile
 from tritondsl.train.errors import TrainingError
@@ -28,8 +28,8 @@ def build_model(
     source: str | Path, model: str | None, params: dict[str, Any], precision: str | None
 ) -> nn.Module:
     """Compile and instantiate; CompileError propagates, bad arguments become TrainingError."""
-    if precision is not None and precision not in PRECISIONS:
-        raise TrainingError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision is not None and precision not in NAMED:
+        raise TrainingError(f"unknown precision {precision!r}; choose {', '.join(NAMED)}")
     program = compile(source, precision)
     try:
         return program.build(model, **params)

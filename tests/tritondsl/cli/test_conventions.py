@@ -38,14 +38,14 @@ def _choice_options() -> list[tuple[str, str, list[str]]]:
 
 
 def test_every_enum_matches_the_set_it_stands_for() -> None:
-    from tritondsl.compiler.codegen import PRECISIONS
+    from tritondsl.backend.precision import NAMED
     from tritondsl.export import EXPORTERS
     from tritondsl.train.config import OPTIMIZERS, SCHEDULES
 
     def values(enum: type[StrEnum]) -> list[str]:
         return [str(member) for member in enum]
 
-    assert values(choices.Precision) == list(PRECISIONS)
+    assert values(choices.Precision) == list(NAMED)
     assert values(choices.Optimizer) == list(OPTIMIZERS)
     assert values(choices.Schedule) == list(SCHEDULES)
     assert values(choices.Format) == list(EXPORTERS)

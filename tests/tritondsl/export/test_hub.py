@@ -110,11 +110,11 @@ def test_folder_layout_and_config(mixed: nn.Module, saved: dict[str, Path]) -> N
     assert (config["model"], config["params"], config["precision"]) == ("MixedNet", {}, None)
     assert config["layers"] == {
         "stem.0": "fp16",
-        "res.conv1": "ternary(sparsity, sparsity=0.5, per_channel)",
-        "res.conv2": "ternary(sparsity, sparsity=0.5, per_channel)",
-        "down": "ternary(learned, per_tensor)",
-        "dw": "ternary(twn, threshold=0.7, per_channel)",
-        "pw": "ternary(absmean, per_tensor)",
+        "res.conv1": "ternary(sparsity=0.5, scale=per_channel)",
+        "res.conv2": "ternary(sparsity=0.5, scale=per_channel)",
+        "down": "ternary(learned=true, threshold=0.05)",
+        "dw": "ternary(threshold=0.7, scale=per_channel)",
+        "pw": "ternary(method=absmean, scale=per_tensor)",
         "head": "int8",
     }
     stored = load_file(folder / "model.safetensors")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tritondsl.backend.layers import QuantLinear
-from tritondsl.backend.quantizers import TWN, Int8
+from tritondsl.backend.precision import TWN, Int8
 from tritondsl.train.monitor import (
     GradientMonitor,
     first_nonfinite_module,
