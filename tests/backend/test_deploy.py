@@ -43,6 +43,30 @@ def test_deploy_converts_every_layer_in_place(cache: bool) -> None:
     assert torch.equal(model(IMAGE), expected)
 
 
+@pytest.mark.parametrize("layer_type", [QuantLinear, QuantConv2d], ids=lambda t: t.__name__)
+def test_trained_learned_scales_survive_deploy(layer_type: type[QuantModule]) -> None:
+    torch.manual_seed(0)
+    layer = (QuantLinear(8, 4, quantizer=Learned()) if layer_type is QuantLinear
+             else QuantConv2d(8, 4, 1, quantizer=Learned()))  # fmt: skip
+    x = torch.randn(16, 8) if layer_type is QuantLinear else torch.randn(16, 8, 1, 1)
+    target = torch.randn_like(layer(x)) * 3
+    start = [layer.weight_scale_pos.item(), layer.weight_scale_neg.item()]
+    optimizer = torch.optim.SGD([layer.weight_scale_pos, layer.weight_scale_neg], lr=0.05)
+    for _ in range(20):  # train the scales only: codes stay, the scales move
+        optimizer.zero_grad()
+        nn.functional.mse_loss(layer(x), target).backward()
+        optimizer.step()
+    trained = [layer.weight_scale_pos.detach().clone(), layer.weight_scale_neg.detach().clone()]
+    assert all(abs(t.item() - s) > 0.05 for t, s in zip(trained, start, strict=True))
+    with torch.no_grad():
+        expected = layer(x)
+    deploy(layer)
+    assert torch.equal(layer.weight_scale_pos, trained[0])
+    assert torch.equal(layer.weight_scale_neg, trained[1])
+    with torch.no_grad():
+        assert torch.equal(layer(x), expected)
+
+
 def test_is_deployed_needs_all_quant_layers() -> None:
     model = quant_resnet(TWN())
     model.fc.deploy_()

@@ -21,6 +21,7 @@ from torch import nn
 import tritondsl
 from tests.conftest import EXAMPLES, ROOT
 from tritondsl.backend.deploy import deploy, is_deployed
+from tritondsl.backend.precision import Learned
 from tritondsl.export import hub
 from tritondsl.export.artifact import ArtifactError
 
@@ -30,10 +31,14 @@ FILES = {"config.json", "model.safetensors", "model.tdsl", "README.md"}
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so every full-precision tensor matters."""
+    """Non-trivial BatchNorm statistics and learned scales unlike their initial values (as
+    after training), so every full-precision tensor matters."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
+            if isinstance(getattr(m, "quantizer", None), Learned):
+                m.weight_scale_pos.mul_(1.75)
+                m.weight_scale_neg.mul_(0.5)
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
@@ -80,6 +85,10 @@ def test_round_trip_gives_the_deployed_outputs(
     reference = deployed_copy(mixed)
     with torch.no_grad():
         assert torch.equal(loaded(IMAGE), reference(IMAGE))
+        assert torch.equal(loaded(IMAGE), mixed(IMAGE))  # deploying changes no output
+    # The learned layer keeps its own (trained) scales, not ones re-derived from its weight.
+    for name in ("weight_scale_pos", "weight_scale_neg"):
+        assert torch.equal(getattr(loaded.down, name), getattr(mixed.down, name).detach())
     expected = reference.state_dict()
     assert all(torch.equal(t, expected[k]) for k, t in loaded.state_dict().items())
 

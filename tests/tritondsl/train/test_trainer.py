@@ -50,6 +50,25 @@ def test_fit_learns_and_writes_every_artifact(tmp_path: Path) -> None:
     assert state["best_test_acc"] == max(h["test_acc"] for h in history)
 
 
+def test_evaluation_runs_the_model_in_eval_mode(tmp_path: Path) -> None:
+    # Heavy dropout: the same weights give a clearly different test loss in training mode.
+    config = tiny(tmp_path, epochs=1, params={"hidden": [16], "dropout": 0.75})
+    trainer = Trainer(config)
+    (record,) = trainer.fit()
+    test = trainer.data.test
+    x, y = test.tensors[:2]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        output = model(trainer.adapt(x))
+        loss = torch.nn.functional.cross_entropy(
+            output, y, label_smoothing=config.label_smoothing, reduction="sum"
+        ) / len(y)
+        train_mode = torch.nn.functional.cross_entropy(model.train()(trainer.adapt(x)), y)
+    assert record["test_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert record["test_acc"] == (output.argmax(1) == y).float().mean().item()
+    assert abs(train_mode.item() - loss.item()) > 1e-3  # 100x the tolerance of the check above
+
+
 @pytest.mark.parametrize(
     ("optimizer", "schedule"), [("sgd", "cosine"), ("adamw", "onecycle")]
 )  # fmt: skip
