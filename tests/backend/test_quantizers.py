@@ -162,30 +162,40 @@ def test_exactly_three_values_per_scale_group(config: QuantizerConfig) -> None:
             assert values.tolist() == pytest.approx([-1.3, 0.0, 0.7])
 
 
+@pytest.mark.parametrize(("config", "weight", "codes", "scale", "delta"), HAND_CASES)
+def test_fake_quantize_forward_is_the_hand_computed_weight(
+    config: QuantizerConfig,
+    weight: torch.Tensor,
+    codes: list[list[int]],
+    scale: list[float],
+    delta: list[list[float]] | None,
+) -> None:
+    # codes times the hand-computed scale of their row (or the single scale).
+    expected = [[c * scale[i % len(scale)] for c in row] for i, row in enumerate(codes)]
+    assert_close(fake_quantize(config, weight), t(expected), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("config", ALL, ids=repr)
-def test_fake_quantize_is_exact_forward_and_identity_gradient(config: QuantizerConfig) -> None:
+def test_fake_quantize_passes_the_gradient_straight_through(config: QuantizerConfig) -> None:
     weight = random_weight(1).requires_grad_()
     upstream = random_weight(2)
-    quantized = fake_quantize(config, weight)
-    assert torch.equal(quantized.detach(), decompose(config, weight.detach()).dequantize())
-    (quantized * upstream).sum().backward()
+    (fake_quantize(config, weight) * upstream).sum().backward()
     assert weight.grad is not None
     assert torch.equal(weight.grad, upstream)
 
 
 def test_learned_gradient_reaches_weight_and_both_scales() -> None:
-    weight = random_weight(3).requires_grad_()
+    # codes (0, -1; 1, 0) as in the learned-init case: W_q = (0, -neg; pos, 0).
+    weight = t([[0.04, -1.0], [0.5, -0.02]]).requires_grad_()
     pos = torch.tensor([0.5], requires_grad=True)
     neg = torch.tensor([0.8], requires_grad=True)
-    upstream = random_weight(4)
+    upstream = t([[1.0, 2.0], [3.0, 4.0]])
     quantized = fake_quantize(Learned(), weight, (pos, neg))
+    assert quantized.tolist() == [[0.0, -0.800000011920929], [0.5, 0.0]]
     (quantized * upstream).sum().backward()
-    codes = decompose(Learned(), weight.detach()).codes
     assert weight.grad is not None and torch.equal(weight.grad, upstream)
-    assert pos.grad is not None and neg.grad is not None
-    assert_close(pos.grad, upstream[codes == 1].sum().reshape(1))
-    assert_close(neg.grad, -upstream[codes == -1].sum().reshape(1))
-    assert pos.grad.abs() > 0 and neg.grad.abs() > 0
+    # d/dpos = upstream where the code is +1 (3); d/dneg = -(upstream where it is -1) = -2.
+    assert (pos.grad.tolist(), neg.grad.tolist()) == ([3.0], [-2.0])  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.33, 0.5, 0.9], ids=lambda s: f"s{s}")
@@ -204,27 +214,6 @@ def test_sparsity_target_ties_do_not_overshoot() -> None:
     weight = torch.full((1, 10), 0.5)
     codes = decompose(SparsityTarget(sparsity=0.3), weight).codes
     assert int((codes == 0).sum()) == 3
-
-
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        pytest.param(lambda: TWN(threshold=0.0), "threshold", id="twn-zero"),
-        pytest.param(lambda: Learned(threshold=1.5), "threshold", id="learned-above-1"),
-        pytest.param(lambda: SparsityTarget(sparsity=1.0), "sparsity", id="sparsity-1"),
-        pytest.param(lambda: SparsityTarget(sparsity=-0.1), "sparsity", id="sparsity-negative"),
-    ],
-)
-def test_configs_reject_out_of_range_fields(make, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        make()
-
-
-def test_configs_are_frozen_and_hashable() -> None:
-    config = TWN()
-    with pytest.raises(AttributeError):
-        config.threshold = 0.5  # type: ignore[misc]
-    assert {TWN(), TWN()} == {TWN()}
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,6 @@ from collections.abc import Callable
 import pytest
 import torch
 
-pytest.importorskip("triton")
-
 from tests.kernels.cases import DTYPES
 from tritondsl.kernels.reference import ternary_conv2d_reference
 from tritondsl.kernels.ternary_conv2d_igemm import (

@@ -8,8 +8,6 @@ from collections.abc import Callable
 import pytest
 import torch
 
-pytest.importorskip("triton")
-
 from tests.kernels.cases import DTYPES, linear_cases
 from tritondsl.kernels.reference import ternary_linear_reference
 from tritondsl.kernels.ternary_gemv import (

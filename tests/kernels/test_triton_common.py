@@ -9,19 +9,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
-triton = pytest.importorskip("triton")
-tl = pytest.importorskip("triton.language")
-
-from tritondsl.kernels import ternary_conv2d_igemm, ternary_gemm, ternary_gemv  # noqa: E402
-from tritondsl.kernels._triton_common import (  # noqa: E402
+from tritondsl.kernels import ternary_conv2d_igemm, ternary_gemm, ternary_gemv
+from tritondsl.kernels._triton_common import (
     FP32_PIECES,
     MIN_DOT_BLOCK,
     bucket,
     dot_config,
     fitting_configs,
 )
-from tritondsl.kernels.reference import ternary_linear_reference  # noqa: E402
+from tritondsl.kernels.reference import ternary_linear_reference
 
 CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}) for m, n in ((16, 32), (64, 64), (128, 256))]
 

@@ -20,6 +20,16 @@ History = list[dict[str, Any]]
 
 
 def training_curves(history: History, path: Path) -> None:
+    """Write ``curves_figure(history)`` as a PNG."""
+    _save(curves_figure(history), path)
+
+
+def sparsity(history: History, path: Path) -> None:
+    """Write ``sparsity_figure(history)`` as a PNG."""
+    _save(sparsity_figure(history), path)
+
+
+def curves_figure(history: History) -> Figure:
     """Loss and accuracy per epoch, train and test."""
     figure = Figure(figsize=(10, 4), dpi=100)
     epochs = [h["epoch"] for h in history]
@@ -35,10 +45,10 @@ def training_curves(history: History, path: Path) -> None:
         _epoch_axis(ax, epochs)
     # Fixed margins: tight_layout costs more than drawing the plot.
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
-    _save(figure, path)
+    return figure
 
 
-def sparsity(history: History, path: Path) -> None:
+def sparsity_figure(history: History) -> Figure:
     """Fraction of zero trits and mean scale of each ternary layer, per epoch."""
     figure = Figure(figsize=(10, 6), dpi=100)
     zero_ax, scale_ax = figure.subplots(2, 1, sharex=True)
@@ -63,7 +73,7 @@ def sparsity(history: History, path: Path) -> None:
         ax.grid(alpha=0.3)
     figure.subplots_adjust(left=0.08, right=0.72 if layers else 0.97, bottom=0.09, top=0.94,
                            hspace=0.25)  # fmt: skip
-    _save(figure, path)
+    return figure
 
 
 def _epoch_axis(ax: Axes, epochs: list[int]) -> None:

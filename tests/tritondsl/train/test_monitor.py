@@ -32,13 +32,23 @@ def test_gradient_norms_are_per_layer() -> None:
     monitor = GradientMonitor(model)
     assert monitor.layers == ["0", "2", "3.0"]
     model(torch.randn(5, 4)).square().sum().backward()
-    norms = monitor.step()
-    weight, bias = model[0].weight.grad, model[0].bias.grad
-    assert torch.isclose(norms[0], torch.cat([weight.flatten(), bias]).norm())
+    # Layer 0: 32 weight gradients of 1 and 8 bias gradients of 2: sqrt(32 + 32) = 8.
+    model[0].weight.grad.fill_(1.0)
+    model[0].bias.grad.fill_(2.0)
+    # Layer "3.0": 24 + 3 gradients; a single 3 and a single 4 elsewhere zero: norm 5.
+    model[3][0].weight.grad.zero_()
+    model[3][0].bias.grad.zero_()
+    model[3][0].weight.grad[0, 0], model[3][0].bias.grad[2] = 3.0, 4.0
+    first = monitor.step()
+    assert first[0].item() == 8.0 and first[2].item() == 5.0
+    model[0].weight.grad.mul_(0.5)
+    model[0].bias.grad.mul_(0.5)
+    assert monitor.step()[0].item() == 4.0
+    summary = monitor.summary()
+    assert (summary["0"]["mean"], summary["0"]["max"]) == (6.0, 8.0)  # steps 8 and 4
+    assert summary["3.0"] == {"mean": 5.0, "max": 5.0}
     model[2].weight.grad[0, 0] = float("nan")
     assert monitor.nonfinite_layers(monitor.step()) == ["2"]
-    summary = monitor.summary()
-    assert summary["0"]["mean"] == summary["0"]["max"] > 0  # both steps saw the same grads
 
 
 def test_first_nonfinite_module_is_the_earliest_in_execution_order() -> None:
@@ -58,11 +68,12 @@ def test_first_nonfinite_module_is_the_earliest_in_execution_order() -> None:
 
 def test_ternary_stats_cover_ternary_layers_only() -> None:
     model = net()
+    # TWN per row: (1, 2, 3, -6) has Δ = 2.1, two zeros and α = 4.5; (4, 4, 4, 4) has
+    # Δ = 2.8, no zeros and α = 4. Four rows of each: a quarter zeros, mean scale 4.25.
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 2, 3, -6]] * 4 + [[4.0, 4, 4, 4]] * 4))
     stats = ternary_stats(model)
-    assert list(stats) == ["0"]
-    codes = model[0].decomposition().codes
-    assert stats["0"]["zero_fraction"] == float((codes == 0).float().mean())
-    assert stats["0"]["scale"] == float(model[0].decomposition().scale.mean())
+    assert stats == {"0": {"zero_fraction": 0.25, "scale": 4.25}}  # int8 and fp32 are left out
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
