@@ -15,6 +15,11 @@ weights, so strict loading still works.
 * Int8: ``weight_int8`` int8 shaped like the weight and ``weight_scale`` fp32 [N] or [1];
 * FP16: ``weight_fp16`` float16 shaped like the weight.
 
+Either layer, and the float ``ActQuantLinear`` / ``ActQuantConv2d`` (fp32 weights), may also
+fake-quantize its input to 8 bits: the ``input_quantizer`` argument (an ``A8Static``,
+``A8LSQ`` or ``A8PerToken`` config) adds an ``input_quant`` child (``backend/activations.py``
+has the contract); ``deploy_()`` keeps it, frozen.
+
 Deployed single-scale ternary layers call the Triton kernels on CUDA inputs; everything
 else (CPU, ``Learned``'s two scales, string padding or non-zero padding modes) unpacks to a
 float weight and uses ``F.linear`` / ``F.conv2d``.
@@ -31,7 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tritondsl.backend.activations import make_input_quant
 from tritondsl.backend.packing import pack, unpack, validate_packed
+from tritondsl.backend.precision import A8PerToken, ActivationPrecision
 from tritondsl.backend.quantizers import (
     TWN,
     Decomposition,
@@ -69,7 +76,54 @@ _STORAGE: dict[Kind, _Storage] = {
 _STORAGE_NAMES = frozenset(s.name for s in _STORAGE.values())
 
 
-class QuantModule(nn.Module):
+class InputQuantized(nn.Module):
+    """A layer whose input may be fake-quantized by an ``input_quant`` child (or None)."""
+
+    # No class-level annotation of ``input_quant``: TorchScript reads those and cannot parse
+    # a postponed ``ActivationQuantizer | None``; it infers the attribute's type instead.
+
+    def _init_input_quant(self, config: ActivationPrecision | None) -> None:
+        if isinstance(config, A8PerToken) and not isinstance(self, nn.Linear):
+            raise ValueError(
+                f"per-token activation scales are for Linear layers, not {type(self).__name__}"
+            )
+        self.input_quant = make_input_quant(config)
+
+    def quantize_input(self, x: Tensor) -> Tensor:
+        """``x`` fake-quantized by ``input_quant``, or unchanged when there is none."""
+        if self.input_quant is not None:
+            return self.input_quant(x)
+        return x
+
+
+class ActQuantLinear(InputQuantized, nn.Linear):
+    """``nn.Linear`` with fp32 weights whose input is fake-quantized to 8 bits."""
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *,
+        input_quantizer: ActivationPrecision,
+    ) -> None:  # fmt: skip
+        super().__init__(in_features, out_features, bias)
+        self._init_input_quant(input_quantizer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """y = q(x) Wᵀ + b."""
+        return F.linear(self.quantize_input(x), self.weight, self.bias)
+
+
+class ActQuantConv2d(InputQuantized, nn.Conv2d):
+    """``nn.Conv2d`` with fp32 weights whose input is fake-quantized to 8 bits."""
+
+    def __init__(self, *args: Any, input_quantizer: ActivationPrecision, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_input_quant(input_quantizer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """2-D convolution of the quantized input."""
+        return self._conv_forward(self.quantize_input(x), self.weight, self.bias)
+
+
+class QuantModule(InputQuantized):
     """Shared behaviour of ``QuantLinear`` and ``QuantConv2d`` (isinstance target)."""
 
     _ternary_only: ClassVar[bool] = False
@@ -151,6 +205,8 @@ class QuantModule(nn.Module):
             for name, value in stored.items():
                 self.register_buffer(name, value)
             self.deployed = True
+        if self.input_quant is not None:
+            self.input_quant.freeze_()
         self.cache_unpacked = cache_unpacked
         self._refresh_cache()
         return self
@@ -239,12 +295,15 @@ class QuantLinear(QuantModule, nn.Linear):
         dtype: torch.dtype | None = None,
         *,
         quantizer: QuantizerConfig = _DEFAULT_QUANTIZER,
+        input_quantizer: ActivationPrecision | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
         self._init_quantizer(quantizer)
+        self._init_input_quant(input_quantizer)
 
     def forward(self, x: Tensor) -> Tensor:
-        """y = x Wᵀ + b with the quantized weight."""
+        """y = q(x) Wᵀ + b with the quantized weight (q: the input quantizer, if any)."""
+        x = self.quantize_input(x)
         if self._uses_kernel(x):
             # Lazy: importing this module must never import triton or touch a GPU.
             from tritondsl.kernels import ternary_linear
@@ -273,12 +332,14 @@ class QuantConv2d(QuantModule, nn.Conv2d):
         dtype: torch.dtype | None = None,
         *,
         quantizer: QuantizerConfig = _DEFAULT_QUANTIZER,
+        input_quantizer: ActivationPrecision | None = None,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
             padding_mode, device, dtype,
         )  # fmt: skip
         self._init_quantizer(quantizer)
+        self._init_input_quant(input_quantizer)
 
     def _uses_kernel(self, x: Tensor) -> bool:
         """The kernel takes numeric zero padding only; other paddings use F.conv2d."""
@@ -286,7 +347,8 @@ class QuantConv2d(QuantModule, nn.Conv2d):
         return numeric_zero_pad and super()._uses_kernel(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """2-D convolution with the quantized weight."""
+        """2-D convolution of the (quantized) input with the quantized weight."""
+        x = self.quantize_input(x)
         if self._uses_kernel(x):
             # Lazy: importing this module must never import triton or touch a GPU.
             from tritondsl.kernels import ternary_conv2d

@@ -8,15 +8,17 @@ decomposition for each weight precision, and summary, the Hub's config.json and 
 them. This module imports nothing but the standard library: ``tritondsl check`` stays free
 of torch.
 
-Extension point (issue 14, activation precision): activation precisions are a sibling
-family. Subclass ``Precision`` (say ``ActivationPrecision``) with its own frozen configs,
-validated in ``__post_init__`` with ``_require`` like the weight ones; add the language's
-constructor function to ``BUILDERS`` and its option words to ``OPTION_WORDS``, and import
-the new classes and builder into ``tritondsl.runtime`` (generated code calls them there).
-The compiler turns every ``BUILDERS`` entry into a compile-time builtin with located errors
-and codegen emits the config construction (``rt.<repr>``) of literal calls. Nothing in the
-weight family needs reshaping: a layer's weight and activation precisions are independent
-values.
+Activation precisions (``ActivationPrecision``: ``A32``, ``A8Static``, ``A8LSQ``,
+``A8PerToken``) are the sibling family: what a quantized layer does to its *input*.
+``backend/activations.py`` acts on them. A layer's weight and activation precisions are
+independent values.
+
+To add a family or a builder: subclass ``Precision`` with frozen configs validated in
+``__post_init__`` with ``_require``; add the language's constructor function to ``BUILDERS``
+and its option words to ``OPTION_WORDS``, and import the new classes and builder into
+``tritondsl.runtime`` (generated code calls them there). The compiler turns every
+``BUILDERS`` entry into a compile-time builtin with located errors and codegen emits the
+config construction (``rt.<repr>``) of literal calls.
 """
 
 from __future__ import annotations
@@ -207,6 +209,127 @@ class SparsityTarget(WeightPrecision):
 # Weight precisions that quantize (everything but FP32); backend/quantizers.py registers
 # one decomposition for each.
 QuantizerConfig = TWN | AbsMean | Learned | SparsityTarget | Int8 | FP16
+
+# ------------------------------------------------------------------ activation precisions
+
+ACTIVATION_BITS = 8
+ActMethod = Literal["static", "lsq", "per_token"]
+ACT_MOMENTUM = 0.1  # weight of each new training batch in the running range, as BatchNorm's
+
+
+@dataclass(frozen=True)
+class ActivationPrecision(Precision):
+    """How a layer's input is fake-quantized (the language's ``a8(...)`` / ``a32``)."""
+
+    kind: ClassVar[str] = "activation"
+    bits: ClassVar[int]
+
+
+@dataclass(frozen=True)
+class A32(ActivationPrecision):
+    """No input quantization: the layer sees float activations."""
+
+    bits: ClassVar[int] = 32
+
+    def describe(self) -> str:
+        """``a32``."""
+        return "a32"
+
+
+def _check_signed(config: A8Static | A8LSQ) -> None:
+    _check_flag(config, "signed")
+
+
+def _a8_words(method: str, signed: bool, extra: list[str]) -> str:
+    words = [] if method == "static" else [f"method={method}"]
+    words += extra + (["signed=true"] if signed else [])
+    return f"a8({', '.join(words)})" if words else "a8"
+
+
+@dataclass(frozen=True)
+class A8Static(ActivationPrecision):
+    """8-bit input, scale observed in training (EMA of each batch's min/max or percentile).
+
+    ``signed=False``: uint8 with a zero point (ONNX Runtime's fast u8s8 form); ``True``:
+    symmetric int8, zero point 0. ``percentile=None`` observes the batch min/max.
+    """
+
+    signed: bool = False
+    percentile: float | None = None
+    momentum: float = ACT_MOMENTUM
+    bits: ClassVar[int] = ACTIVATION_BITS
+    method: ClassVar[ActMethod] = "static"
+
+    def __post_init__(self) -> None:
+        _check_signed(self)
+        p = self.percentile
+        if p is not None:
+            _require(
+                _is_number(p) and 50 < p <= 100,
+                f"percentile must be a number in (50, 100], got {_show(p)}",
+            )
+            _as_float(self, "percentile")
+        m = self.momentum
+        _require(_is_number(m) and 0 < m <= 1, f"momentum must be in (0, 1], got {_show(m)}")
+        _as_float(self, "momentum")
+
+    def describe(self) -> str:
+        """``a8``, ``a8(percentile=99.99)``, ``a8(momentum=0.01, signed=true)``..."""
+        extra = [] if self.percentile is None else [f"percentile={self.percentile:g}"]
+        if self.momentum != ACT_MOMENTUM:
+            extra.append(f"momentum={self.momentum:g}")
+        return _a8_words("static", self.signed, extra)
+
+
+@dataclass(frozen=True)
+class A8LSQ(ActivationPrecision):
+    """8-bit input with a learned step size (LSQ): the gradient reaches the scale."""
+
+    signed: bool = False
+    bits: ClassVar[int] = ACTIVATION_BITS
+    method: ClassVar[ActMethod] = "lsq"
+
+    def __post_init__(self) -> None:
+        _check_signed(self)
+
+    def describe(self) -> str:
+        """``a8(method=lsq)`` or ``a8(method=lsq, signed=true)``."""
+        return _a8_words("lsq", self.signed, [])
+
+
+@dataclass(frozen=True)
+class A8PerToken(ActivationPrecision):
+    """BitNet b1.58: per token, scale = max|x| / 127 over the last dimension, int8 (Linear)."""
+
+    bits: ClassVar[int] = ACTIVATION_BITS
+    signed: ClassVar[bool] = True
+    method: ClassVar[ActMethod] = "per_token"
+
+    def describe(self) -> str:
+        """``a8(method=per_token)``."""
+        return "a8(method=per_token)"
+
+
+# Activation precisions that quantize (everything but A32); backend/activations.py acts on them.
+ActivationConfig = A8Static | A8LSQ | A8PerToken
+
+
+def activation_dict(config: ActivationConfig) -> dict[str, Any]:
+    """JSON-ready description (config.json): bits, method, dtype and the method's options."""
+    out: dict[str, Any] = {
+        "bits": config.bits,
+        "method": config.method,
+        "dtype": "int8" if config.signed else "uint8",
+        "granularity": "per_token" if isinstance(config, A8PerToken) else "per_tensor",
+        "spelling": config.describe(),
+    }
+    if isinstance(config, A8Static):
+        out["observer"] = "minmax" if config.percentile is None else "percentile"
+        if config.percentile is not None:
+            out["percentile"] = config.percentile
+        out["momentum"] = config.momentum
+    return out
+
 
 # ------------------------------------------------------------------ the language's spellings
 

@@ -9,15 +9,20 @@ import sys
 import pytest
 
 from tritondsl.backend.precision import (
+    A8LSQ,
+    A32,
     FP16,
     FP32,
     NAMED,
     TWN,
+    A8PerToken,
+    A8Static,
     AbsMean,
     Int8,
     Learned,
     PrecisionError,
     SparsityTarget,
+    activation_dict,
     ternary,
     ternary_or_default,
 )
@@ -94,3 +99,42 @@ def test_a_ternary_param_keeps_a_ternary_precision_and_defaults_to_twn_otherwise
     assert ternary_or_default(Int8()) == TWN(0.7, per_channel=True)
     assert ternary_or_default(FP32()) == TWN(0.7, per_channel=True)
     assert ternary_or_default(None) == TWN(0.7, per_channel=True)
+
+
+def test_activation_defaults_and_spellings() -> None:
+    assert (A8Static().signed, A8Static().percentile, A8Static().momentum) == (False, None, 0.1)
+    assert A8LSQ().signed is False and A8PerToken().signed is True
+    assert [c.describe() for c in (A32(), A8Static(), A8LSQ(signed=True), A8PerToken())] == [
+        "a32",
+        "a8",
+        "a8(method=lsq, signed=true)",
+        "a8(method=per_token)",
+    ]
+    config = A8Static(signed=True, percentile=99, momentum=0.01)
+    assert config.describe() == "a8(percentile=99, momentum=0.01, signed=true)"
+    assert activation_dict(config) == {
+        "bits": 8,
+        "method": "static",
+        "dtype": "int8",
+        "granularity": "per_tensor",
+        "spelling": config.describe(),
+        "observer": "percentile",
+        "percentile": 99.0,
+        "momentum": 0.01,
+    }
+    assert activation_dict(A8PerToken())["granularity"] == "per_token"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: A8Static(percentile=40), r"percentile must be a number in \(50, 100\], got 40"),
+        (lambda: A8Static(percentile=True), "got true"),
+        (lambda: A8Static(momentum=0), r"momentum must be in \(0, 1\], got 0"),
+        (lambda: A8Static(signed=1), "signed must be true or false, got 1"),
+        (lambda: A8LSQ(signed="yes"), "signed must be true or false, got yes"),
+    ],
+)
+def test_activation_limits_are_errors_naming_the_option(make, message: str) -> None:
+    with pytest.raises(PrecisionError, match=message):
+        make()

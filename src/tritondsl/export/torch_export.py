@@ -126,6 +126,7 @@ class _ScriptableWeight(nn.Module):
                 # placeholders stay out of the state_dict, which matches the deployed layer's.
                 self.register_buffer(name, torch.empty(0), persistent=False)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.input_quant = layer.input_quant  # scriptable in eval mode; None for float input
 
     def _weight(self) -> Tensor:
         return dequantize_stored(
@@ -159,7 +160,9 @@ class ScriptableConv2d(_ScriptableWeight):
         self.dilation, self.groups = list(layer.dilation), layer.groups
 
     def forward(self, x: Tensor) -> Tensor:
-        """2-D convolution with the decoded weight."""
+        """2-D convolution of the (quantized) input with the decoded weight."""
+        if self.input_quant is not None:
+            x = self.input_quant(x)
         weight = self._weight()
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -172,7 +175,9 @@ class ScriptableLinear(_ScriptableWeight):
         self._take_storage(layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        """y = x Wᵀ + b with the decoded weight."""
+        """y = q(x) Wᵀ + b with the decoded weight (q: the input quantizer, if any)."""
+        if self.input_quant is not None:
+            x = self.input_quant(x)
         return F.linear(x, self._weight(), self.bias)
 
 

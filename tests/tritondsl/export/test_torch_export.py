@@ -11,8 +11,15 @@ from torch import Tensor, nn
 
 import tritondsl
 from tests.conftest import ROOT
-from tritondsl.backend.layers import QuantConv2d, QuantLinear, QuantModule
+from tritondsl.backend.layers import (
+    ActQuantConv2d,
+    ActQuantLinear,
+    QuantConv2d,
+    QuantLinear,
+    QuantModule,
+)
 from tritondsl.backend.packing import pack, unpack
+from tritondsl.backend.precision import A8LSQ, A8PerToken, A8Static
 from tritondsl.export.torch_export import (
     ScriptableConv2d,
     ScriptableLinear,
@@ -142,6 +149,26 @@ def test_pt2_reloads_with_a_dynamic_batch(mixed: nn.Module, tmp_path: Path) -> N
     assert any(
         buffer.dtype == torch.uint8 for buffer in program.state_dict.values()
     )  # packed codes kept
+
+
+def test_activation_quantizers_survive_script_and_pt2(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        ActQuantConv2d(3, 4, 3, padding=1, input_quantizer=A8Static()),
+        nn.ReLU(),
+        QuantConv2d(4, 4, 3, input_quantizer=A8LSQ()),
+        nn.Flatten(),
+        QuantLinear(4 * 5 * 5, 6, input_quantizer=A8Static(signed=True)),
+        ActQuantLinear(6, 2, input_quantizer=A8PerToken()),
+    )
+    example = _input((2, 3, 7, 7))
+    model(example)  # one training batch sets the static and LSQ scales
+    scripted = export_torchscript(model, tmp_path / "a.pt", example)
+    assert scripted.method == "script" and scripted.ok
+    assert all(check.max_abs == 0 for check in scripted.checks)
+    state = torch.jit.load(str(scripted.path)).state_dict()
+    assert state["2.input_quant.zero_point"].dtype == torch.uint8
+    assert export_pt2(model, tmp_path / "a.pt2", example).ok
 
 
 @pytest.mark.slow
