@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(PY) -m pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
 
-.PHONY: install demo test test-fast lint bench clean data
+.PHONY: install demo test test-fast test-min lint bench clean data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev,hub,data]'
+	$(PIP) -e '.[dev,hub,gpu,plots,images]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,26 @@ demo: install
 test: install data
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+	$(MAKE) test-min
+
+# The lowest declared versions (constraints-min.txt) of onnx, onnxruntime, safetensors,
+# lark and typer in .venv-min, which sees everything else (torch 2.13.0 included) from
+# .venv through a site-dir .pth: a few small wheels, no second torch. Then the tests of
+# what those packages serve: ONNX export and checks, Hub folders, the front end, the CLI.
+MIN_VENV := .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_TESTS := tests/tritondsl/export/test_onnx.py tests/tritondsl/export/test_onnx_verify.py \
+  tests/tritondsl/export/test_artifact.py tests/tritondsl/export/test_hub.py \
+  tests/tritondsl/export/test_api.py tests/tritondsl/cli tests/compiler/test_check.py \
+  tests/compiler/test_malformed.py
+test-min: install
+	test -x $(MIN_PY) || python3 -m venv $(MIN_VENV)
+	$(MIN_PY) -c "import site, sys; print(f'import site; site.addsitedir({sys.argv[1]!r})')" \
+	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+	  > "$$($(MIN_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_base_venv.pth"
+	$(MIN_PY) -m pip install -q --disable-pip-version-check --no-deps -r constraints-min.txt
+	$(MIN_PY) scripts/check_pins.py constraints-min.txt
+	$(MIN_PY) -m pytest -q -m "not slow" -p no:cacheprovider $(MIN_TESTS)
 
 # The inner loop: everything but the tests marked slow (the full suite is `make test`).
 test-fast: install
@@ -53,4 +73,4 @@ data:
 	fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info

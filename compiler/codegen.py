@@ -16,7 +16,7 @@ This reproduces the checker's rule (use-site ``@`` > the block's ``weights`` > i
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import PurePath
 
@@ -28,19 +28,41 @@ from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
 from tritondsl.compiler.infer import find_forward
+from tritondsl.compiler.instantiate import input_sizes
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.pyexpr import CodegenError, PyPrinter, py_str, wrap
+from tritondsl.compiler.pyexpr import POSTFIX, CodegenError, PyPrinter, py_str, wrap
 
 FORWARD_CALLS = {
     "relu": "F.relu",
     "relu6": "F.relu6",
     "gelu": "F.gelu",
     "sigmoid": "torch.sigmoid",
+    "tanh": "torch.tanh",
+    "silu": "F.silu",
+    "hardswish": "F.hardswish",
+    "hardsigmoid": "F.hardsigmoid",
+    "mish": "F.mish",
+    "leaky_relu": "F.leaky_relu",
+    "elu": "F.elu",
+    "sqrt": "torch.sqrt",
+    "exp": "torch.exp",
+    "softmax": "F.softmax",
+    "log_softmax": "F.log_softmax",
+    "mean": "torch.mean",
+    "sum": "torch.sum",
+    "amax": "torch.amax",
     "flatten": "torch.flatten",
     "cat": "torch.cat",
+    "transpose": "torch.transpose",
+    "chunk": "torch.chunk",
+    "split": "torch.split",
     "matmul": "torch.matmul",
     "adaptive_avg_pool2d": "F.adaptive_avg_pool2d",
+    "adaptive_max_pool2d": "F.adaptive_max_pool2d",
+    "interpolate": "F.interpolate",
 }
+# Compile-time built-ins that are not Python built-ins.
+COMPILE_CALLS = {"make_divisible": "rt.make_divisible", "ceil": "math.ceil", "floor": "math.floor"}
 PY_TYPES = {
     "int": "int",
     "float": "float",
@@ -86,6 +108,7 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
     imports = [
         line
         for line, used in (
+            ("import math", "math." in body),
             ("import torch", "torch." in body),
             ("import torch.nn.functional as F", "F." in body),
             ("from torch import Tensor, nn", True),
@@ -303,6 +326,11 @@ class _ClassEmitter(PyPrinter):
         self.forward_mode = True
         self.locals = {p.name for p in forward.params}
         lines = [self.input_check(s) for s in self.d.body if isinstance(s, n.InputDecl)]
+        used = {node.id for node in n.walk(forward) if isinstance(node, n.Name)}
+        for name, (source, axis) in input_sizes(self.d).items():
+            if name in used and not self.is_value(name) and name not in self.definitions:
+                lines.append(f"{name} = {source}.shape[{axis}]")
+                self.locals.add(name)
         lines += self.forward_block(forward.body)
         self.forward_mode = False
         return lines
@@ -419,15 +447,18 @@ class _ClassEmitter(PyPrinter):
             return self.plain_call(callee, node, passes)
         if callee in BUILDERS:
             return self.precision_text(node)
-        if callee == "make_divisible":
-            return self.plain_call("rt.make_divisible", node)
-        if callee == "reshape":
+        if callee in COMPILE_CALLS:
+            return self.plain_call(COMPILE_CALLS[callee], node)
+        if callee in ("reshape", "permute"):
+            # The method takes the sizes spread out or as one list, as the language does.
             shape = ", ".join(self.text(a) for a in node.args[1:])
-            return f"torch.reshape({self.text(node.args[0])}, ({shape},))"
+            return f"{self.text(node.args[0], POSTFIX)}.{callee}({shape})"
         if callee == "ternary_matmul":
             x, w = (self.text(a) for a in node.args)
             learnable = isinstance(node.args[1], n.Name) and node.args[1].id in self.params
             return f"rt.ternary_matmul({x}, {w}{', self.weights' if learnable else ''})"
+        if callee == "interpolate":
+            node = _float_scale(node)
         if callee in FORWARD_CALLS:
             return self.plain_call(FORWARD_CALLS[callee], node)
         if callee in COMPILE_TIME:
@@ -465,6 +496,26 @@ def _is_constructor(node: n.Expr, definitions: dict[str, n.Definition]) -> bool:
         case n.Binary(op="@", left=left):
             return _is_constructor(left, definitions)
     return False
+
+
+def _float_scale(node: n.Call) -> n.Call:
+    """interpolate(..., scale_factor=2) with the literal as 2.0: TorchScript's interpolate
+    takes float scale factors only (a computed value is passed as it is)."""
+
+    def as_float(expr: n.Expr) -> n.Expr:
+        match expr:
+            case n.Num(value=int() as value):
+                return n.Num(float(value), expr.span)
+            case n.TupleLit() | n.ListLit():
+                return replace(expr, items=tuple(as_float(i) for i in expr.items))
+        return expr
+
+    args = tuple(as_float(a) if i == 2 else a for i, a in enumerate(node.args))
+    kwargs = tuple(
+        replace(kw, value=as_float(kw.value)) if kw.name == "scale_factor" else kw
+        for kw in node.kwargs
+    )
+    return replace(node, args=args, kwargs=kwargs)
 
 
 def _indent(lines: list[str]) -> list[str]:

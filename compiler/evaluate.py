@@ -6,31 +6,32 @@ values exist only inside ``forward``; layers are created only outside it.
 
 from __future__ import annotations
 
-import math
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 from tritondsl.backend.precision import WeightPrecision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler import shapes as sh
-from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS, as_tensor
+from tritondsl.compiler.arith import COMPARE, VERBS, arith, is_scalar, repeat, size_arith
+from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
 from tritondsl.compiler.layers import LAYERS, LayerSpec, bind
+from tritondsl.compiler.tensor_ops import as_tensor
 from tritondsl.compiler.values import (
     POISON,
     EvalError,
     Module,
     Poison,
+    SymSize,
     Tensor,
     TensorDecl,
     is_int,
     is_number,
     show_value,
+    size_value,
     type_name,
 )
 
 MAX_STEPS = 2_000_000
-MAX_INT_BITS = 256
 
 
 @dataclass(frozen=True)
@@ -105,34 +106,6 @@ class Budget:
 
 class BudgetExceeded(EvalError):
     """Evaluation stopped: the program does too much work at compile time."""
-
-
-_ARITH = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-    "//": operator.floordiv,
-    "%": operator.mod,
-    "**": operator.pow,
-}
-_COMPARE = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-_VERBS = {
-    "+": "add",
-    "-": "subtract",
-    "*": "multiply",
-    "/": "divide",
-    "//": "divide",
-    "%": "take the remainder of",
-    "**": "raise",
-}
 
 
 class ExprEvaluator:
@@ -263,11 +236,17 @@ class ExprEvaluator:
         if isinstance(left, Tensor | TensorDecl) or isinstance(right, Tensor | TensorDecl):
             return self.tensor_binary(node, left, right)
         if is_number(left) and is_number(right) and node.op != "@":
-            return _arith(node, left, right)
+            return arith(node, left, right)
+        if isinstance(left, SymSize) or isinstance(right, SymSize):
+            return size_arith(node, left, right)
         if node.op == "+" and type(left) is type(right) and isinstance(left, str | tuple | list):
             return left + right
+        if node.op == "*" and (is_int(left) or is_int(right)):
+            table, count = (left, right) if is_int(right) else (right, left)
+            if isinstance(table, tuple | list):
+                return repeat(node, table, count)
         raise EvalError(
-            f"cannot {_VERBS.get(node.op, 'apply ' + repr(node.op) + ' to')} "
+            f"cannot {VERBS.get(node.op, 'apply ' + repr(node.op) + ' to')} "
             f"{type_name(left)} and {type_name(right)}",
             node.span,
         )
@@ -308,11 +287,11 @@ class ExprEvaluator:
             return sh.matmul(
                 as_tensor(left, "'@'", node.span), as_tensor(right, "'@'", node.span), node.span
             )
-        if node.op not in ("+", "-", "*", "/"):
+        if node.op not in ("+", "-", "*", "/", "**"):
             raise EvalError(f"'{node.op}' is not supported on tensors", node.span)
-        verb = _VERBS[node.op]
-        if is_number(left) or is_number(right):
-            tensor = left if not is_number(left) else right
+        verb = VERBS[node.op]
+        if is_scalar(left) or is_scalar(right):
+            tensor = right if is_scalar(left) else left
             return as_tensor(tensor, f"'{node.op}'", node.span)
         a, b = (
             as_tensor(left, f"'{node.op}'", node.span),
@@ -324,10 +303,16 @@ class ExprEvaluator:
         """Comparisons of compile-time values."""
         if isinstance(left, Poison) or isinstance(right, Poison):
             return POISON
+        if isinstance(left, SymSize) or isinstance(right, SymSize):
+            raise EvalError(
+                "a size known only when the model runs cannot be compared at compile time",
+                node.span,
+                "pass concrete sizes to check (--size H=224) or declare them in the input",
+            )
         if node.op in ("==", "!="):
             if isinstance(left, Tensor | Module) or isinstance(right, Tensor | Module):
                 raise EvalError("tensors and layers cannot be compared", node.span)
-            return _COMPARE[node.op](left, right)
+            return COMPARE[node.op](left, right)
         ordered = (is_number(left) and is_number(right)) or (
             isinstance(left, str) and isinstance(right, str)
         )
@@ -336,7 +321,7 @@ class ExprEvaluator:
                 f"cannot compare {type_name(left)} and {type_name(right)} with '{node.op}'",
                 node.span,
             )
-        return _COMPARE[node.op](left, right)
+        return COMPARE[node.op](left, right)
 
     def call(self, node: n.Call, scope: Scope) -> Any:
         """Calls of definitions, built-in layers, functions, and (in forward) modules."""
@@ -381,17 +366,24 @@ class ExprEvaluator:
             )
 
     def index(self, node: n.Index, scope: Scope) -> Any:
-        """``table[i]`` and ``sequential[i]``."""
+        """``table[i]``, ``table[1:]``, ``sequential[i]`` and tensor ``x[:, :c, 0]``."""
         value = self.expr(node.value, scope)
-        keys = [self.expr(i, scope) for i in node.indices]
+        keys = [self.subscript(i, scope) for i in node.indices]
         if isinstance(value, Poison) or any(isinstance(k, Poison) for k in keys):
             return POISON
-        if len(keys) != 1 or not is_int(keys[0]):
-            raise EvalError("an index must be a single int", node.span)
+        if isinstance(value, Tensor | TensorDecl):
+            tensor = as_tensor(value, "indexing", node.span)
+            result = sh.index(tensor, keys, node.span)
+            self.tensor_op([tensor], result)
+            return result
+        if len(keys) != 1:
+            raise EvalError("an index must be a single int or slice", node.span)
         key = keys[0]
-        if isinstance(value, Module) and value.sequential:
+        if isinstance(value, Module) and value.sequential and not isinstance(key, slice):
             items: list[Any] = list(value.children.values())
         elif isinstance(value, tuple | list | str):
+            if isinstance(key, slice):
+                return value[key]
             items = list(value)
         else:
             raise EvalError(f"{show_value(value)} cannot be indexed", node.span)
@@ -399,11 +391,35 @@ class ExprEvaluator:
             raise EvalError(f"index {key} is out of range (length {len(items)})", node.span)
         return items[key]
 
+    def subscript(self, node: n.Expr | n.Slice, scope: Scope) -> Any:
+        """One index item: an int, or a slice of optional ints."""
+        if not isinstance(node, n.Slice):
+            key = self.expr(node, scope)
+            if not is_int(key) and not isinstance(key, Poison):
+                raise EvalError(f"an index must be an int, got {show_value(key)}", node.span)
+            return key
+        parts = [
+            None if p is None else self.expr(p, scope) for p in (node.start, node.stop, node.step)
+        ]
+        if any(isinstance(p, Poison) for p in parts):
+            return POISON
+        if not all(p is None or is_int(p) for p in parts):
+            raise EvalError("slice bounds must be ints", node.span)
+        if parts[2] == 0:
+            raise EvalError("a slice step must not be zero", node.span)
+        return slice(*parts)
+
     def attribute(self, node: n.Attribute, scope: Scope) -> Any:
         """``layer.arg`` reads a constructor argument; ``block.member`` a submodule."""
         value = self.expr(node.value, scope)
         if isinstance(value, Poison):
             return value
+        if isinstance(value, Tensor | TensorDecl):
+            if node.name != "shape":
+                raise EvalError(
+                    f"a tensor has no attribute '{node.name}'", node.span, "tensors have .shape"
+                )
+            return tuple(size_value(d) for d in as_tensor(value, ".shape", node.span).shape)
         if isinstance(value, Module):
             if node.name in value.args:
                 return value.args[node.name]
@@ -431,24 +447,3 @@ class _Unassigned(EvalError):
 
 class Abort(Exception):
     """Stop evaluating a statement whose inputs already failed (no new diagnostic)."""
-
-
-def _arith(node: n.Binary, left: int | float, right: int | float) -> int | float:
-    if node.op in ("/", "//", "%") and right == 0:
-        raise EvalError("division by zero", node.span)
-    if node.op == "**":
-        if is_int(right) and right < 0 and left == 0:
-            raise EvalError("zero cannot be raised to a negative power", node.span)
-        if abs(right) > 64 and abs(left) > 1:
-            raise EvalError("exponent is too large for compile time", node.span)
-    try:
-        result = _ARITH[node.op](left, right)
-    except OverflowError:
-        raise EvalError("number is too large", node.span) from None
-    if isinstance(result, complex):
-        raise EvalError("result is not a real number", node.span)
-    if is_int(result) and result.bit_length() > MAX_INT_BITS:
-        raise EvalError("number is too large", node.span)
-    if isinstance(result, float) and not math.isfinite(result):
-        raise EvalError("result is not a finite number", node.span)
-    return result

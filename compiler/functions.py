@@ -7,19 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 from tritondsl.backend.precision import BUILDERS, NAMED, OPTION_WORDS, Precision, PrecisionError
-from tritondsl.compiler import shapes as sh
+from tritondsl.compiler import tensor_ops as op
 from tritondsl.compiler.nodes import Span
-from tritondsl.compiler.values import (
-    EvalError,
-    Symbol,
-    Tensor,
-    TensorDecl,
-    is_int,
-    is_number,
-    show_value,
-)
+from tritondsl.compiler.values import EvalError, Symbol, is_int, is_number, show_value
 
 MAX_RANGE = 100_000
+# Elementwise activations without options: each is a forward function and, spelled as in
+# torch.nn, a layer (layers.py).
+ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "hardswish",
+    "hardsigmoid",
+    "mish",
+)
 
 Builtin = Callable[[list[Any], dict[str, Any], Span], Any]
 
@@ -163,105 +168,18 @@ def _precision_builder(name: str, build: Callable[..., Precision]) -> Builtin:
     return fn
 
 
-# ---------------------------------------------------------------- forward operations
+def _rounding(name: str, fn: Callable[[float], int]) -> Builtin:
+    """``ceil(x)`` / ``floor(x)`` of a compile-time number, as an int."""
 
-
-def as_tensor(value: Any, op: str, span: Span) -> Tensor:
-    """A tensor operand, or an error naming the operation."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, TensorDecl):
-        return Tensor(value.shape)
-    # No "use it inside forward" hint: layers called outside forward fail earlier, in
-    # ExprEvaluator.call, so this is reached with a wrong value inside forward.
-    raise EvalError(f"{op} expects a tensor, got {show_value(value)}", span)
-
-
-def _unary_op(name: str) -> Builtin:
-    def fn(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
+    def builtin(args: list[Any], kwargs: dict[str, Any], span: Span) -> int:
         _no_kwargs(name, kwargs, span)
         _arity(name, args, 1, 1, span)
-        return as_tensor(args[0], f"{name}()", span)
+        value = _number(name, args[0], span)
+        if not math.isfinite(value):
+            raise EvalError(f"{name}() cannot round {value}", span)
+        return fn(value)
 
-    return fn
-
-
-def _flatten(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("flatten", kwargs, span, ("start_dim", "end_dim"))
-    _arity("flatten", args, 1, 3, span)
-    bound = dict(zip(("x", "start_dim", "end_dim"), args, strict=False)) | kwargs
-    start, end = bound.get("start_dim", 0), bound.get("end_dim", -1)
-    if not is_int(start) or not is_int(end):
-        raise EvalError("flatten(): start_dim and end_dim must be ints", span)
-    return sh.flatten(as_tensor(bound["x"], "flatten()", span), start, end, span)
-
-
-def _cat(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("cat", kwargs, span, ("dim",))
-    _arity("cat", args, 1, 2, span)
-    dim = args[1] if len(args) == 2 else kwargs.get("dim", 0)
-    if not isinstance(args[0], tuple | list) or not is_int(dim):
-        raise EvalError(
-            "cat() expects a list of tensors and an int dim, e.g. cat([a, b], dim=1)", span
-        )
-    return sh.cat([as_tensor(t, "cat()", span) for t in args[0]], dim, span)
-
-
-def _reshape(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("reshape", kwargs, span)
-    if len(args) < 2:
-        raise EvalError("reshape() expects a tensor and a shape, e.g. reshape(x, N, -1)", span)
-    x = as_tensor(args[0], "reshape()", span)
-    target = list(args[1]) if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
-    if not all(is_int(d) for d in target):
-        raise EvalError("reshape(): sizes must be ints (use -1 for the batch dimension)", span)
-    return sh.reshape(x, target, span)
-
-
-def _matmul(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("matmul", kwargs, span)
-    _arity("matmul", args, 2, 2, span)
-    return sh.matmul(
-        as_tensor(args[0], "matmul()", span), as_tensor(args[1], "matmul()", span), span
-    )
-
-
-def _ternary_matmul(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("ternary_matmul", kwargs, span)
-    _arity("ternary_matmul", args, 2, 2, span)
-    x, w = as_tensor(args[0], "ternary_matmul()", span), args[1]
-    if not isinstance(w, TensorDecl) or not w.ternary or len(w.shape) != 2:
-        raise EvalError(
-            "ternary_matmul(x, W) expects W to be a 2-D TernaryTensor[out, in], got "
-            f"{show_value(w)}",
-            span,
-        )
-    if not x.shape:
-        raise EvalError("ternary_matmul(): x must have at least one dimension", span)
-    k = x.shape[-1]
-    if isinstance(k, int) and k != w.shape[1]:
-        raise EvalError(
-            f"ternary_matmul: x has {k} features but W is {list(w.shape)} (expects {w.shape[1]})",
-            span,
-        )
-    return Tensor((*x.shape[:-1], w.shape[0]), x.dtype)
-
-
-def _adaptive_avg_pool2d(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
-    _no_kwargs("adaptive_avg_pool2d", kwargs, span)
-    _arity("adaptive_avg_pool2d", args, 2, 2, span)
-    x = as_tensor(args[0], "adaptive_avg_pool2d()", span)
-    size = args[1]
-    batch, c, _, _ = sh.expect_image(x, "adaptive_avg_pool2d", span)
-    if is_int(size) and size >= 1:
-        return Tensor((*batch, c, size, size), x.dtype)
-    if (
-        isinstance(size, tuple | list)
-        and len(size) == 2
-        and all(is_int(s) and s >= 1 for s in size)
-    ):
-        return Tensor((*batch, c, *size), x.dtype)
-    raise EvalError("adaptive_avg_pool2d(): output size must be a positive int or a pair", span)
+    return builtin
 
 
 COMPILE_TIME: dict[str, Builtin] = {
@@ -274,18 +192,33 @@ COMPILE_TIME: dict[str, Builtin] = {
     "len": _len,
     "range": _range,
     "make_divisible": _make_divisible,
+    "ceil": _rounding("ceil", math.ceil),
+    "floor": _rounding("floor", math.floor),
     **{name: _precision_builder(name, build) for name, build in BUILDERS.items()},
 }
 
+# One entry per operation; codegen.FORWARD_CALLS says which torch function each becomes.
 FORWARD_OPS: dict[str, Builtin] = {
-    "relu": _unary_op("relu"),
-    "relu6": _unary_op("relu6"),
-    "gelu": _unary_op("gelu"),
-    "sigmoid": _unary_op("sigmoid"),
-    "flatten": _flatten,
-    "cat": _cat,
-    "reshape": _reshape,
-    "matmul": _matmul,
-    "ternary_matmul": _ternary_matmul,
-    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    **{name: op.unary(name) for name in ACTIVATIONS},
+    "leaky_relu": op.unary("leaky_relu", negative_slope=0.01),
+    "elu": op.unary("elu", alpha=1.0),
+    "sqrt": op.unary("sqrt"),
+    "exp": op.unary("exp"),
+    "softmax": op.along_dim("softmax"),
+    "log_softmax": op.along_dim("log_softmax"),
+    "mean": op.reduction("mean"),
+    "sum": op.reduction("sum"),
+    "amax": op.reduction("amax"),
+    "flatten": op.flatten,
+    "cat": op.cat,
+    "reshape": op.reshape,
+    "permute": op.permute,
+    "transpose": op.transpose,
+    "chunk": op.chunk,
+    "split": op.split,
+    "matmul": op.matmul,
+    "ternary_matmul": op.ternary_matmul,
+    "adaptive_avg_pool2d": op.adaptive_pool("adaptive_avg_pool2d"),
+    "adaptive_max_pool2d": op.adaptive_pool("adaptive_max_pool2d"),
+    "interpolate": op.interpolate,
 }

@@ -6,9 +6,9 @@ from typing import Any
 
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.evaluate import Abort, Scope
-from tritondsl.compiler.functions import as_tensor
-from tritondsl.compiler.instantiate import Instantiator
+from tritondsl.compiler.instantiate import Instantiator, input_sizes
 from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.tensor_ops import as_tensor
 from tritondsl.compiler.values import (
     POISON,
     EvalError,
@@ -17,6 +17,7 @@ from tritondsl.compiler.values import (
     Tensor,
     show_shape,
     show_value,
+    size_value,
 )
 
 
@@ -85,8 +86,11 @@ class ShapeInference(Instantiator):
             seen[id(tensor)] = tensor
         return list(seen.values())
 
-    def run_forward(self, module: Module, args: list[Any], span: n.Span) -> Any:
-        """Execute a block instance's forward with ``args`` bound to its parameters."""
+    def run_forward(
+        self, module: Module, args: list[Any], span: n.Span, sizes: dict[str, Any] | None = None
+    ) -> Any:
+        """Execute a block instance's forward with ``args`` bound to its parameters (and a
+        model's input ``sizes`` such as ``H`` bound to their values)."""
         assert module.definition is not None
         forward = find_forward(module.definition)
         if forward is None:
@@ -97,7 +101,7 @@ class ShapeInference(Instantiator):
                 f"{'s' if len(forward.params) != 1 else ''}, got {len(args)}",
                 span,
             )
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(sizes or {})
         for param, arg in zip(forward.params, args, strict=True):
             if param.type is not None and isinstance(arg, Tensor):
                 self.check_annotation(arg, param, module)
@@ -199,7 +203,12 @@ class ShapeInference(Instantiator):
                         param.span,
                     )
                 args.append(module.inputs[param.name])
-            return self.run_forward(module, args, module.definition.name_span)
+            sizes = {
+                name: size_value(module.inputs[source].shape[axis])
+                for name, (source, axis) in input_sizes(module.definition).items()
+                if name not in module.env and isinstance(module.inputs[source], Tensor)
+            }
+            return self.run_forward(module, args, module.definition.name_span, sizes)
         except Abort:
             return POISON
         except EvalError as error:

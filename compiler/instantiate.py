@@ -356,6 +356,22 @@ class Instantiator(ExprEvaluator):
         return tuple(flat)
 
 
+def input_sizes(definition: n.Definition) -> dict[str, tuple[str, int]]:
+    """Names used as sizes in a model's ``input`` types: ``H`` -> (input name, axis).
+
+    The first place a name appears wins; names that are compile-time values (a parameter
+    ``c`` in ``Tensor[N, c]``) are in the result too, and callers skip them."""
+    found: dict[str, tuple[str, int]] = {}
+    for decl in definition.body:
+        if not isinstance(decl, n.InputDecl):
+            continue
+        dims = [a for a in decl.type.args or () if not (isinstance(a, n.Name) and a.id in DTYPES)]
+        for axis, arg in enumerate(dims):
+            if isinstance(arg, n.Name):
+                found.setdefault(arg.id, (decl.name, axis))
+    return found
+
+
 _SCALARS = {
     "int": (is_int, "an int"),
     "float": (is_number, "a number"),

@@ -151,11 +151,21 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class Slice:
+    """``start:stop:step`` inside an index; each part may be missing."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Index:
-    """``value[i, j]``."""
+    """``value[i, j]``; items are expressions or ``Slice``s."""
 
     value: Expr
-    indices: tuple[Expr, ...]
+    indices: tuple[Expr | Slice, ...]
     span: Span
 
 

@@ -435,6 +435,10 @@ class _AstBuilder(Transformer):
         value, *items = children
         return n.Index(value, tuple(i for i in items if i is not None), _span(meta))
 
+    def slice(self, meta: Any, children: list) -> n.Slice:
+        start, stop, step = children
+        return n.Slice(start, stop, step, _span(meta))
+
     def attribute(self, meta: Any, children: list) -> n.Attribute:
         return n.Attribute(children[0], str(children[1]), _span(meta))
 

@@ -99,13 +99,21 @@ class PyPrinter:
             case n.Call():
                 return self.call(node), POSTFIX
             case n.Index():
-                index = ", ".join(self.text(i) for i in node.indices)
+                index = ", ".join(self.subscript(i) for i in node.indices)
                 return f"{self.text(node.value, POSTFIX)}[{index}]", POSTFIX
             case n.Attribute():
                 return f"{self.text(node.value, POSTFIX)}.{node.name}", POSTFIX
             case n.SeqExpr():
                 return self.seq(node), POSTFIX
         raise CodegenError(f"cannot generate code for {type(node).__name__}", node.span)
+
+    def subscript(self, node: n.Expr | n.Slice) -> str:
+        """One index item; a slice keeps its missing parts missing (``:c``, ``::2``)."""
+        if not isinstance(node, n.Slice):
+            return self.text(node)
+        start, stop, step = ("" if p is None else self.text(p) for p in
+                             (node.start, node.stop, node.step))
+        return f"{start}:{stop}" + (f":{step}" if node.step is not None else "")
 
     def plain_call(
         self,

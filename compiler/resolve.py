@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
-from tritondsl.compiler.instantiate import TENSOR_TYPES, TYPE_NAMES
+from tritondsl.compiler.instantiate import TENSOR_TYPES, TYPE_NAMES, input_sizes
 from tritondsl.compiler.layers import LAYERS
 
 RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
@@ -22,7 +22,7 @@ LANGUAGE_KEYWORDS = {"let", "if", "elif", "else", "for", "in", "forward", "fn", 
 # can be written.
 SOFT_KEYWORDS = {"block", "model", "layer", "input", "weights"}
 # Names the generated Python module itself uses; a .tdsl name may not shadow them.
-GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
+GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "math", "super", "Tensor", "annotations"}
 # The generated classes take the precision as a keyword argument `weights`, so it cannot
 # also be a compile-time value (a parameter, let or loop variable of __init__).
 PRECISION_ARGUMENT = "weights"
@@ -223,8 +223,12 @@ class _DefinitionChecker:
                         self.type_expr(param.type)
                 if stmt.returns is not None:
                     self.type_expr(stmt.returns)
-                self.pending = self.assigned_names(stmt) - names - set(params)
-                self.forward_statements(stmt.body, names | set(params))
+                sizes = {
+                    name for name in input_sizes(self.d)
+                    if name not in names and name not in self.definitions and name not in CONSTANTS
+                }
+                self.pending = self.assigned_names(stmt) - names - set(params) - sizes
+                self.forward_statements(stmt.body, names | set(params) | sizes)
                 self.pending = set()
                 # A 'return' followed by more statements is reported as dead code instead.
                 has_return = any(isinstance(s, n.Return) for s in stmt.body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from tritondsl.compiler import symbolic
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import Dim, EvalError, Tensor, show_shape
 
@@ -60,9 +61,7 @@ def window_out(
 
 def product(dims: Sequence[Dim]) -> Dim:
     """Product of dimensions, symbolic when any is symbolic."""
-    if all(isinstance(d, int) for d in dims):
-        return math.prod(dims)  # type: ignore[arg-type]
-    return " * ".join(str(d) for d in dims)
+    return symbolic.multiply(dims)
 
 
 def _axis(dim: int, rank: int, op: str, span: Span) -> int:
@@ -154,36 +153,176 @@ def cat(tensors: Sequence[Tensor], dim: int, span: Span) -> Tensor:
 
 
 def _sum_dims(dims: Sequence[Dim]) -> Dim:
-    if all(isinstance(d, int) for d in dims):
-        return sum(dims)  # type: ignore[arg-type]
-    return " + ".join(str(d) for d in dims)
+    total: Dim = 0
+    for d in dims:
+        total = symbolic.combine(total, "+", d)
+    return total
 
 
-def reshape(x: Tensor, target: Sequence[int], span: Span) -> Tensor:
-    """Shape of ``x.reshape(target)``; one ``-1`` is inferred when sizes are known."""
+def reshape(x: Tensor, target: Sequence[Dim], span: Span) -> Tensor:
+    """Shape of ``x.reshape(target)``; one ``-1`` is inferred, symbolic factors cancel."""
     if sum(1 for d in target if d == -1) > 1:
         raise EvalError("reshape: only one dimension can be -1", span)
-    if any(d < -1 for d in target):
-        raise EvalError(f"reshape: invalid size in {list(target)}", span)
+    if any(isinstance(d, int) and d < -1 for d in target):
+        raise EvalError(f"reshape: invalid size in {show_shape(tuple(target))}", span)
     total = product(x.shape)
-    known = math.prod(d for d in target if d != -1)
-    if isinstance(total, int):
-        if -1 in target:
-            if known == 0 or total % known:
-                raise EvalError(f"reshape: cannot view {x.show()} as {list(target)}", span)
-            return Tensor(tuple(total // known if d == -1 else d for d in target), x.dtype)
-        if known != total:
+    known = product([d for d in target if d != -1])
+    wanted = show_shape(tuple(target))
+    if -1 in target:
+        inferred = symbolic.divide(total, known) if known != 0 else None
+        if inferred is None:
+            raise EvalError(f"reshape: cannot view {x.show()} as {wanted}", span)
+        return Tensor(tuple(inferred if d == -1 else d for d in target), x.dtype)
+    if symbolic.divide(total, known) != 1 or symbolic.divide(known, total) != 1:
+        raise EvalError(f"reshape: {x.show()} has {total} elements, {wanted} has {known}", span)
+    return Tensor(tuple(target), x.dtype)
+
+
+def _dims(dims: int | Sequence[int], rank: int, op: str, span: Span) -> list[int]:
+    """Normalized, distinct axes."""
+    axes = [_axis(d, rank, op, span) for d in ([dims] if isinstance(dims, int) else dims)]
+    if len(set(axes)) != len(axes):
+        raise EvalError(f"{op}: dimension {dims} repeats an axis", span)
+    return axes
+
+
+def reduce(
+    x: Tensor, dims: int | Sequence[int] | None, keepdim: bool, op: str, span: Span
+) -> Tensor:
+    """Shape of a reduction such as ``torch.mean(x, dims, keepdim)`` (None: every axis)."""
+    rank = len(x.shape)
+    axes = list(range(rank)) if dims is None else _dims(dims, max(rank, 1), op, span)
+    if keepdim:
+        return Tensor(tuple(1 if i in axes else d for i, d in enumerate(x.shape)), x.dtype)
+    return Tensor(tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype)
+
+
+def permute(x: Tensor, order: Sequence[int], span: Span) -> Tensor:
+    """Shape of ``torch.permute(x, order)``."""
+    rank = len(x.shape)
+    if len(order) != rank:
+        raise EvalError(
+            f"permute: {list(order)} has {len(order)} axes, the tensor {x.show()} has {rank}",
+            span,
+        )
+    axes = _dims(order, rank, "permute", span)
+    return Tensor(tuple(x.shape[i] for i in axes), x.dtype)
+
+
+def transpose(x: Tensor, dim0: int, dim1: int, span: Span) -> Tensor:
+    """Shape of ``torch.transpose(x, dim0, dim1)``."""
+    rank = len(x.shape)
+    a, b = _axis(dim0, rank, "transpose", span), _axis(dim1, rank, "transpose", span)
+    shape = list(x.shape)
+    shape[a], shape[b] = shape[b], shape[a]
+    return Tensor(tuple(shape), x.dtype)
+
+
+def _slice_length(size: Dim, key: slice) -> Dim:
+    """Length of ``range(size)[key]``; symbolic sizes are assumed to reach the bounds."""
+    step = 1 if key.step is None else key.step
+    if isinstance(size, int):
+        return len(range(size)[key])
+    lo = 0 if key.start is None else key.start
+    hi: Dim = size if key.stop is None else key.stop
+    if isinstance(lo, int) and lo < 0:
+        lo = symbolic.combine(size, "-", -lo)
+    if isinstance(hi, int) and hi < 0:
+        hi = symbolic.combine(size, "-", -hi)
+    length = symbolic.combine(hi, "-", lo)
+    if step == 1:
+        return length
+    return symbolic.combine(symbolic.combine(length, "+", step - 1), "//", step)
+
+
+def index(x: Tensor, keys: Sequence[int | slice], span: Span) -> Tensor:
+    """Shape of ``x[keys]`` for int and slice keys (an int drops its axis)."""
+    if len(keys) > len(x.shape):
+        raise EvalError(f"too many indices ({len(keys)}) for the tensor {x.show()}", span)
+    shape: list[Dim] = []
+    for i, (size, key) in enumerate(zip(x.shape, keys, strict=False)):
+        if isinstance(key, slice):
+            if key.step is not None and key.step < 1:
+                raise EvalError("a tensor slice needs a positive step", span)
+            shape.append(_slice_length(size, key))
+        elif isinstance(size, int) and not -size <= key < size:
+            raise EvalError(f"index {key} is out of range for dimension {i} of {x.show()}", span)
+    shape += x.shape[len(keys) :]
+    return Tensor(tuple(shape), x.dtype)
+
+
+def _known_size(x: Tensor, dim: int, op: str, span: Span) -> tuple[int, int]:
+    axis = _axis(dim, len(x.shape), op, span)
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise EvalError(f"{op} needs a known size along dimension {dim}, got {size}", span)
+    return axis, size
+
+
+def _pieces(x: Tensor, axis: int, sizes: Sequence[int]) -> tuple[Tensor, ...]:
+    return tuple(Tensor((*x.shape[:axis], s, *x.shape[axis + 1 :]), x.dtype) for s in sizes)
+
+
+def chunk(x: Tensor, chunks: int, dim: int, span: Span) -> tuple[Tensor, ...]:
+    """Shapes of ``torch.chunk(x, chunks, dim)`` (which may return fewer pieces)."""
+    axis, size = _known_size(x, dim, "chunk", span)
+    each = -(-size // chunks)
+    count = -(-size // each) if size else 1
+    return _pieces(x, axis, [min(each, size - i * each) for i in range(count)])
+
+
+def split(x: Tensor, sizes: int | Sequence[int], dim: int, span: Span) -> tuple[Tensor, ...]:
+    """Shapes of ``torch.split(x, sizes, dim)``: pieces of one size, or the sizes listed."""
+    axis, size = _known_size(x, dim, "split", span)
+    if isinstance(sizes, int):
+        parts = [min(sizes, size - start) for start in range(0, size, sizes)] or [0]
+    else:
+        if sum(sizes) != size:
             raise EvalError(
-                f"reshape: {x.show()} has {total} elements, {list(target)} has {known}", span
+                f"split: sizes {list(sizes)} add up to {sum(sizes)}, dimension {dim} of "
+                f"{x.show()} has {size}",
+                span,
             )
-        return Tensor(tuple(target), x.dtype)
-    if -1 not in target:
-        return Tensor(tuple(target), x.dtype)
-    # Symbolic size: the -1 takes the symbolic dims times what is left of the known ones.
-    fixed = math.prod(d for d in x.shape if isinstance(d, int))
-    symbols = " * ".join(str(d) for d in x.shape if isinstance(d, str))
-    if fixed % known:
-        raise EvalError(f"reshape: cannot view {x.show()} as {list(target)}", span)
-    factor = fixed // known
-    inferred: Dim = symbols if factor == 1 else f"{symbols} * {factor}"
-    return Tensor(tuple(inferred if d == -1 else d for d in target), x.dtype)
+        parts = list(sizes)
+    return _pieces(x, axis, parts)
+
+
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+
+
+def _scaled(size: Dim, factor: int | float) -> Dim:
+    """``floor(size * factor)``, as torch sizes an interpolation's output."""
+    if isinstance(factor, int) or float(factor).is_integer():
+        return symbolic.multiply([size, int(factor)])
+    if isinstance(size, int):
+        return math.floor(size * factor)
+    return f"floor({size} * {factor!r})"
+
+
+def interpolate(
+    x: Tensor,
+    size: int | Sequence[int] | None,
+    scale_factor: float | Sequence[float] | None,
+    mode: str,
+    align_corners: bool | None,
+    op: str,
+    span: Span,
+) -> Tensor:
+    """Shape of ``F.interpolate`` on an image ``[N, C, H, W]``, with torch's argument rules."""
+    batch, c, h, w = expect_image(x, op, span)
+    expect_choice(mode, INTERPOLATE_MODES, f"{op}: mode", span)
+    if align_corners is not None and mode not in ("bilinear", "bicubic"):
+        raise EvalError(f"{op}: align_corners applies to bilinear and bicubic modes only", span)
+    if (size is None) == (scale_factor is None):
+        raise EvalError(f"{op}: give either size or scale_factor", span)
+    if size is not None:
+        oh, ow = (size, size) if isinstance(size, int) else size
+        return Tensor((*batch, c, oh, ow), x.dtype)
+    assert scale_factor is not None
+    fh, fw = (scale_factor,) * 2 if isinstance(scale_factor, int | float) else scale_factor
+    if fh <= 0 or fw <= 0:
+        raise EvalError(f"{op}: scale_factor must be positive", span)
+    oh, ow = _scaled(h, fh), _scaled(w, fw)
+    if 0 in (oh, ow):
+        raise EvalError(f"{op}: input of shape {x.show()} scales to an empty output", span)
+    return Tensor((*batch, c, oh, ow), x.dtype)

@@ -41,6 +41,19 @@ class Symbol:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class SymSize:
+    """A tensor size inside forward that is known only when the model runs (``x.shape[0]``,
+    or a model's symbolic input size such as ``H``); ``dim`` is its symbolic expression."""
+
+    dim: str
+
+
+def size_value(dim: Dim) -> int | SymSize:
+    """A shape entry as a forward value: ints stay ints."""
+    return dim if isinstance(dim, int) else SymSize(dim)
+
+
 @dataclass(eq=False)
 class Module:
     """An instantiated layer, block or Sequential: one node of a model's module tree."""
@@ -121,6 +134,8 @@ def type_name(value: Any) -> str:
             return "precision"
         case Symbol():
             return "option"
+        case SymSize():
+            return "size"
         case Module():
             return value.label
         case Tensor():
@@ -146,6 +161,8 @@ def show_value(value: Any) -> str:
             return value.describe()
         case Symbol():
             return value.name
+        case SymSize():
+            return f"the size {value.dim}"
         case TensorDecl():
             kind = "ternary tensor" if value.ternary else "tensor"
             return f"the {kind} '{value.name}' of shape {show_shape(value.shape)}"

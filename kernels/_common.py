@@ -8,7 +8,10 @@ on fake tensors and cost nothing next to a kernel launch.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,9 +29,28 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in _TRUE_WORDS
 
 
+TRITON_MISSING = "the Triton kernels need triton: pip install 'tritondsl[gpu]'"
+
+
+@functools.cache
+def triton_installed() -> bool:
+    """Whether triton can be imported (it is the ``gpu`` extra), without importing it."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def uses_triton(x: torch.Tensor) -> bool:
-    """Whether an op on ``x`` runs the Triton kernels rather than the plain-torch reference."""
-    return x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())
+    """Whether an op on ``x`` runs the Triton kernels rather than the plain-torch reference.
+
+    Without triton, CUDA tensors take the reference (with one warning saying what to
+    install) and ``TRITON_INTERPRET=1`` on CPU, which asks for the kernels, is an error.
+    """
+    wanted = x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())
+    if wanted and not triton_installed():
+        if x.device.type == "cpu":
+            raise ImportError(f"TRITON_INTERPRET=1: {TRITON_MISSING}")
+        warnings.warn(f"{TRITON_MISSING}; using the plain-torch reference", stacklevel=2)
+        return False
+    return wanted
 
 
 def _check_float(t: torch.Tensor, name: str) -> None:

@@ -20,6 +20,8 @@ VOCABULARY = [
     "\n", "#", "/*", '"', "0", "1", "-1", "2", "3", "1000000", "10**9", "0.5", "1e308",
     "x", "N", "Conv2d", "Linear", "BatchNorm2d", "ReLU", "relu", "cat", "reshape", "fp32",
     "ternary(method=absmean)", "TernaryTensor[2, 2]", "Tensor[N, 3]", "range(100000000)",
+    "mean", "softmax", "chunk", "permute", "x.shape", ".shape[0]", "[:, :2]", ":", "::",
+    "[1] * 100001", "ceil(", "interpolate", "H",
     "\x00", "\u00e9", "\t",
 ]
 

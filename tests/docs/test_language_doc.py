@@ -50,3 +50,18 @@ def test_documented_symbolic_output_is_what_check_infers() -> None:
     (info,) = check_source(source).models.values()
     shape = "[" + ", ".join(map(str, info.output.shape)) + "]"
     assert f"`{shape}`" in DOC.read_text()
+
+
+@pytest.mark.parametrize(("source", "line"), [(s, line) for k, s, line in EXAMPLES if k == "tdsl"],
+                         ids=[f"line{line}" for k, _, line in EXAMPLES if k == "tdsl"])
+def test_doc_example_builds_with_the_inferred_shapes(source: str, line: int) -> None:
+    import torch
+
+    import tritondsl
+
+    sizes = {"N": 2, "H": 5, "W": 6}
+    program = tritondsl.compile(source)
+    for name, info in check_source(source, sizes=sizes).models.items():
+        shapes = [[sizes.get(d, d) for d in t.shape] for t in info.inputs.values()]
+        out = program.build(name)(*(torch.randn(s) for s in shapes))
+        assert tuple(out.shape) == tuple(sizes.get(d, d) for d in info.output.shape)

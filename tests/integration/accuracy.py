@@ -2,7 +2,7 @@
 
 Shared by the slow test (tests/integration/test_accuracy.py) and by hand runs:
 
-    python -m tests.integration.accuracy [--epochs 3] [--data mnist5k] [--output runs/accuracy]
+    python -m tests.integration.accuracy [--epochs 3] [--data fashion-mnist-5k] [--output DIR]
 
 which prints each variant's test accuracy and saves it to OUT/VARIANT.json.
 """

@@ -43,8 +43,8 @@ def test_fashion_mnist_three_epochs(tmp_path: Path) -> None:
     assert r["ternary"]["values_per_scale_group"] == [3]
 
 
-def test_mnist5k_smoke(tmp_path: Path) -> None:
-    r = _train(("ternary", "broken_ste"), "mnist5k", 2, tmp_path)
+def test_fashion_mnist_5k_smoke(tmp_path: Path) -> None:
+    r = _train(("ternary", "broken_ste"), "fashion-mnist-5k", 2, tmp_path)
     assert r["ternary"]["test_accuracy"] >= 0.80
     assert r["broken_ste"]["test_accuracy"] < r["ternary"]["test_accuracy"]
     assert r["ternary"]["values_per_scale_group"] == [3]

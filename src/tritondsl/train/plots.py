@@ -1,7 +1,8 @@
 """PNG plots of a run: ``training_curves.png`` (loss, accuracy) and ``sparsity.png``.
 
 Figures are drawn on matplotlib's Agg canvas directly, so no global backend is switched
-and no display is needed.
+and no display is needed. matplotlib is the ``plots`` extra: without it ``MISSING`` says
+what to install and the trainer skips the plots (its logs have the same numbers).
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from tritondsl.files import open_atomically
+
+try:
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    MISSING = None
+except ImportError:
+    MISSING = "plots need matplotlib: pip install 'tritondsl[plots]'"
 
 History = list[dict[str, Any]]
 

@@ -245,7 +245,11 @@ class Trainer:
             logs.write_logs(self.out, self.history)
             # Drawing takes about a second: refresh the plots at most every PLOT_EVERY_S
             # seconds during a run, and always after its last epoch.
-            if plot or time.monotonic() - self._plotted_at >= PLOT_EVERY_S:
+            if plots.MISSING is not None and self.epoch == 1:
+                self.report.warn(f"{plots.MISSING}; metrics.csv has the same numbers")
+            elif plots.MISSING is None and (
+                plot or time.monotonic() - self._plotted_at >= PLOT_EVERY_S
+            ):
                 plots.training_curves(self.history, self.out / "training_curves.png")
                 plots.sparsity(self.history, self.out / "sparsity.png")
                 self._plotted_at = time.monotonic()

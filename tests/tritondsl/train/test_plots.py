@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from tritondsl.train import plots
 
@@ -54,3 +55,19 @@ def test_pngs_are_written_atomically_at_their_size(tmp_path: Path) -> None:
     # The first default colour (C0, #1f77b4) is the train line: drawn, so in the pixels.
     blue = np.all(np.abs(curves[..., :3] - [0x1F / 255, 0x77 / 255, 0xB4 / 255]) < 0.02, axis=-1)
     assert blue.sum() > 100
+
+
+def test_without_matplotlib_training_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.tritondsl.train.conftest import tiny
+    from tritondsl.train import Trainer
+
+    monkeypatch.setattr(plots, "MISSING", "plots need matplotlib: pip install 'tritondsl[plots]'")
+    with caplog.at_level("WARNING", logger="tritondsl.train"):
+        Trainer(tiny(tmp_path / "run", epochs=2)).fit()
+    warned = [r.message for r in caplog.records if "matplotlib" in r.message]
+    assert warned == ["plots need matplotlib: pip install 'tritondsl[plots]'; "
+                      "metrics.csv has the same numbers"]  # fmt: skip
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    assert not list((tmp_path / "run").glob("*.png"))

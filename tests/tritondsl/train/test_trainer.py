@@ -231,8 +231,8 @@ model SmallCNN(width: int = 8) {
 
 
 def test_gray_digits_into_an_rgb_cnn_with_symbolic_sizes(tmp_path: Path) -> None:
-    # mnist5k gives [1, 28, 28]; the model takes [N, 3, H, W]: the gray channel is repeated.
-    config = tiny(tmp_path, source=RGB_CNN, params={}, data="mnist5k", epochs=1,
+    # fashion-mnist-5k gives [1, 28, 28]; the model takes [N, 3, H, W]: gray is repeated.
+    config = tiny(tmp_path, source=RGB_CNN, params={}, data="fashion-mnist-5k", epochs=1,
                   limit_train=128, limit_test=64)  # fmt: skip
     history = Trainer(config).fit()
     assert list(history[0]["ternary"]) == ["conv"]
