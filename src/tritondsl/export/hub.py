@@ -108,7 +108,7 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, pack: str = "2
         "precision": spec.precision,
         "packing": pack,
         "files": {SOURCE_NAME: file_entry(source), WEIGHTS_NAME: file_entry(weights)},
-        "layers": _layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision),
+        "layers": layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision),
         "tensors": tensors,
         "fp32_bytes": fp32_bytes(clone),
     }
@@ -171,7 +171,7 @@ def _stored_tensors(model: nn.Module, pack: str) -> tuple[dict[str, torch.Tensor
     return stored, entries
 
 
-def _layer_precisions(info: Any, override: str | None) -> dict[str, str]:
+def layer_precisions(info: Any, override: str | None) -> dict[str, str]:
     """Each weight-bearing layer's precision config, spelled: the front end's, or the override.
 
     The override replaces every precision the program writes, so a ``param`` ternary tensor
@@ -322,7 +322,7 @@ def _check_program(source: str, shown: str, config: dict[str, Any], params: dict
                 CONFIG_NAME, f"model {name!r} is not a model of {SOURCE_NAME} (models: {known})"
             ) from None
         raise ArtifactError(CONFIG_NAME, f"bad params for {name}:\n{error.render()}") from None
-    layers = _layer_precisions(info, config["precision"])
+    layers = layer_precisions(info, config["precision"])
     for path in sorted(layers.keys() | config["layers"].keys()):
         saved, actual = config["layers"].get(path), layers.get(path)
         if saved != actual:

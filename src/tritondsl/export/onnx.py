@@ -15,7 +15,8 @@ Weight forms (``weights=``):
 * ``packed`` (opset 18, for runtimes without INT2): the deployed ``weight_packed`` bytes
   (docs/packing.md: code = trit + 1, four per byte LSB first, rows padded) as a uint8
   ``[N, ceil(K/4)]`` tensor -> Unsqueeze, BitShift, BitwiseAnd, Reshape, Slice, Cast,
-  Sub 1 -> float trits [N, K] -> Mul by the scales -> Reshape to the weight's shape.
+  Sub 1 -> float trits [N, K] -> Reshape to the weight's shape -> Mul by the scales
+  shaped [N, 1, ...] (this order is what OpenVINO's shape inference accepts).
 * ``float`` (opset 18): the dequantized float weights.
 
 Learned (two-scale) layers keep 2-bit codes in both compact forms: the float trits t are
@@ -32,6 +33,7 @@ onnxruntime fuses Conv + BatchNorm itself when optimizations are on.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import json
@@ -48,6 +50,8 @@ from torch import Tensor, nn
 
 from tritondsl.backend.layers import QuantConv2d, QuantModule
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
+from tritondsl.compiler.check import ModelInfo, check_source
+from tritondsl.export.hub import layer_precisions
 from tritondsl.export.onnx_verify import TERNARY_KEY, WEIGHTS_KEY
 from tritondsl.export.torch_export import deployed_copy, replace_modules, run_outputs
 
@@ -57,6 +61,10 @@ INT2_IR_VERSION = 13
 EXPORT_OPSET = 18  # what the TorchScript exporter writes before the rewrite
 _MAX_PROTO_BYTES = 2**31 - 1
 _C = "tritondsl."  # prefix of the constants shared by all layers
+# metadata_props beside TERNARY_KEY and WEIGHTS_KEY (onnx_verify.py)
+VERSION_KEY, MODEL_KEY = "tritondsl.version", "tritondsl.model"
+SOURCE_KEY = "tritondsl.source_sha256"  # sha256 of the .tdsl text the model was built from
+PRECISION_KEY = "tritondsl.precision"  # JSON: layer path -> its precision, spelled out
 
 
 @dataclass
@@ -120,15 +128,32 @@ def _input_name(model: nn.Module) -> str:
     return params[0] if params else "input"
 
 
+def _spec_info(model: nn.Module) -> ModelInfo | None:
+    """The front end's view of a built model (None for a model not built from .tdsl)."""
+    spec = getattr(model, "tdsl_spec", None)
+    if spec is None:
+        return None
+    return check_source(spec.source, spec.path, {spec.model: dict(spec.params)}).models[spec.model]
+
+
+def _input_axes(info: ModelInfo | None) -> dict[int, str]:
+    """Dynamic input axes: the batch, and every size the .tdsl input leaves symbolic."""
+    axes = {0: "batch"}
+    inputs = list(info.inputs.values()) if info is not None else []
+    if len(inputs) == 1:
+        axes.update({i: d for i, d in enumerate(inputs[0].shape) if i and isinstance(d, str)})
+    return axes
+
+
 def _torch_to_onnx(
-    model: nn.Module, example: Tensor, input_name: str, outputs: int
+    model: nn.Module, example: Tensor, input_name: str, outputs: int, axes: dict[int, str]
 ) -> onnx.ModelProto:
     names = ["output"] if outputs == 1 else [f"output{i}" for i in range(outputs)]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
-        # The legacy exporter is deprecated but is the one that works without onnxscript;
-        # the input check's shape comparisons become constants of the trace, as intended.
-        warnings.simplefilter("ignore", DeprecationWarning)
+        # The legacy exporter is deprecated (its warning is left visible: pyproject.toml pins
+        # the torch range it is tested with); the input check's shape comparisons become
+        # constants of the trace, as intended, so tracer warnings say nothing new.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
@@ -138,7 +163,7 @@ def _torch_to_onnx(
             opset_version=EXPORT_OPSET,
             input_names=[input_name],
             output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in [input_name, *names]},
+            dynamic_axes={input_name: axes, **{name: {0: "batch"} for name in names}},
             # PRESERVE on an eval model: eval-mode BatchNorm, but no Conv+BN folding.
             training=torch.onnx.TrainingMode.PRESERVE,
             # Folding would also turn a Linear's transposed weight (3-D input -> MatMul)
@@ -273,19 +298,22 @@ class _Rewriter:
             rows = self.node("Slice", [rows, starts, ends, axes], wname + ".codes")
         as_float = self.node("Cast", [rows], wname + ".codes_f", to=TensorProto.FLOAT)
         one = self.constant("one", np.array(1.0, np.float32))
-        trits = self.node("Sub", [as_float, one], wname + ".trits")  # code = trit + 1
-        out = wname if len(shape) == 2 else wname + ".flat"  # [N, K] already, or reshape
+        trits = self.node("Sub", [as_float, one], wname + ".trits_rows")  # code = trit + 1
+        if len(shape) != 2:
+            # Trits take the weight's shape before the scales multiply them (scales shaped
+            # [N, 1, 1, 1]): OpenVINO's shape inference refuses the [N, K] · [N, 1] order.
+            target = self.add(_array(wname + ".shape", np.array(shape, np.int64)))
+            trits = self.node("Reshape", [trits, target], wname + ".trits")
         if dec.scale_neg is not None:
-            flat = self._two_scales(wname, trits, dec, out)
+            self._two_scales(wname, trits, dec, wname)
         else:
             assert dec.scale is not None
-            scale = dec.scale.reshape(()) if dec.scale.numel() == 1 else dec.scale.reshape(n, 1)
+            per_channel = [n] + [1] * (len(shape) - 1)
+            one_scale = dec.scale.numel() == 1
+            scale = dec.scale.reshape(()) if one_scale else dec.scale.reshape(per_channel)
             scale_name = self.add(_array(wname + ".scale", scale))
             self.layout[wname]["scales"] = [scale_name]
-            flat = self.node("Mul", [trits, scale_name], out)
-        if len(shape) != 2:
-            target = self.add(_array(wname + ".shape", np.array(shape, np.int64)))
-            self.node("Reshape", [flat, target], wname)
+            self.node("Mul", [trits, scale_name], wname)
         return "packed uint8 + BitShift/BitwiseAnd unpack" + (
             " + Where(pos, neg scales)" if dec.scale_neg is not None else ""
         )
@@ -315,7 +343,8 @@ def export_onnx(
     input_name = _input_name(deployed)
     weights_of = {id(layer): decompositions[name].dequantize() for name, layer in layers.items()}
     float_model = replace_modules(deployed, lambda m: _float_twin(m, weights_of[id(m)])).eval()
-    proto = _torch_to_onnx(float_model, example, input_name, len(expected))
+    info = _spec_info(deployed)
+    proto = _torch_to_onnx(float_model, example, input_name, len(expected), _input_axes(info))
     if OPSET[weights] != EXPORT_OPSET:
         # The converter's adapters carry ops whose meaning changed between opsets; it runs
         # before the rewrite because it does not know INT2 tensors.
@@ -328,9 +357,10 @@ def export_onnx(
     rewriter.finish()
     if weights == "int2":
         proto.ir_version = INT2_IR_VERSION
-    proto.producer_name, proto.producer_version = "tritondsl", _version()
+    _describe(proto, deployed, info, weights)
     if proto.ByteSize() > _MAX_PROTO_BYTES:
         raise ValueError("model is larger than 2 GB, which a single ONNX protobuf cannot hold")
+    # full_check runs strict shape inference too: a file other tools would refuse fails here.
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return OnnxExport(
@@ -343,6 +373,25 @@ def export_onnx(
         [e.detach().numpy() for e in expected],
         stored,
     )
+
+
+def _describe(
+    proto: onnx.ModelProto, model: nn.Module, info: ModelInfo | None, weights: str
+) -> None:
+    """Producer, graph name, doc_string and metadata_props a reader can rely on."""
+    version = _version()
+    proto.producer_name, proto.producer_version = "tritondsl", version
+    spec = getattr(model, "tdsl_spec", None)
+    name = spec.model if spec is not None else type(model).__name__
+    proto.graph.name = name
+    where = f" from {Path(spec.path).name}" if spec is not None else ""
+    proto.doc_string = f"{name}{where}, exported by tritondsl {version} with {weights} weights"
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({VERSION_KEY: version, MODEL_KEY: name})
+    if spec is not None and info is not None:
+        props[SOURCE_KEY] = hashlib.sha256(spec.source.encode()).hexdigest()
+        props[PRECISION_KEY] = json.dumps(layer_precisions(info, spec.precision))
+    helper.set_model_props(proto, props)
 
 
 def _version() -> str:

@@ -33,7 +33,6 @@ from tritondsl.export.onnx_verify import OutputCheck, compare_outputs
 
 # Kinds of weight storage a scriptable layer decodes (TorchScript constants, not strings).
 TERNARY, LEARNED, INT8, FP16 = 0, 1, 2, 3
-JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"  # torch 2.13's warning, silenced here
 _STORAGE_NAMES = (
     "weight_packed",
     "weight_scale",
@@ -258,8 +257,8 @@ def export_torchscript(
     example_input = example_input.detach().cpu()
     reason = None
     with warnings.catch_warnings():
-        # TorchScript is deprecated upstream, but it is the format asked for here.
-        warnings.filterwarnings("ignore", JIT_DEPRECATED, DeprecationWarning)
+        # TorchScript is deprecated upstream (its warning stays visible); only the tracer
+        # warnings below are expected and silenced.
         try:
             twin = replace_modules(copy.deepcopy(deployed), _scriptable_twin)
             module: Any = torch.jit.script(twin)

@@ -25,7 +25,6 @@ from tritondsl.export.torch_export import deployed_copy
 
 MIXED = ROOT / "examples" / "mixed_precision.tdsl"
 runner = CliRunner()
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)

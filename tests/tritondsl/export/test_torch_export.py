@@ -31,7 +31,6 @@ from tritondsl.export.torch_export import (
 
 X32 = (2, 3, 32, 32)
 # The tests load and script TorchScript themselves; torch 2.13 deprecates it upstream.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
