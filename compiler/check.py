@@ -68,9 +68,10 @@ class ModelInfo:
                     for e in spec.state(module.args)
                 )
             for child in module.children.values():
-                if isinstance(child, TensorDecl):
-                    dtype = "float32" if child.learnable else "int8"
-                    items.append(StateItem(child.path, child.shape, dtype, child.learnable))
+                if isinstance(child, TensorDecl) and child.learnable:  # a bias-free Linear
+                    items.append(StateItem(f"{child.path}.weight", child.shape, "float32", True))
+                elif isinstance(child, TensorDecl):
+                    items.append(StateItem(child.path, child.shape, "int8", False))
         return items
 
     def num_parameters(self) -> int:

@@ -300,11 +300,14 @@ class _ClassEmitter(PyPrinter):
                 head = f"for {', '.join(stmt.targets)} in {self.text(stmt.iterable)}:"
                 return [head, *_indent(self.block(stmt.body, target))]
             case n.ParamDecl():
-                dims = self.text(n.TupleLit(stmt.type.args or (), stmt.type.span))
-                return [
-                    f"self.{stmt.name} = rt.ternary_parameter({dims})",
-                    "self.weights = weights",
-                ]
+                out, in_ = (self.text(a) for a in stmt.type.args or ())
+                # The checker's rule: a TernaryTensor is ternary unless --precision says else.
+                weights = (
+                    _construct(NAMED[self.override])
+                    if self.override
+                    else "rt.ternary_or_default(weights)"
+                )
+                return [f"self.{stmt.name} = rt.ternary_weight({out}, {in_}, weights={weights})"]
             case _:  # input, weights, forward: handled elsewhere
                 return []
 
@@ -384,7 +387,7 @@ class _ClassEmitter(PyPrinter):
             if self.is_value(ident):
                 self.stored.add(ident)
                 return f"self.{ident}"
-        elif ident in self.members:
+        elif ident in self.members or ident in self.tensors:
             return f"self.{ident}"
         if ident in NAMED:
             return self.precision_text(node)
@@ -455,8 +458,10 @@ class _ClassEmitter(PyPrinter):
             return f"{self.text(node.args[0], POSTFIX)}.{callee}({shape})"
         if callee == "ternary_matmul":
             x, w = (self.text(a) for a in node.args)
-            learnable = isinstance(node.args[1], n.Name) and node.args[1].id in self.params
-            return f"rt.ternary_matmul({x}, {w}{', self.weights' if learnable else ''})"
+            weight = node.args[1]
+            if isinstance(weight, n.Name) and weight.id in self.params:
+                return f"{w}({x})"  # a param is a bias-free ternary Linear
+            return f"rt.ternary_matmul({x}, {w})"
         if callee == "interpolate":
             node = _float_scale(node)
         if callee in FORWARD_CALLS:

@@ -19,6 +19,7 @@ from tritondsl.compiler.values import (
     TensorDecl,
     is_int,
     is_number,
+    show_shape,
     show_value,
 )
 
@@ -108,6 +109,7 @@ class Instantiator(ExprEvaluator):
                 raise EvalError(f"{label} is missing its argument '{param.name}'", span)
             if not isinstance(value, Poison):
                 check_type(value, param.type, f"argument '{param.name}' of {label}", span)
+                no_tensor_alias(value, f"argument '{param.name}' of {label}", span)
             bound[param.name] = value
         return bound
 
@@ -186,7 +188,7 @@ class Instantiator(ExprEvaluator):
                 module.weights_default = value
             case n.ParamDecl():
                 shape, _, ternary = self.poison_on_error(
-                    stmt.name, scope, lambda: self.tensor_type(stmt.type, scope, symbolic=False)
+                    stmt.name, scope, lambda: self.param_type(stmt, scope)
                 )
                 decl = TensorDecl(stmt.name, shape, ternary, True, stmt.span)  # type: ignore[arg-type]
                 scope.values[stmt.name] = decl
@@ -223,6 +225,7 @@ class Instantiator(ExprEvaluator):
         value = self.expr(stmt.value, scope)
         if stmt.type is not None and not isinstance(value, Poison):
             check_type(value, stmt.type, f"'{stmt.name}'", stmt.value.span)
+        no_tensor_alias(value, f"'{stmt.name}'", stmt.value.span)
         return value
 
     @staticmethod
@@ -261,6 +264,7 @@ class Instantiator(ExprEvaluator):
             raise EvalError(
                 f"'for' needs a list, tuple or range(), got {show_value(value)}", stmt.iterable.span
             )
+        no_tensor_alias(value, "a loop variable", stmt.iterable.span)
         return list(value)
 
     @staticmethod
@@ -315,6 +319,21 @@ class Instantiator(ExprEvaluator):
                     )
                 shape.append(dim)
         return tuple(shape), dtype, type_.name == "TernaryTensor"
+
+    def param_type(
+        self, stmt: n.ParamDecl, scope: Scope
+    ) -> tuple[tuple[int | str, ...], str, bool]:
+        """A ``param``'s type: a 2-D ``TernaryTensor[out, in]``, the weight of ternary_matmul."""
+        shape, dtype, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
+        if not ternary or len(shape) != 2:
+            got = f"{stmt.type.name}{show_shape(shape)}"
+            raise EvalError(
+                f"a param must be a TernaryTensor[out, in] (the weight of ternary_matmul), "
+                f"got {got}",
+                stmt.type.span,
+                "use a constant (let W: TernaryTensor[...] = [...]) for other shapes",
+            )
+        return shape, dtype, ternary
 
     def trit_literal(self, node: n.Expr, scope: Scope, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Check a (nested) list literal of trits against ``shape``; return the flat values."""
@@ -381,6 +400,22 @@ _SCALARS = {
     "precision": (lambda v: isinstance(v, WeightPrecision), "a precision"),
 }
 TYPE_NAMES = (*_SCALARS, "tuple", "list", *TENSOR_TYPES)
+
+
+def no_tensor_alias(value: Any, what: str, span: n.Span) -> None:
+    """Refuse a compile-time value holding a declared tensor: the generated module would
+    register the tensor (a submodule once deployed) a second time under the new name."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, TensorDecl):
+            raise EvalError(
+                f"{what} cannot hold the tensor '{item.name}'",
+                span,
+                f"use '{item.name}' itself where it is needed",
+            )
+        if isinstance(item, tuple | list):
+            stack.extend(item)
 
 
 def check_type(value: Any, type_: n.TypeExpr, what: str, span: n.Span) -> None:

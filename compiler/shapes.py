@@ -45,7 +45,11 @@ def window_out(
             return size
         sign = "+" if delta >= 0 else "-"
         inner = f"({size} {sign} {abs(delta)})" if delta else size
-        return f"ceil({inner} / {s}) + 1" if ceil else f"{inner} // {s} + 1"
+        if not ceil:
+            return f"{inner} // {s} + 1"
+        # torch drops a last window that would start in the padding (see below).
+        start = f"({size} {'+' if p >= 1 else '-'} {abs(p - 1)})" if p != 1 else size
+        return f"min(ceil({inner} / {s}) + 1, {start} // {s} + 1)"
     span_len = size + delta
     out = (-(-span_len // s) if ceil else span_len // s) + 1
     if ceil and (out - 1) * s >= size + p:

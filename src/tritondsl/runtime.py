@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tritondsl.backend import quantizers as q
 from tritondsl.backend.layers import QuantConv2d, QuantLinear
 
 # Generated code constructs precisions by their class names (rt.TWN(...)) and calls the
@@ -27,7 +26,7 @@ from tritondsl.backend.precision import Learned as Learned
 from tritondsl.backend.precision import SparsityTarget as SparsityTarget
 from tritondsl.backend.precision import WeightPrecision as WeightPrecision
 from tritondsl.backend.precision import ternary as ternary
-from tritondsl.backend.precision import ternary_or_default
+from tritondsl.backend.precision import ternary_or_default as ternary_or_default
 from tritondsl.compiler.functions import make_divisible as make_divisible
 
 
@@ -59,21 +58,19 @@ def Linear(
     return QuantLinear(in_features, out_features, bias, quantizer=weights)
 
 
-def ternary_matmul(
-    x: Tensor, weight: Tensor, weights: WeightPrecision | None = None
-) -> Tensor:
-    """``x · Wᵀ`` with W ternary: an int8 trit constant, or a latent weight quantized (STE)."""
-    if weight.dtype == torch.int8:
-        return F.linear(x, weight.to(x.dtype))
-    quantizer = ternary_or_default(weights)
-    return F.linear(x, q.fake_quantize(quantizer, weight).to(x.dtype))  # type: ignore[arg-type]
+def ternary_matmul(x: Tensor, weight: Tensor | nn.Module) -> Tensor:
+    """``x · Wᵀ`` with W ternary: an int8 trit constant, or a ``param`` (a ``ternary_weight``)."""
+    if isinstance(weight, nn.Module):
+        return weight(x)
+    return F.linear(x, weight.to(x.dtype))
 
 
-def ternary_parameter(shape: tuple[int, ...]) -> nn.Parameter:
-    """A latent weight for a ``param W: TernaryTensor[...]``, initialised like ``nn.Linear``."""
-    weight = nn.Parameter(torch.empty(shape))
-    nn.init.kaiming_uniform_(weight, a=5**0.5)
-    return weight
+def ternary_weight(
+    out_features: int, in_features: int, *, weights: WeightPrecision
+) -> nn.Module:
+    """A ``param W: TernaryTensor[out, in]``: a bias-free ``Linear``, so training, ``deploy``
+    (2-bit packing) and every exporter treat it like any other quantized layer."""
+    return Linear(in_features, out_features, bias=False, weights=weights)
 
 
 def check_input(model: Any, name: str, x: Any, shape: Any) -> None:

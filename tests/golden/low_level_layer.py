@@ -33,11 +33,12 @@ class TernaryDense(nn.Module):
     ) -> None:
         super().__init__()
         weights = rt.FP32() if weights is None else weights
-        self.W = rt.ternary_parameter((out_features, in_features))
-        self.weights = weights
+        self.W = rt.ternary_weight(
+            out_features, in_features, weights=rt.ternary_or_default(weights)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        return rt.ternary_matmul(x, self.W, self.weights)
+        return self.W(x)
 
 
 class Tiny(nn.Module):

@@ -7,15 +7,19 @@ option, or building a different quantizer than the checker reports fails here.
 
 from __future__ import annotations
 
+import copy
 import re
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 import tritondsl
 from tests.conftest import ROOT
-from tritondsl.backend.layers import QuantModule
+from tritondsl.backend.deploy import deploy, is_deployed
+from tritondsl.backend.layers import QuantLinear, QuantModule
 from tritondsl.backend.precision import (
     FP16,
     FP32,
@@ -27,6 +31,7 @@ from tritondsl.backend.precision import (
     WeightPrecision,
 )
 from tritondsl.compiler.check import check_source
+from tritondsl.export import hub
 
 # Every precision spelling of docs/language.md's Precision section, and what it means.
 SPELLINGS: dict[str, WeightPrecision] = {
@@ -153,6 +158,41 @@ def test_a_ternary_param_uses_the_precision_the_checker_gives_it(
     assert d.children["W"].precision == config
     model = tritondsl.compile(source).build("Net")
     with torch.no_grad():
-        model.d.W.copy_(torch.tensor([WEIGHT]))
+        model.d.W.weight.copy_(torch.tensor([WEIGHT]))
         got = model(torch.eye(4)).reshape(-1)
     torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+
+
+LOW_LEVEL = ROOT / "examples" / "low_level_layer.tdsl"
+
+
+@pytest.mark.parametrize("precision", [None, "fp32", "fp16", "int8"])
+def test_layer_form_runs_at_every_precision(precision: str | None) -> None:
+    model = tritondsl.load_model(LOW_LEVEL, precision=precision)
+    assert model(torch.randn(3, 4)).shape == (3, 2)
+    layer = model.dense1.W
+    assert isinstance(layer, QuantLinear) == (precision != "fp32")
+
+
+def test_param_ternary_tensors_are_packed_by_deploy(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tritondsl.load_model(LOW_LEVEL).eval()
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        before = model(x)
+        deployed = deploy(model)
+        after = deployed(x)
+    assert is_deployed(deployed)
+    state = deployed.state_dict()
+    assert state["dense1.W.weight_packed"].dtype == torch.uint8
+    assert state["dense1.W.weight_packed"].shape == (64, 1)  # 4 trits per byte
+    assert not [k for k in state if k.endswith("W.weight")]
+    torch.testing.assert_close(after, before)
+    original = tritondsl.load_model(LOW_LEVEL).eval()
+    folder = hub.save_pretrained(original, tmp_path / "hub")
+    stored = load_file(folder / "model.safetensors")
+    assert stored["dense2.W.weight_packed"].dtype == torch.uint8
+    assert "dense2.W.weight" not in stored
+    with torch.no_grad():
+        expected = deploy(copy.deepcopy(original))(x)
+        torch.testing.assert_close(tritondsl.from_pretrained(folder)(x), expected)

@@ -1,0 +1,708 @@
+"""Random *valid* .tdsl programs, for the check => build => forward property test.
+
+``programs()`` draws a ``Program``: the text of one model plus the blocks and layers it
+uses, the declared input and concrete values for its symbolic sizes. Every program is valid
+by construction (each piece is drawn for the shape that flows into it), so ``tritondsl
+check`` must accept it, and the generated PyTorch module must return exactly the inferred
+shape (``test_check_builds.py``).
+
+Covered: blocks and ``layer``s calling each other (positional, keyword and default
+arguments, bool flags, their own ``weights``), ``block B = Sequential {...}``,
+``Sequential(...)`` and ``Sequential { ... }`` with named items and ``let``/``if``/``for``
+inside (over ``range`` and over tables), compile-time ``if``/``elif``/``else``, ``let``s,
+sizes written as expressions (arithmetic, ``min``/``max``, ``make_divisible``, ``len``,
+``round``, ``abs``, indexing, conditionals, reads such as ``conv1.out_channels``),
+precisions (``@fp32``/``@fp16``/``@int8``/``@ternary(...)`` and ``weights``), ``param`` and
+constant ``TernaryTensor``s, symbolic input sizes, and in forward: every forward op,
+arithmetic with broadcasting, residuals, conditional expressions, ``if``, ``for``, indexing
+a Sequential, tuple results.
+
+Adding a layer or a forward operation (each new one must join: ``test_check_builds``
+fails while ``LAYER_CASES`` misses a name of ``compiler.layers.LAYERS`` or ``OP_CASES`` one
+of ``compiler.functions.FORWARD_OPS``):
+
+* a layer: ``def _my_layer(g: Gen, shape: Shape, keep: bool) -> Drawn | None`` returns the
+  constructor text for an input of ``shape`` (the sizes after the batch) and its output
+  shape, or None when the layer cannot take that shape; with ``keep`` the output shape
+  must equal ``shape``. Draw every choice through ``g`` and write sizes with ``g.size(v)``
+  (which sometimes turns them into expressions). Add ``"MyLayer": _my_layer`` to
+  ``LAYER_CASES``; ``QUANTIZABLE`` lists the layers ``@precision`` may annotate.
+* a forward op: ``def _my_op(g: Gen, x: str, shape: Shape) -> Drawn | None`` gets the
+  forward expression ``x`` of a tensor of ``shape`` and returns the expression applying
+  the op and its output shape; add it to ``OP_CASES`` (and to ``KEEP_OPS`` if it never
+  changes the shape).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+Shape = tuple[int, ...]  # the sizes after the batch dimension N
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A piece of program text and the shape it produces."""
+
+    text: str
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Program:
+    """A generated program and how to feed its model."""
+
+    source: str
+    model: str
+    declared: tuple[int | str, ...]  # the input's sizes after N, as declared
+    sizes: dict[str, int]  # values of the symbolic sizes
+    output: Shape | tuple[Shape, ...]  # what the generator expects (torch decides the truth)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        """The concrete shape of an input batch."""
+        return (batch, *(self.sizes[d] if isinstance(d, str) else d for d in self.declared))
+
+
+@dataclass
+class Scope:
+    """The compile-time names of the definition being generated."""
+
+    ints: dict[str, int] = field(default_factory=dict)
+    bools: dict[str, bool] = field(default_factory=dict)
+    reads: dict[int, list[str]] = field(default_factory=dict)  # value -> 'conv1.out_channels'
+    pre: list[str] = field(default_factory=list)  # lets to emit before the next statement
+    decls: list[str] = field(default_factory=list)  # param/constant tensors (top of the body)
+    in_forward: bool = False  # no new lets while writing forward
+
+
+PRECISIONS = [
+    "fp32", "fp16", "int8", "ternary()", "ternary(threshold=0.5)", "ternary(method=absmean)",
+    "ternary(learned=true)", "ternary(sparsity=0.4)", "ternary(scale=per_tensor)",
+]  # fmt: skip
+NAMES = ["conv", "fc", "body", "head", "layers", "proj", "stage", "norm", "act", "seq1_", "b"]
+
+
+class Gen:
+    """Draws program pieces; keeps the definitions made so far and the current scope."""
+
+    def __init__(self, draw: st.DrawFn, max_depth: int = 3) -> None:
+        self.draw, self.max_depth = draw, max_depth
+        self.definitions: list[str] = []
+        self.scopes: list[Scope] = [Scope()]
+        self.used: set[str] = set()  # names of every definition and compile-time value
+        self.depth = 0
+        self.symbolic = False  # the input has symbolic sizes: no shape-specific reshapes
+        self.used.update(("x", "inp", "h", "r", "t", "u"))  # forward locals
+
+    # ------------------------------------------------------------ choices
+    @property
+    def scope(self) -> Scope:
+        """The scope of the definition being generated."""
+        return self.scopes[-1]
+
+    def integer(self, low: int, high: int) -> int:
+        """An int in [low, high]."""
+        return self.draw(st.integers(low, high))
+
+    def choice(self, items: list) -> object:
+        """One of ``items``."""
+        return self.draw(st.sampled_from(items))
+
+    def chance(self, percent: int) -> bool:
+        """True with about ``percent``% probability."""
+        return self.integer(0, 99) < percent
+
+    def fresh(self, base: str) -> str:
+        """A name no definition or value of the program uses yet."""
+        name, i = base, 1
+        while name in self.used:
+            i += 1
+            name = f"{base}{i}"
+        self.used.add(name)
+        return name
+
+    @contextmanager
+    def hidden(self) -> Iterator[None]:
+        """Generate code that may not run (a branch, a loop body): its names stay inside."""
+        scope = self.scope
+        saved = dict(scope.ints), dict(scope.bools), {k: list(v) for k, v in scope.reads.items()}
+        try:
+            yield
+        finally:
+            scope.ints, scope.bools, scope.reads = saved
+
+    @contextmanager
+    def definition(self) -> Iterator[Scope]:
+        """Generate inside a new definition's scope."""
+        self.scopes.append(Scope())
+        self.depth += 1
+        try:
+            yield self.scope
+        finally:
+            self.scopes.pop()
+            self.depth -= 1
+
+    # ------------------------------------------------------------ compile-time values
+    def size(self, value: int) -> str:
+        """Text of an int expression equal to ``value``, often just the literal."""
+        scope = self.scope
+        same = [name for name, v in scope.ints.items() if v == value] + scope.reads.get(value, [])
+        form = self.integer(0, 19)
+        if form < 8 or value < 1:
+            return str(value)
+        if form < 11 and same:
+            return str(self.choice(same))
+        if form == 11 and scope.ints:
+            name, other = self.choice(sorted(scope.ints.items()))
+            if value == 2 * other:
+                return f"{name} * 2"
+            if value == other // 2:
+                return f"{name} // 2"
+            return f"{name} + {value - other}" if value >= other else f"{name} - {other - value}"
+        if form == 12 and not scope.in_forward:
+            name = self.fresh(self.choice(["w", "width", "ch", "n"]))
+            scope.pre.append(f"let {name} = {self.size(value)}")
+            scope.ints[name] = value
+            return name
+        low, high = max(1, value - 3), value + 3
+        forms = [
+            f"max({value}, {self.integer(low, value)})",
+            f"min([{self.integer(value, high)}, {value}])",
+            f"make_divisible({value}, 1)",
+            f"round({value} + 0.25)",
+            f"int({value} * 1.5) - {value} // 2",
+            f"abs(-{value})",
+            f"({value} if true else 0)",
+            f"[{low}, {value}][1]",
+            f"({value},)[0]",
+        ]
+        if value <= 5:
+            forms.append(f"len({tuple(range(value))!r})".replace(",)", ")") if value != 1
+                         else "len([7])")  # fmt: skip
+        if value & (value - 1) == 0:
+            forms.append(f"2 ** {value.bit_length() - 1}")
+        return str(self.choice(forms))
+
+    def condition(self, value: bool) -> str:
+        """Text of a compile-time bool expression equal to ``value``."""
+        scope = self.scope
+        forms = ["true" if value else "false", f"not {'false' if value else 'true'}"]
+        forms += [name if v == value else f"not {name}" for name, v in scope.bools.items()]
+        for name, v in list(scope.ints.items())[:3]:
+            forms.append(f"{name} {'>=' if value else '<'} {v}")
+            forms.append(f"{name} % 2 {'==' if (v % 2 == 0) == value else '!='} 0")
+        return str(self.choice(forms))
+
+    @contextmanager
+    def statement(self) -> Iterator[list[str]]:
+        """Collect the ``let`` lines that sizes drawn now need before the statement."""
+        scope = self.scope
+        outer, scope.pre = scope.pre, []
+        try:
+            yield scope.pre
+        finally:
+            scope.pre = outer
+
+    def precision(self) -> str:
+        """A precision expression."""
+        return str(self.choice(PRECISIONS))
+
+    # ------------------------------------------------------------ modules
+    def module(self, shape: Shape, keep: bool = False) -> Drawn:
+        """A constructor expression (layer, Sequential, block) taking ``shape``."""
+        kinds = ["layer"] * 6
+        if self.depth < self.max_depth:
+            kinds += ["sequential", "sequential", "block", "block"]
+        while True:
+            kind = self.choice(kinds)
+            if kind == "layer":
+                name = str(self.choice(sorted(LAYER_CASES)))
+                drawn = LAYER_CASES[name](self, shape, keep)
+                if drawn is None:
+                    continue
+                if name in QUANTIZABLE and self.chance(20):
+                    drawn = Drawn(f"{drawn.text} @{self.precision()}", drawn.shape)
+                return drawn
+            self.depth += 1
+            try:
+                drawn = self.sequential(shape, keep) if kind == "sequential" else block(
+                    self, shape, keep
+                )
+            finally:
+                self.depth -= 1
+            if self.chance(15):
+                drawn = Drawn(f"{drawn.text} @{self.precision()}", drawn.shape)
+            return drawn
+
+    def chain(self, shape: Shape, keep: bool, lo: int = 1, hi: int = 3) -> list[Drawn]:
+        """Modules applied one after the other (with ``keep``: each keeps the shape)."""
+        items = []
+        for _ in range(self.integer(lo, hi)):
+            item = self.module(shape, keep)
+            items.append(item)
+            shape = item.shape
+        return items
+
+    def sequential(self, shape: Shape, keep: bool) -> Drawn:
+        """``Sequential(a, b)`` or ``Sequential { ... }`` with statements inside."""
+        if self.chance(40):
+            items = self.chain(shape, keep)
+            return Drawn(f"Sequential({', '.join(i.text for i in items)})", items[-1].shape)
+        lines, shape = self.seq_body(shape, keep)
+        return Drawn("Sequential {\n" + _indent(lines) + "\n}", shape)
+
+    def seq_body(self, shape: Shape, keep: bool, loop: bool = False) -> tuple[list[str], Shape]:
+        """Statements of a Sequential body (``loop``: inside a ``for``) and the shape after."""
+        lines: list[str] = []
+        for _ in range(self.integer(1, 3)):
+            form = self.integer(0, 9)
+            if form < 5:
+                with self.statement() as pre:
+                    item = self.module(shape, keep)
+                if self.chance(25) and not loop:  # a loop would name it twice
+                    name = str(self.choice(NAMES))
+                    if name not in self.used:
+                        self.used.add(name)
+                        lines += [*pre, f"{name} = {item.text}"]
+                        shape = item.shape
+                        continue
+                lines += [*pre, item.text]
+                shape = item.shape
+            elif form < 7:  # compile-time if: the taken branch may change the shape
+                taken = self.chance(50)
+                with self.hidden():
+                    body, out = self.seq_body(shape, keep, loop)
+                with self.hidden():
+                    other, _ = self.seq_body(shape, True, loop)
+                first, second = (body, other) if taken else (other, body)
+                lines += [f"if {self.condition(taken)} {{", _indent(first), "} else {",
+                          _indent(second), "}"]  # fmt: skip
+                shape = out
+            elif form < 9:  # a loop over range(): every item keeps the shape
+                var = self.fresh("i")
+                with self.hidden():
+                    body, _ = self.seq_body(shape, True, loop=True)
+                count = self.integer(0, 3)
+                lines += [f"for {var} in range({count}) {{", _indent(body), "}"]
+            elif len(shape) == 1 and not keep:  # a table of widths, as in the zoo MLP
+                width, var = self.fresh("width"), self.fresh("c")
+                sizes = [self.integer(1, 8) for _ in range(self.integer(1, 3))]
+                act = self.choice(["ReLU()", "GELU()"])
+                with self.statement() as pre:
+                    first = self.size(shape[0])
+                lines += [*pre, f"let {width} = {first}", f"for {var} in {sizes} {{",
+                          f"    Linear({width}, {var})", f"    {act}", f"    let {width} = {var}",
+                          "}"]  # fmt: skip
+                shape = (sizes[-1],)
+        return lines, shape
+
+
+# ---------------------------------------------------------------- user definitions
+
+
+def block(g: Gen, shape: Shape, keep: bool) -> Drawn:
+    """Define a block (or ``layer``) for ``shape`` and return a call of it."""
+    name = g.fresh(str(g.choice(["Block", "Unit", "Stage"])))
+    args = [(g.fresh("cin"), shape[0])] + [(g.fresh("p"), g.integer(1, 8))
+                                           for _ in range(g.integer(0, 2))]  # fmt: skip
+    flag = (g.fresh("flag"), g.chance(50)) if g.chance(40) else None
+    # Defaults are the values passed here, so a call may leave them out.
+    defaults = {p for p, _ in args[g.integer(0, len(args)) :]}
+    params = [f"{p}: int" + (f" = {v}" if p in defaults else "") for p, v in args]
+    if flag:
+        params.append(f"{flag[0]}: bool = {str(not flag[1]).lower()}")
+    with g.definition() as scope:
+        scope.ints.update(args)
+        if flag:
+            scope.bools[flag[0]] = flag[1]
+        if g.chance(30):
+            lines, out = g.seq_body(shape, keep)
+            text = f"block {name}({', '.join(params)}) = Sequential {{\n{_indent(lines)}\n}}"
+        else:
+            own = [f"weights {g.precision()}"] if g.chance(25) else []
+            lines, out = definition_body(g, shape, keep, model=False)
+            kind = g.choice(["block", "block", "layer"])
+            text = f"{kind} {name}({', '.join(params)}) {{\n{_indent(own + lines)}\n}}"
+    g.definitions.append(text)
+    passed: list[str] = []
+    positional = True
+    for param, value in args:
+        if param in defaults and g.chance(50):
+            positional = False
+            continue
+        positional = positional and g.chance(70)
+        passed.append(g.size(value) if positional else f"{param}={g.size(value)}")
+    if flag:
+        passed.append(f"{flag[0]}={g.condition(flag[1])}")
+    return Drawn(f"{name}({', '.join(passed)})", out)
+
+
+def definition_body(g: Gen, shape: Shape, keep: bool, model: bool) -> tuple[list[str], Shape]:
+    """Members and forward of a block or model taking ``shape`` (returns lines, output)."""
+    scope = g.scope
+    members: list[str] = []
+    forward: list[str] = []
+    x = "x" if model else str(g.choice(["x", "inp", "h"]))
+    cur, cur_shape = x, shape
+    for _ in range(g.integer(1, 4)):
+        form = g.integer(0, 9)
+        if form < 5:  # a member, maybe chosen by a compile-time if
+            name = g.fresh(str(g.choice(NAMES)))
+            if g.chance(20):
+                taken = g.chance(50)
+                with g.statement() as pre, g.hidden():
+                    item = g.module(cur_shape, keep)
+                    other = g.module(cur_shape, True)
+                first, second = (item, other) if taken else (other, item)
+                members += [*pre, f"if {g.condition(taken)} {{", f"    {name} = {first.text}",
+                            "} else {", f"    {name} = {second.text}", "}"]  # fmt: skip
+            else:
+                with g.statement() as pre:
+                    item = g.module(cur_shape, keep)
+                members += [*pre, f"{name} = {item.text}"]
+            for value, read in _reads(name, item):
+                scope.reads.setdefault(value, []).append(read)
+            cur, cur_shape = f"{name}({cur})", item.shape
+        elif form < 7:  # a forward operation
+            op = _op(g, cur, cur_shape, keep)
+            cur, cur_shape = op.text, op.shape
+        elif form == 7:  # a residual around a shape-keeping module
+            name = g.fresh(str(g.choice(NAMES)))
+            with g.statement() as pre:
+                item = g.module(cur_shape, True)
+            members += [*pre, f"{name} = {item.text}"]
+            forward.append(f"{g.choice(['let ', ''])}r = {cur}")
+            cur = str(g.choice([f"r + {name}(r)", f"{name}(r) - r", f"r * {name}(r)"]))
+        elif form == 8:  # a forward if on a compile-time condition
+            forward.append(f"let t = {cur}")
+            taken = g.chance(50)
+            then = _op(g, "t", cur_shape, keep)
+            other = _op(g, "t", cur_shape, True)
+            first, second = (then, other) if taken else (other, then)
+            forward += [f"if {_forward(g, g.condition, taken)} {{", f"    t = {first.text}",
+                        "} else {", f"    t = {second.text}", "}"]  # fmt: skip
+            cur, cur_shape = "t", then.shape
+        else:  # a forward loop over a Sequential of shape-keeping layers
+            name = g.fresh("layers")
+            count = g.integer(1, 3)
+            with g.statement() as pre:
+                items = [g.module(cur_shape, True) for _ in range(count)]
+            members += [*pre, f"{name} = Sequential({', '.join(i.text for i in items)})"]
+            var = g.fresh("i")
+            forward += [f"let u = {cur}", f"for {var} in range({count}) {{",
+                        f"    u = {name}[{var}](u)", "}"]  # fmt: skip
+            cur = "u"
+    if keep and cur_shape != shape:
+        raise AssertionError("a shape-keeping body changed the shape")
+    result, outputs = cur, cur_shape
+    if model and g.chance(15):
+        extra = _op(g, cur, cur_shape, False)
+        result, outputs = f"({cur}, {extra.text})", (cur_shape, extra.shape)
+    forward.append(f"return {result}")
+    lines = [*scope.decls, *members, f"forward({x}) {{", _indent(forward), "}"]
+    return lines, outputs  # type: ignore[return-value]
+
+
+def _reads(name: str, item: Drawn) -> list[tuple[int, str]]:
+    """Attribute reads of a member's arguments, with their values."""
+    if item.text.startswith("Conv2d("):
+        return [(item.shape[0], f"{name}.out_channels")]
+    if item.text.startswith("Linear("):
+        return [(item.shape[-1], f"{name}.out_features")]
+    if item.text.startswith("BatchNorm2d("):
+        return [(item.shape[0], f"{name}.num_features")]
+    return []
+
+
+def _forward(g: Gen, make: Callable, *args: object) -> Any:
+    """Call ``make`` in forward mode (no new lets)."""
+    g.scope.in_forward = True
+    try:
+        return make(*args)
+    finally:
+        g.scope.in_forward = False
+
+
+def _op(g: Gen, x: str, shape: Shape, keep: bool) -> Drawn:
+    names = sorted(KEEP_OPS) if keep else sorted(OP_CASES)
+    while True:
+        drawn = _forward(g, OP_CASES[str(g.choice(names))], g, x, shape)
+        if drawn is not None and (not keep or drawn.shape == shape):
+            return drawn
+
+
+# ---------------------------------------------------------------- layers
+
+
+def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> int:
+    """torch's output length of a sliding window (conv and pooling)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pair(g: Gen, a: int, b: int) -> str:
+    return g.size(a) if a == b and g.chance(70) else f"({g.size(a)}, {g.size(b)})"
+
+
+def _conv(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    out = c if keep else g.integer(1, 8)
+    common = [d for d in range(1, min(c, out) + 1) if c % d == 0 and out % d == 0]
+    groups = int(g.choice(common))
+    if keep:
+        k = int(g.choice([1, 3]))
+        kh, kw, s, d, ph, pw = k, k, 1, 1, k // 2, k // 2
+    else:
+        kh, kw, s, d = g.integer(1, 3), g.integer(1, 3), g.integer(1, 2), g.integer(1, 2)
+        ph, pw = g.integer(0, 2), g.integer(0, 2)
+        ph = max(ph, -(-(d * (kh - 1) + 1 - h) // 2))
+        pw = max(pw, -(-(d * (kw - 1) + 1 - w) // 2))
+    args = [g.size(c), g.size(out), _pair(g, kh, kw)]
+    if s != 1 or g.chance(20):
+        args.append(f"stride={g.size(s)}")
+    if (ph, pw) != (0, 0) or g.chance(20):
+        args.append(f"padding={_pair(g, ph, pw)}")
+    if d != 1:
+        args.append(f"dilation={d}")
+    if groups != 1:
+        args.append(f"groups={g.size(groups)}")
+    if g.chance(40):
+        args.append(f"bias={g.choice(['true', 'false'])}")
+    oh, ow = _window(h, kh, s, ph, d), _window(w, kw, s, pw, d)
+    return Drawn(f"Conv2d({', '.join(args)})", (out, oh, ow))
+
+
+def _linear(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    out = shape[-1] if keep else g.integer(1, 12)
+    bias = f", bias={g.choice(['true', 'false'])}" if g.chance(30) else ""
+    return Drawn(f"Linear({g.size(shape[-1])}, {g.size(out)}{bias})", (*shape[:-1], out))
+
+
+def _batchnorm(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    options = [o for o in ("eps=0.001", "momentum=0.2", "affine=false",
+                           "track_running_stats=false") if g.chance(20)]  # fmt: skip
+    return Drawn(f"BatchNorm2d({', '.join([g.size(shape[0]), *options])})", shape)
+
+
+def _pool(name: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
+    def draw(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+        if len(shape) != 3:
+            return None
+        c, h, w = shape
+        if keep:
+            k, s, p, d, ceil = 1, 1, 0, 1, False
+        else:
+            k, s, d = g.integer(1, 3), g.integer(1, 3), 1
+            if name == "MaxPool2d" and g.chance(20):
+                d = 2
+            p = g.integer(0, k // 2)
+            ceil = g.chance(30)
+        if min(h, w) + 2 * p < d * (k - 1) + 1:
+            return None
+        args = [g.size(k)]
+        if s != k or g.chance(30):
+            args.append(f"stride={g.size(s)}")
+        if p:
+            args.append(f"padding={p}")
+        if d != 1:
+            args.append(f"dilation={d}")
+        if ceil:
+            args.append("ceil_mode=true")
+        if name == "AvgPool2d" and g.chance(20):
+            args.append("count_include_pad=false")
+        out = (c, _window(h, k, s, p, d, ceil), _window(w, k, s, p, d, ceil))
+        return Drawn(f"{name}({', '.join(args)})", out)
+
+    return draw
+
+
+def _adaptive(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    oh = shape[1] if keep else g.integer(1, 4)
+    ow = shape[2] if keep else oh if g.chance(50) else g.integer(1, 4)
+    return Drawn(f"AdaptiveAvgPool2d({_pair(g, oh, ow)})", (shape[0], oh, ow))
+
+
+def _flatten_layer(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    rank = len(shape) + 1
+    if keep and rank > 2:
+        return None
+    start = g.integer(1, rank - 1)
+    end = g.integer(start, rank - 1)
+    out = (*shape[: start - 1], math.prod(shape[start - 1 : end]), *shape[end:])
+    args = []
+    if start != 1 or g.chance(30):
+        args.append(str(start if g.chance(50) else start - rank))
+    if end != rank - 1 or g.chance(30):
+        args.append(f"end_dim={end if g.chance(50) else end - rank}")
+    return Drawn(f"Flatten({', '.join(args)})", out)
+
+
+def _simple(name: str, *options: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
+    def draw(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+        chosen = [o for o in options if g.chance(30)]
+        return Drawn(f"{name}({', '.join(chosen)})", shape)
+
+    return draw
+
+
+LAYER_CASES: dict[str, Callable[[Gen, Shape, bool], Drawn | None]] = {
+    "Conv2d": _conv,
+    "Linear": _linear,
+    "BatchNorm2d": _batchnorm,
+    "MaxPool2d": _pool("MaxPool2d"),
+    "AvgPool2d": _pool("AvgPool2d"),
+    "AdaptiveAvgPool2d": _adaptive,
+    "Flatten": _flatten_layer,
+    "ReLU": _simple("ReLU", "inplace=true"),
+    "ReLU6": _simple("ReLU6"),
+    "GELU": _simple("GELU", 'approximate="tanh"'),
+    "Dropout": _simple("Dropout", "p=0.25"),
+    "Identity": _simple("Identity"),
+}
+QUANTIZABLE = {"Conv2d", "Linear"}
+
+
+# ---------------------------------------------------------------- forward operations
+
+
+def _unary(name: str) -> Callable[[Gen, str, Shape], Drawn | None]:
+    return lambda g, x, shape: Drawn(f"{name}({x})", shape)
+
+
+def _flatten_op(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    rank = len(shape) + 1
+    start = g.integer(1, rank - 1)
+    end = g.integer(start, rank - 1)
+    out = (*shape[: start - 1], math.prod(shape[start - 1 : end]), *shape[end:])
+    if end == rank - 1 and g.chance(50):
+        return Drawn(f"flatten({x}, {start})", out)
+    return Drawn(f"flatten({x}, start_dim={start}, end_dim={end - rank})", out)
+
+
+def _cat(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    dim = g.integer(1, len(shape))
+    copies = g.integer(1, 3)
+    items = ", ".join([x, *[f"relu({x})"] * (copies - 1)])
+    out = tuple(d * copies if i == dim - 1 else d for i, d in enumerate(shape))
+    written = dim if g.chance(50) else dim - len(shape) - 1
+    return Drawn(f"cat([{items}], {'dim=' if g.chance(50) else ''}{written})", out)
+
+
+def _reshape(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if g.symbolic:
+        return None
+    total = math.prod(shape)
+    divisors = [d for d in range(1, total + 1) if total % d == 0]
+    first = int(g.choice(divisors))
+    out = (first, total // first) if g.chance(50) else (total,)
+    sizes = ", ".join(g.size(d) for d in out)
+    return Drawn(f"reshape({x}, -1, {sizes})", out)
+
+
+def _matmul(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        return None
+    return Drawn(f"matmul({x}, {x})" if g.chance(50) else f"({x}) @ ({x})", shape)
+
+
+def _adaptive_op(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    size = g.integer(1, 3)
+    if g.chance(50):
+        return Drawn(f"adaptive_avg_pool2d({x}, {size})", (shape[0], size, size))
+    return Drawn(f"adaptive_avg_pool2d({x}, ({size}, 1))", (shape[0], size, 1))
+
+
+def _ternary_matmul(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    """``ternary_matmul(x, W)`` with W a ``param`` or a constant of the definition."""
+    out = g.integer(1, 6)
+    name = g.fresh("W")
+    if g.chance(50):
+        g.scope.decls.append(f"param {name}: TernaryTensor[{out}, {shape[-1]}]")
+    else:
+        rows = [[g.integer(-1, 1) for _ in range(shape[-1])] for _ in range(out)]
+        g.scope.decls.append(f"let {name}: TernaryTensor[{out}, {shape[-1]}] = {rows}")
+    return Drawn(f"ternary_matmul({x}, {name})", (*shape[:-1], out))
+
+
+def _arith(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    x = f"({x})"
+    forms = [f"{x} + {x}", f"{x} * 0.5", f"2 - {x}", f"{x} / 4", f"-{x}", f"{x} * {x}"]
+    if len(shape) == 3:  # broadcasting, as in squeeze-and-excitation
+        forms.append(f"{x} * sigmoid(adaptive_avg_pool2d({x}, 1))")
+    return Drawn(str(g.choice(forms)), shape)
+
+
+def _conditional(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    taken = g.chance(50)
+    return Drawn(f"(relu({x}) if {g.condition(taken)} else ({x}))", shape)
+
+
+OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
+    "relu": _unary("relu"),
+    "relu6": _unary("relu6"),
+    "gelu": _unary("gelu"),
+    "sigmoid": _unary("sigmoid"),
+    "flatten": _flatten_op,
+    "cat": _cat,
+    "reshape": _reshape,
+    "matmul": _matmul,
+    "ternary_matmul": _ternary_matmul,
+    "adaptive_avg_pool2d": _adaptive_op,
+    "arithmetic": _arith,
+    "conditional": _conditional,
+}
+KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "arithmetic", "conditional"}
+
+
+# ---------------------------------------------------------------- whole programs
+
+
+@st.composite
+def programs(draw: st.DrawFn, max_depth: int = 3) -> Program:
+    """One valid model with the blocks and layers it uses."""
+    g = Gen(draw, max_depth)
+    image = g.chance(60)
+    if image:
+        c, h, w = g.integer(1, 4), g.integer(1, 9), g.integer(1, 9)
+        symbolic = g.chance(30)
+        declared: tuple[int | str, ...] = (c, "H", "W") if symbolic else (c, h, w)
+        sizes = {"H": h, "W": w} if symbolic else {}
+        g.symbolic = symbolic
+        shape: Shape = (c, h, w)
+    else:
+        shape = (g.integer(1, 9),) if g.chance(70) else (g.integer(1, 4), g.integer(1, 6))
+        declared, sizes = shape, {}
+    name = g.fresh("Net")
+    params = [(g.fresh("width"), g.integer(1, 8)) for _ in range(g.integer(0, 2))]
+    with g.definition() as scope:
+        scope.ints.update(params)
+        head = [f"input x: Tensor[N, {', '.join(map(str, declared))}]"]
+        if g.chance(50):
+            head.append(f"weights {g.precision()}")
+        lines, output = definition_body(g, shape, keep=False, model=True)
+    signature = ", ".join(f"{p}: int = {v}" for p, v in params)
+    model = f"model {name}({signature}) {{\n{_indent(head + lines)}\n}}"
+    source = "\n\n".join([*g.definitions, model]) + "\n"
+    return Program(source, name, declared, sizes, output)
+
+
+def _indent(lines: list[str] | str) -> str:
+    text = lines if isinstance(lines, str) else "\n".join(lines)
+    return "\n".join("    " + line if line else line for line in text.split("\n"))
