@@ -331,7 +331,9 @@ class _ClassEmitter(PyPrinter):
         lines = [self.input_check(s) for s in self.d.body if isinstance(s, n.InputDecl)]
         used = {node.id for node in n.walk(forward) if isinstance(node, n.Name)}
         for name, (source, axis) in input_sizes(self.d).items():
-            if name in used and not self.is_value(name) and name not in self.definitions:
+            # A name the block binds (value, member, tensor) wins, as in the checker.
+            bound = self.is_value(name) or name in self.members or name in self.tensors
+            if name in used and not bound and name not in self.definitions:
                 lines.append(f"{name} = {source}.shape[{axis}]")
                 self.locals.add(name)
         lines += self.forward_block(forward.body)

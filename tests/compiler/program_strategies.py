@@ -623,10 +623,11 @@ def _matmul(g: Gen, x: str, shape: Shape) -> Drawn | None:
 def _adaptive_op(g: Gen, x: str, shape: Shape) -> Drawn | None:
     if len(shape) != 3:
         return None
+    name = g.choice(["adaptive_avg_pool2d", "adaptive_max_pool2d"])
     size = g.integer(1, 3)
     if g.chance(50):
-        return Drawn(f"adaptive_avg_pool2d({x}, {size})", (shape[0], size, size))
-    return Drawn(f"adaptive_avg_pool2d({x}, ({size}, 1))", (shape[0], size, 1))
+        return Drawn(f"{name}({x}, {size})", (shape[0], size, size))
+    return Drawn(f"{name}({x}, ({size}, 1))", (shape[0], size, 1))
 
 
 def _ternary_matmul(g: Gen, x: str, shape: Shape) -> Drawn | None:
@@ -654,11 +655,109 @@ def _conditional(g: Gen, x: str, shape: Shape) -> Drawn | None:
     return Drawn(f"(relu({x}) if {g.condition(taken)} else ({x}))", shape)
 
 
+def _option(name: str, option: str, value: float) -> Callable[[Gen, str, Shape], Drawn | None]:
+    def draw(g: Gen, x: str, shape: Shape) -> Drawn | None:
+        return Drawn(f"{name}({x}, {option}={value})" if g.chance(50) else f"{name}({x})", shape)
+
+    return draw
+
+
+def _dim(g: Gen, shape: Shape, batch: bool = False) -> int:
+    """A dimension of the batched tensor (1.. unless ``batch``), sometimes written negative."""
+    return g.integer(0 if batch else 1, len(shape))
+
+
+def _written(g: Gen, dim: int, shape: Shape) -> int:
+    return dim if g.chance(50) else dim - len(shape) - 1
+
+
+def _along_dim(name: str) -> Callable[[Gen, str, Shape], Drawn | None]:
+    def draw(g: Gen, x: str, shape: Shape) -> Drawn | None:
+        dim = _written(g, _dim(g, shape, batch=True), shape)
+        return Drawn(f"{name}({x}, {'dim=' if g.chance(50) else ''}{dim})", shape)
+
+    return draw
+
+
+def _reduction(name: str) -> Callable[[Gen, str, Shape], Drawn | None]:
+    def draw(g: Gen, x: str, shape: Shape) -> Drawn | None:
+        dims = sorted({_dim(g, shape) for _ in range(g.integer(1, 2))})
+        keep = g.chance(40) or len(dims) == len(shape)  # the batch is never reduced away
+        out = tuple(1 if i + 1 in dims else d for i, d in enumerate(shape) if keep or i + 1
+                    not in dims)  # fmt: skip
+        written = [_written(g, d, shape) for d in dims]
+        dim = str(written[0]) if len(written) == 1 and g.chance(50) else str(written)
+        return Drawn(f"{name}({x}, {dim}{', keepdim=true' if keep else ''})", out)
+
+    return draw
+
+
+def _transpose(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    a, b = _dim(g, shape), _dim(g, shape)
+    out = list(shape)
+    out[a - 1], out[b - 1] = out[b - 1], out[a - 1]
+    return Drawn(f"transpose({x}, {_written(g, a, shape)}, {_written(g, b, shape)})", tuple(out))
+
+
+def _permute(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    order = g.draw(st.permutations(range(1, len(shape) + 1)))
+    out = tuple(shape[i - 1] for i in order)
+    items = [0, *order]
+    return Drawn(f"permute({x}, {items})" if g.chance(50) else
+                 f"permute({x}, {', '.join(map(str, items))})", out)  # fmt: skip
+
+
+def _chunk(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if g.symbolic:  # needs the size of the dimension
+        return None
+    dim, chunks = _dim(g, shape), g.integer(1, 3)
+    each = -(-shape[dim - 1] // chunks)
+    out = tuple(min(each, d) if i == dim - 1 else d for i, d in enumerate(shape))
+    return Drawn(f"chunk({x}, {chunks}, dim={_written(g, dim, shape)})[0]", out)
+
+
+def _split(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if g.symbolic:  # needs the size of the dimension
+        return None
+    dim = _dim(g, shape)
+    size = shape[dim - 1]
+    if size >= 2 and g.chance(50):
+        first = g.integer(1, size - 1)
+        out = tuple(size - first if i == dim - 1 else d for i, d in enumerate(shape))
+        return Drawn(f"split({x}, [{first}, {size - first}], {_written(g, dim, shape)})[1]", out)
+    part = g.integer(1, size)
+    out = tuple(part if i == dim - 1 else d for i, d in enumerate(shape))
+    return Drawn(f"split({x}, {part}, dim={_written(g, dim, shape)})[0]", out)
+
+
+def _interpolate(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    mode = g.choice(["", ', mode="nearest"', ', mode="bilinear"'])
+    if g.chance(50):
+        h, w = g.integer(1, 6), g.integer(1, 6)
+        return Drawn(f"interpolate({x}, size=({h}, {w}){mode})", (shape[0], h, w))
+    factor = g.integer(1, 3)
+    return Drawn(f"interpolate({x}, scale_factor={factor}{mode})",
+                 (shape[0], shape[1] * factor, shape[2] * factor))  # fmt: skip
+
+
 OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
-    "relu": _unary("relu"),
-    "relu6": _unary("relu6"),
-    "gelu": _unary("gelu"),
-    "sigmoid": _unary("sigmoid"),
+    **{name: _unary(name) for name in ("relu", "relu6", "gelu", "sigmoid", "tanh", "silu",
+                                        "hardswish", "hardsigmoid", "mish", "sqrt", "exp")},
+    "leaky_relu": _option("leaky_relu", "negative_slope", 0.2),
+    "elu": _option("elu", "alpha", 0.5),
+    "softmax": _along_dim("softmax"),
+    "log_softmax": _along_dim("log_softmax"),
+    "mean": _reduction("mean"),
+    "sum": _reduction("sum"),
+    "amax": _reduction("amax"),
+    "transpose": _transpose,
+    "permute": _permute,
+    "chunk": _chunk,
+    "split": _split,
+    "interpolate": _interpolate,
+    "adaptive_max_pool2d": _adaptive_op,
     "flatten": _flatten_op,
     "cat": _cat,
     "reshape": _reshape,
@@ -668,7 +767,9 @@ OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     "arithmetic": _arith,
     "conditional": _conditional,
 }
-KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "arithmetic", "conditional"}
+KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
+            "sqrt", "exp", "leaky_relu", "elu", "softmax", "log_softmax", "arithmetic",
+            "conditional"}  # fmt: skip
 
 
 # ---------------------------------------------------------------- whole programs
