@@ -21,6 +21,9 @@ _LAZY = {
     "from_pretrained": "tritondsl.export.hub",
     "push_to_hub": "tritondsl.export.hub",
     "ArtifactError": "tritondsl.export.artifact",
+    "ArtifactNotFoundError": "tritondsl.export.artifact",
+    "ArtifactAuthError": "tritondsl.export.artifact",
+    "CorruptArtifactError": "tritondsl.export.artifact",
 }
 
 

@@ -1,9 +1,23 @@
 """config.json of a saved model folder: the schema, how it is written and strictly read.
 
-Every field is required and typed; unknown fields are refused, so a config.json written by
-a newer format or edited by hand fails loudly instead of being half understood.
+The fields tritondsl reads are required and typed (a wrong one is refused). Fields it does
+not know (written by a newer tritondsl, or added by hand) are kept in the parsed dict and
+logged as a warning, never refused. The Hugging Face fields below follow transformers'
+conventions, so Hub tooling and model pages recognise the folder; they are checked when
+present (folders written before they existed load too). A feature that adds a section
+(activation quantization, transformer models) registers it in ``OPTIONAL_FIELDS`` with its
+type, or adds a key to ``quantization_config`` (an open dict).
 
 config.json (format_version 1)::
+
+    model_type         "tritondsl"                        (Hugging Face conventions)
+    architectures      [the model's name]
+    dtype, torch_dtype "float32": the dtype of the computation (transformers 5 reads
+                       ``dtype``, older readers ``torch_dtype``)
+    card               optional model-card metadata (model_card.CARD_FIELDS)
+    quantization_config {"quant_method": "tritondsl", "weights": "ternary", "bits": 2 or
+                       1.6, "packing", "scale_granularity": "per_channel" | "per_tensor" |
+                       "mixed" | null, "modules_to_not_convert": [layers not ternary]}
 
     format             "tritondsl"
     format_version     1
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import stat
@@ -52,21 +67,42 @@ _CONFIG_KEYS = {
     "params": dict, "precision": (str, type(None)), "packing": str, "files": dict,
     "layers": dict, "tensors": dict, "fp32_bytes": int,
 }  # fmt: skip
+MODEL_TYPE = "tritondsl"
+# Checked when present: the Hugging Face fields, and sections features add (name -> type).
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model_type": str, "architectures": list, "dtype": str, "torch_dtype": str,
+    "quantization_config": dict, "card": dict,
+}  # fmt: skip
+# config.json's optional "card" section (model_card.py turns it into ModelCardData).
+CARD_FIELDS = ("license", "pipeline_tag", "datasets", "base_model", "metrics")
+log = logging.getLogger(__name__)
 
 
 class ArtifactError(ValueError):
-    """A saved model folder is incomplete, corrupted or hostile; the message names the file."""
+    """A saved model cannot be loaded; the message names the file. One of three kinds:"""
 
     def __init__(self, file: str, message: str) -> None:
         super().__init__(f"{file}: {message}")
         self.file = file
 
 
+class ArtifactNotFoundError(ArtifactError):
+    """No such folder or Hub repo (or revision), or it is not in the cache when offline."""
+
+
+class ArtifactAuthError(ArtifactError):
+    """The Hub refused access: a private or gated repo, or a missing or wrong token."""
+
+
+class CorruptArtifactError(ArtifactError):
+    """The folder is there but incomplete, corrupted or hostile (pickles, bad codes, ...)."""
+
+
 def dump_config(config: dict[str, Any]) -> str:
     """JSON with one line per file, layer and tensor, so diffs and reviews stay readable."""
     lines = []
     for key, value in config.items():
-        if key in ("files", "layers", "tensors") and value:
+        if key in ("files", "layers", "tensors", "quantization_config") and value:
             inner = ",\n".join(f"    {json.dumps(k)}: {_json(v)}" for k, v in value.items())
             lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
         else:
@@ -74,46 +110,86 @@ def dump_config(config: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
+def _version() -> str:
+    from tritondsl import __version__
+
+    return __version__
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=False, ensure_ascii=False)
 
 
 def parse_config(data: bytes) -> dict[str, Any]:
-    """config.json parsed and type-checked; every field is required, none is extra."""
+    """config.json parsed and type-checked (see the module docstring for what is required)."""
     try:
         config = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ArtifactError(CONFIG_NAME, f"not valid JSON: {error}") from None
+        raise CorruptArtifactError(CONFIG_NAME, f"not valid JSON: {error}") from None
     if not isinstance(config, dict):
-        raise ArtifactError(CONFIG_NAME, "must hold a JSON object")
+        raise CorruptArtifactError(CONFIG_NAME, "must hold a JSON object")
     if config.get("format") != FORMAT:
-        raise ArtifactError(CONFIG_NAME, f"'format' must be {FORMAT!r}; not a tritondsl folder")
-    unknown = sorted(config.keys() - _CONFIG_KEYS.keys())
+        raise CorruptArtifactError(
+            CONFIG_NAME, f"'format' must be {FORMAT!r}; not a tritondsl folder"
+        )
+    unknown = sorted(config.keys() - _CONFIG_KEYS.keys() - OPTIONAL_FIELDS.keys())
     if unknown:
-        raise ArtifactError(CONFIG_NAME, f"unknown field {unknown[0]!r}")
+        log.warning(
+            "%s: fields %s are unknown to tritondsl %s (a newer version wrote them?); "
+            "kept, not used", CONFIG_NAME, ", ".join(map(repr, unknown)), _version(),
+        )  # fmt: skip
     for key, kind in _CONFIG_KEYS.items():
         _expect(config.get(key, ...), kind, key)
+    for key, kind in OPTIONAL_FIELDS.items():
+        if key in config:
+            _expect(config[key], kind, key)
+    if "card" in config:
+        _check_card(config["card"])
+    if config.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+        raise CorruptArtifactError(CONFIG_NAME, f"model_type must be {MODEL_TYPE!r}")
+    if config.get("architectures", [config["model"]]) != [config["model"]]:
+        raise CorruptArtifactError(CONFIG_NAME, f"architectures must be [{config['model']!r}]")
     if config["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(
+        raise CorruptArtifactError(
             CONFIG_NAME, f"format_version {config['format_version']} is not {FORMAT_VERSION}; "
             "written by another tritondsl version"
         )  # fmt: skip
     if config["precision"] is not None and config["precision"] not in ("fp32", "fp16", "int8"):
-        raise ArtifactError(CONFIG_NAME, f"unknown precision override {config['precision']!r}")
+        raise CorruptArtifactError(
+            CONFIG_NAME, f"unknown precision override {config['precision']!r}"
+        )
     _choice(config["packing"], PACKINGS, "packing")
     if set(config["files"]) != {SOURCE_NAME, WEIGHTS_NAME}:
-        raise ArtifactError(CONFIG_NAME, f"'files' must list {SOURCE_NAME} and {WEIGHTS_NAME}")
+        raise CorruptArtifactError(
+            CONFIG_NAME, f"'files' must list {SOURCE_NAME} and {WEIGHTS_NAME}"
+        )
     for name, entry in config["files"].items():
         _expect(entry, dict, f"files.{name}")
         _expect(entry.get("bytes", ...), int, f"files.{name}.bytes")
         _expect(entry.get("sha256", ...), str, f"files.{name}.sha256")
         if not _HEX64.fullmatch(entry["sha256"]) or entry["bytes"] < 0 or len(entry) != 2:
-            raise ArtifactError(CONFIG_NAME, f"files.{name} must be {{sha256, bytes}}")
+            raise CorruptArtifactError(CONFIG_NAME, f"files.{name} must be {{sha256, bytes}}")
     for name, value in config["layers"].items():
         _expect(value, str, f"layers.{name}")
     for name, entry in config["tensors"].items():
         _check_tensor_entry(name, entry, config["packing"])
     return config
+
+
+def _check_card(card: dict[str, Any]) -> None:
+    unknown = sorted(card.keys() - set(CARD_FIELDS))
+    if unknown:
+        raise CorruptArtifactError(CONFIG_NAME, f"card: unknown fields {unknown}")
+    for key in ("license", "pipeline_tag", "base_model"):
+        if key in card:
+            _expect(card[key], str, f"card.{key}")
+    datasets = card.get("datasets", [])
+    for name in [datasets] if isinstance(datasets, str) else datasets:
+        _expect(name, str, "card.datasets")
+    for name, value in card.get("metrics", {}).items():
+        _expect(value, (int, float), f"card.metrics.{name}")
+        if isinstance(value, bool) or not math.isfinite(value):
+            raise CorruptArtifactError(CONFIG_NAME, f"card.metrics.{name} must be a number")
 
 
 def _check_tensor_entry(name: str, entry: Any, packing: str) -> None:
@@ -123,22 +199,24 @@ def _check_tensor_entry(name: str, entry: Any, packing: str) -> None:
     for dim in entry["shape"]:
         _expect(dim, int, f"{where}.shape")
         if dim < 0:
-            raise ArtifactError(CONFIG_NAME, f"{where}.shape has a negative size")
+            raise CorruptArtifactError(CONFIG_NAME, f"{where}.shape has a negative size")
     _choice(entry.get("dtype"), tuple(DTYPES), f"{where}.dtype")
     extra = entry.keys() - {"shape", "dtype"}
     if extra and extra != {"packing", "trits"}:
-        raise ArtifactError(CONFIG_NAME, f"{where}: unexpected fields {sorted(extra)}")
+        raise CorruptArtifactError(CONFIG_NAME, f"{where}: unexpected fields {sorted(extra)}")
     if extra:
         _choice(entry["packing"], (packing,), f"{where}.packing")
         _expect(entry["trits"], int, f"{where}.trits")
         if entry["trits"] < 1:
-            raise ArtifactError(CONFIG_NAME, f"{where}.trits must be positive")
+            raise CorruptArtifactError(CONFIG_NAME, f"{where}.trits must be positive")
         per_byte = 5 if packing == "base3" else 4
         rows = entry["shape"][0] if entry["shape"] else 0
         expected = [rows, packed_cols(entry["trits"], per_byte)]
         if entry["dtype"] != "uint8" or entry["shape"] != expected:
-            raise ArtifactError(CONFIG_NAME, f"{where}: {packing} codes of K={entry['trits']} "
-                                f"must be uint8 {expected}")  # fmt: skip
+            k = entry["trits"]
+            raise CorruptArtifactError(
+                CONFIG_NAME, f"{where}: {packing} codes of K={k} must be uint8 {expected}"
+            )
 
 
 def read_file(folder: Path, name: str, limit: int) -> bytes:
@@ -147,15 +225,17 @@ def read_file(folder: Path, name: str, limit: int) -> bytes:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            raise ArtifactError(name, "is not a regular file")
+            raise CorruptArtifactError(name, "is not a regular file")
         if info.st_size > limit:
-            raise ArtifactError(name, f"is {info.st_size} bytes, more than the {limit} expected")
+            raise CorruptArtifactError(
+                name, f"is {info.st_size} bytes, more than the {limit} expected"
+            )
         with path.open("rb") as file:
             return file.read(limit + 1)
     except FileNotFoundError:
-        raise ArtifactError(name, f"missing from {folder}") from None
+        raise CorruptArtifactError(name, f"missing from {folder}") from None
     except OSError as error:
-        raise ArtifactError(name, f"cannot read: {error.strerror or error}") from None
+        raise CorruptArtifactError(name, f"cannot read: {error.strerror or error}") from None
 
 
 def encode_param(value: Any, where: str) -> Any:
@@ -176,14 +256,14 @@ def encode_param(value: Any, where: str) -> Any:
 def decode_param(value: Any, where: str) -> Any:
     """The constructor argument ``encode_param`` stored; ArtifactError for anything else."""
     if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN
-        raise ArtifactError(CONFIG_NAME, f"{where}: {value} is not a finite number")
+        raise CorruptArtifactError(CONFIG_NAME, f"{where}: {value} is not a finite number")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list):
         return [decode_param(v, where) for v in value]
     if isinstance(value, dict) and set(value) == {"tuple"} and isinstance(value["tuple"], list):
         return tuple(decode_param(v, where) for v in value["tuple"])
-    raise ArtifactError(CONFIG_NAME, f"{where}: unsupported value {value!r}")
+    raise CorruptArtifactError(CONFIG_NAME, f"{where}: unsupported value {value!r}")
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> None:
@@ -192,12 +272,12 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> None:
     if value is ... or wrong or not isinstance(value, kind):
         got = "missing" if value is ... else f"got {type(value).__name__} {value!r:.60}"
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ArtifactError(CONFIG_NAME, f"{where} must be {names}, {got}")
+        raise CorruptArtifactError(CONFIG_NAME, f"{where} must be {names}, {got}")
 
 
 def _choice(value: Any, choices: tuple[str, ...], where: str) -> None:
     if value not in choices:
-        raise ArtifactError(CONFIG_NAME, f"{where} must be one of {', '.join(choices)}, "
+        raise CorruptArtifactError(CONFIG_NAME, f"{where} must be one of {', '.join(choices)}, "
                             f"got {value!r:.60}")  # fmt: skip
 
 
@@ -214,4 +294,3 @@ def sha256(data: bytes) -> str:
 def file_entry(data: bytes) -> dict[str, Any]:
     """The ``{"sha256", "bytes"}`` entry config.json and manifest.json keep per file."""
     return {"sha256": sha256(data), "bytes": len(data)}
-

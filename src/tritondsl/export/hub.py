@@ -51,15 +51,20 @@ from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.values import TensorDecl
 from tritondsl.export.artifact import (
+    CARD_FIELDS,
     CARD_NAME,
     CONFIG_NAME,
     FORMAT,
     FORMAT_VERSION,
     MAX_CONFIG_BYTES,
+    MODEL_TYPE,
     PACKINGS,
     SOURCE_NAME,
     WEIGHTS_NAME,
+    ArtifactAuthError,
     ArtifactError,
+    ArtifactNotFoundError,
+    CorruptArtifactError,
     decode_param,
     dtype_name,
     dump_config,
@@ -78,13 +83,23 @@ __all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "sav
 # Formats whose loaders can run code; a folder holding one is refused (see module doc).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 MAX_FOLDER_ENTRIES = 10_000
+_SCALE = re.compile(r"\bscale=(\w+)")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 # --------------------------------------------------------------------------- saving
 
 
-def save_pretrained(model: nn.Module, save_directory: str | Path, pack: str = "2bit") -> Path:
-    """Write config.json, model.safetensors, model.tdsl and README.md for ``model``."""
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | Path,
+    pack: str = "2bit",
+    card: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write config.json, model.safetensors, model.tdsl and README.md for ``model``.
+
+    ``card`` fills the model card's metadata: ``license``, ``pipeline_tag``, ``datasets``,
+    ``base_model`` and ``metrics`` (name -> value, e.g. ``{"accuracy": 0.91}``).
+    """
     spec = getattr(model, "tdsl_spec", None)
     if spec is None:
         raise TypeError("model has no tdsl_spec; build it with tritondsl.compile or load_model")
@@ -99,7 +114,12 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, pack: str = "2
     stored, tensors = _stored_tensors(clone, pack)
     weights = save_safetensors(stored, metadata={"format": "pt", "tritondsl_packing": pack})
     source = spec.source.encode("utf-8")
+    layers = layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision)
     config = {
+        "model_type": MODEL_TYPE,
+        "architectures": [spec.model],
+        "dtype": "float32",
+        "torch_dtype": "float32",
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tritondsl_version": _version(),
@@ -108,10 +128,16 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, pack: str = "2
         "precision": spec.precision,
         "packing": pack,
         "files": {SOURCE_NAME: file_entry(source), WEIGHTS_NAME: file_entry(weights)},
-        "layers": layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision),
+        "layers": layers,
         "tensors": tensors,
         "fp32_bytes": fp32_bytes(clone),
+        "quantization_config": quantization_config(layers, pack),
     }
+    if card:
+        unknown = sorted(set(card) - set(CARD_FIELDS))
+        if unknown:
+            raise ValueError(f"card: unknown fields {unknown}; known: {', '.join(CARD_FIELDS)}")
+        config["card"] = {k: v for k, v in card.items() if v is not None}
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / SOURCE_NAME, source)
     write_atomically(folder / WEIGHTS_NAME, weights)
@@ -171,6 +197,21 @@ def _stored_tensors(model: nn.Module, pack: str) -> tuple[dict[str, torch.Tensor
     return stored, entries
 
 
+def quantization_config(layers: Mapping[str, str], pack: str) -> dict[str, Any]:
+    """The ``quantization_config`` block Hugging Face quantized models carry (see artifact.py)."""
+    ternary = {path: p for path, p in layers.items() if p.startswith("ternary")}
+    scales = {m.group(1) if (m := _SCALE.search(p)) else "per_tensor" for p in ternary.values()}
+    granularity = None if not scales else scales.pop() if len(scales) == 1 else "mixed"
+    return {
+        "quant_method": "tritondsl",
+        "weights": "ternary",
+        "bits": 2 if pack == "2bit" else 1.6,
+        "packing": pack,
+        "scale_granularity": granularity,
+        "modules_to_not_convert": sorted(set(layers) - set(ternary)),
+    }
+
+
 def layer_precisions(info: Any, override: str | None) -> dict[str, str]:
     """Each weight-bearing layer's precision config, spelled: the front end's, or the override.
 
@@ -201,11 +242,20 @@ def from_pretrained(
     token: str | None = None,
     local_files_only: bool = False,
     cache_dir: str | Path | None = None,
+    force_download: bool = False,
     device: str | torch.device = "cpu",
+    **loader_kwargs: Any,
 ) -> nn.Module:
-    """Rebuild, deploy and load a saved model from a folder or a Hub repo id (eval mode)."""
+    """Rebuild, deploy and load a saved model from a folder or a Hub repo id (eval mode).
+
+    Keyword arguments of Hugging Face loaders that change nothing here are accepted and
+    ignored (``trust_remote_code``: no code from a folder ever runs; ``torch_dtype``/
+    ``dtype``: float32 only; ``low_cpu_mem_usage``, ``use_safetensors``, ...); an argument
+    that would change the result, or that no loader knows, is an error.
+    """
+    _check_loader_kwargs(loader_kwargs)
     hub = {"revision": revision, "token": token, "local_files_only": local_files_only,
-           "cache_dir": cache_dir}  # fmt: skip
+           "cache_dir": cache_dir, "force_download": force_download}  # fmt: skip
     folder = _resolve_folder(path_or_repo_id, hub)
     _refuse_pickles(folder)
     config = parse_config(read_file(folder, CONFIG_NAME, MAX_CONFIG_BYTES))
@@ -213,7 +263,9 @@ def from_pretrained(
     for name, entry in config["files"].items():
         data = read_file(folder, name, entry["bytes"])
         if len(data) != entry["bytes"] or sha256(data) != entry["sha256"]:
-            raise ArtifactError(name, f"sha256/size differ from {CONFIG_NAME}: modified or corrupt")
+            raise CorruptArtifactError(
+                name, f"sha256/size differ from {CONFIG_NAME}: modified or corrupt"
+            )
         files[name] = data
     source = _decode_source(files[SOURCE_NAME])
     state = _read_weights(files[WEIGHTS_NAME], config)
@@ -233,20 +285,57 @@ def _resolve_folder(path_or_repo_id: str | Path, hub: dict[str, Any]) -> Path:
         return path
     text = str(path_or_repo_id)
     if path.exists() or not _REPO_ID.fullmatch(text) or ".." in text:
-        raise ArtifactError(text, "not a model folder nor a Hub repo id (OWNER/NAME)")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as error:  # the `hub` extra
-        hint = "loading from the Hub needs `pip install tritondsl[hub]`"
-        raise ArtifactError(text, hint) from error
+        raise ArtifactNotFoundError(text, "not a model folder nor a Hub repo id (OWNER/NAME)")
+    from huggingface_hub import errors, snapshot_download
+
     try:
         # Only the files we read: a large .onnx beside them is never downloaded.
         snapshot = snapshot_download(
             text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, SOURCE_NAME], **hub
         )
-    except Exception as error:  # network, auth, missing cache: all mean "not available"
-        raise ArtifactError(text, f"not found locally nor on the Hub: {error}") from error
+    except (errors.GatedRepoError, errors.LocalTokenNotFoundError) as error:
+        raise ArtifactAuthError(text, f"the Hub refused access: {error}") from error
+    except (
+        errors.RepositoryNotFoundError,
+        errors.RevisionNotFoundError,
+        errors.EntryNotFoundError,
+        errors.LocalEntryNotFoundError,
+    ) as error:
+        # The Hub answers 404, not 401, for a private repo without a token: say both.
+        raise ArtifactNotFoundError(
+            text, f"not found locally nor on the Hub (or private: pass token=): {error}"
+        ) from error
+    except errors.HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        kind = ArtifactAuthError if status in (401, 403) else ArtifactNotFoundError
+        raise kind(text, f"the Hub answered HTTP {status}: {error}") from error
+    except OSError as error:  # network down, cache unreadable
+        raise ArtifactNotFoundError(text, f"cannot reach the Hub or its cache: {error}") from error
     return Path(snapshot)
+
+
+# Loader kwargs users pass to transformers/diffusers loaders: value(s) that mean "as usual".
+_HARMLESS_KWARGS: dict[str, tuple[Any, ...]] = {
+    "trust_remote_code": (False, True),  # nothing from the folder runs either way
+    "torch_dtype": (None, "auto", "float32", torch.float32),
+    "dtype": (None, "auto", "float32", torch.float32),
+    "low_cpu_mem_usage": (False, True),
+    "use_safetensors": (None, True),
+    "resume_download": (None, False, True),
+    "proxies": (None,),
+    "subfolder": (None, ""),
+    "local_dir": (None,),
+    "output_loading_info": (False,),
+}
+
+
+def _check_loader_kwargs(kwargs: Mapping[str, Any]) -> None:
+    for name, value in kwargs.items():
+        accepted = _HARMLESS_KWARGS.get(name)
+        if accepted is None:
+            raise TypeError(f"from_pretrained() got an unexpected keyword argument {name!r}")
+        if not any(value is a or (type(value) is type(a) and value == a) for a in accepted):
+            raise ValueError(f"from_pretrained({name}={value!r}) is not supported here")
 
 
 def _refuse_pickles(folder: Path) -> None:
@@ -256,10 +345,10 @@ def _refuse_pickles(folder: Path) -> None:
         for name in sorted(names):
             seen += 1
             if seen > MAX_FOLDER_ENTRIES:
-                raise ArtifactError(str(folder), f"more than {MAX_FOLDER_ENTRIES} files")
+                raise CorruptArtifactError(str(folder), f"more than {MAX_FOLDER_ENTRIES} files")
             if name.lower().endswith(PICKLE_SUFFIXES):
                 shown = os.path.relpath(os.path.join(root, name), folder)
-                raise ArtifactError(
+                raise CorruptArtifactError(
                     shown, "pickle-based files are refused (they can run code when loaded); "
                     "tritondsl folders hold safetensors only, remove this file"
                 )  # fmt: skip
@@ -270,13 +359,13 @@ def _read_weights(data: bytes, config: dict[str, Any]) -> dict[str, torch.Tensor
     try:
         state = load_safetensors(data)
     except Exception as error:  # the Rust parser raises its own SafetensorError
-        raise ArtifactError(WEIGHTS_NAME, f"not a valid safetensors file: {error}") from None
+        raise CorruptArtifactError(WEIGHTS_NAME, f"not a valid safetensors file: {error}") from None
     expected = config["tensors"]
     _same_keys(state.keys(), expected.keys(), WEIGHTS_NAME, CONFIG_NAME)
     for name, tensor in state.items():
         entry = expected[name]
         if list(tensor.shape) != entry["shape"] or dtype_name(tensor) != entry["dtype"]:
-            raise ArtifactError(
+            raise CorruptArtifactError(
                 WEIGHTS_NAME, f"tensor {name!r} is {dtype_name(tensor)} {list(tensor.shape)}, "
                 f"{CONFIG_NAME} says {entry['dtype']} {entry['shape']}"
             )  # fmt: skip
@@ -287,7 +376,7 @@ def _read_weights(data: bytes, config: dict[str, Any]) -> dict[str, torch.Tensor
                 else:
                     _check_codes(tensor, entry["trits"], name)
             except PackingError as error:
-                raise ArtifactError(WEIGHTS_NAME, f"tensor {name!r}: {error}") from None
+                raise CorruptArtifactError(WEIGHTS_NAME, f"tensor {name!r}: {error}") from None
     return state
 
 
@@ -315,18 +404,20 @@ def _check_program(source: str, shown: str, config: dict[str, Any], params: dict
         try:
             models = check_source(source, shown).models
         except CompileError as plain:
-            raise ArtifactError(SOURCE_NAME, f"has errors:\n{plain.render()}") from None
+            raise CorruptArtifactError(SOURCE_NAME, f"has errors:\n{plain.render()}") from None
         if name not in models:
             known = ", ".join(models) or "none"
-            raise ArtifactError(
+            raise CorruptArtifactError(
                 CONFIG_NAME, f"model {name!r} is not a model of {SOURCE_NAME} (models: {known})"
             ) from None
-        raise ArtifactError(CONFIG_NAME, f"bad params for {name}:\n{error.render()}") from None
+        raise CorruptArtifactError(
+            CONFIG_NAME, f"bad params for {name}:\n{error.render()}"
+        ) from None
     layers = layer_precisions(info, config["precision"])
     for path in sorted(layers.keys() | config["layers"].keys()):
         saved, actual = config["layers"].get(path), layers.get(path)
         if saved != actual:
-            raise ArtifactError(
+            raise CorruptArtifactError(
                 CONFIG_NAME, f"layer {path!r}: precision {saved or 'absent'} in {CONFIG_NAME} "
                 f"but {actual or 'no such layer'} in {SOURCE_NAME}"
             )  # fmt: skip
@@ -339,7 +430,9 @@ def _build(source: str, shown: str, config: dict[str, Any], params: dict) -> nn.
     try:
         model = compile_tdsl(text, config["precision"]).build(config["model"], **params)
     except (CompileError, TypeError, ValueError) as error:
-        raise ArtifactError(SOURCE_NAME, f"cannot build {config['model']}: {error}") from None
+        raise CorruptArtifactError(
+            SOURCE_NAME, f"cannot build {config['model']}: {error}"
+        ) from None
     model.tdsl_spec = replace(model.tdsl_spec, source=source, path=shown)
     return deploy(model)
 
@@ -353,18 +446,18 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], config: dict) 
         trits = config["tensors"].get(key, {}).get("trits")
         if key in state and trits != layer.reduction_size:
             message = f"tensor {key!r} packs K={trits}, the layer has K={layer.reduction_size}"
-            raise ArtifactError(WEIGHTS_NAME, message)
+            raise CorruptArtifactError(WEIGHTS_NAME, message)
     for key, tensor in state.items():
         want = current[key]
         if tensor.shape != want.shape or tensor.dtype != want.dtype:
-            raise ArtifactError(
+            raise CorruptArtifactError(
                 WEIGHTS_NAME, f"tensor {key!r} is {dtype_name(tensor)} {list(tensor.shape)}, "
                 f"the model expects {dtype_name(want)} {list(want.shape)}"
             )  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
     except (ValueError, RuntimeError) as error:
-        raise ArtifactError(WEIGHTS_NAME, str(error)) from None
+        raise CorruptArtifactError(WEIGHTS_NAME, str(error)) from None
 
 
 @contextlib.contextmanager
@@ -390,9 +483,20 @@ def _forget_generated_on_error() -> Iterator[None]:
 
 
 def push_to_hub(
-    save_directory: str | Path, repo_id: str, token: str | None = None, private: bool = False
+    save_directory: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
 ) -> str:
-    """Check a saved folder loads, then upload it to the Hub repo ``repo_id`` (created if new)."""
+    """Check a saved folder loads, then upload it to the Hub repo ``repo_id`` (created if new).
+
+    ``private`` applies when the repo is created (None: the Hub's default); ``revision`` is
+    the branch to commit to; ``create_pr`` opens a pull request instead. Returns the commit
+    URL (or the pull request's).
+    """
     folder = Path(save_directory)
     model = from_pretrained(folder)  # never publish a folder that would not load
     from huggingface_hub import HfApi
@@ -403,9 +507,11 @@ def push_to_hub(
         repo_id=getattr(repo, "repo_id", repo_id),
         folder_path=str(folder),
         repo_type="model",
-        commit_message=f"Upload {model.tdsl_spec.model} with tritondsl",
+        commit_message=commit_message or f"Upload {model.tdsl_spec.model} with tritondsl",
+        revision=revision,
+        create_pr=create_pr,
     )
-    return str(commit)
+    return str(getattr(commit, "pr_url", None) or commit)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -419,15 +525,17 @@ def _decode_source(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ArtifactError(SOURCE_NAME, f"not valid UTF-8: {error}") from None
+        raise CorruptArtifactError(SOURCE_NAME, f"not valid UTF-8: {error}") from None
 
 
 def _same_keys(found: Any, wanted: Any, file: str, reference: str) -> None:
     missing, unexpected = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
     if missing:
-        raise ArtifactError(file, f"missing tensors {missing[:5]} (expected by {reference})")
+        raise CorruptArtifactError(file, f"missing tensors {missing[:5]} (expected by {reference})")
     if unexpected:
-        raise ArtifactError(file, f"unexpected tensors {unexpected[:5]} (not in {reference})")
+        raise CorruptArtifactError(
+            file, f"unexpected tensors {unexpected[:5]} (not in {reference})"
+        )
 
 
 def _version() -> str:

@@ -1,7 +1,10 @@
-"""The README.md model card of a saved folder: YAML front matter and measured sizes.
+"""The README.md model card of a saved folder, built with huggingface_hub's ``ModelCard``.
 
 A pure function of config.json and the file sizes, so the card is deterministic and can
-be rewritten whenever files are added to the folder (``hub.write_model_card``).
+be rewritten whenever files are added to the folder (``hub.write_model_card``). The card
+metadata (``ModelCardData``: license, library_name, pipeline_tag, datasets, base_model,
+metrics and their results) comes from config.json's optional ``card`` section, which
+``save_pretrained(card=...)`` and the trainer's Hub export fill in.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 WEIGHTS_NAME = "model.safetensors"
 _PACKING = {
@@ -27,13 +32,8 @@ def render_model_card(config: Mapping[str, Any], sizes: Mapping[str, int]) -> st
         tags.append("onnx")
     params = ", ".join(f"{k}={json.dumps(v)}" for k, v in config["params"].items())
     override = config["precision"]
+    data = card_data(config, tags)
     lines = [
-        "---",
-        "library_name: tritondsl",
-        "tags:",
-        *(f"- {tag}" for tag in tags),
-        "---",
-        "",
         f"# {model} — ternary weights (tritondsl)",
         "",
         f"`{model}({params})` from `model.tdsl`, saved by tritondsl {config['tritondsl_version']}"
@@ -75,4 +75,35 @@ def render_model_card(config: Mapping[str, Any], sizes: Mapping[str, int]) -> st
     if weights:
         ratio = config["fp32_bytes"] / weights
         lines += [f"`{WEIGHTS_NAME}` is {ratio:.1f}× smaller than the fp32 state_dict.", ""]
-    return "\n".join(lines)
+    metrics = dict(config.get("card", {}).get("metrics") or {})
+    if metrics:
+        lines += ["## Evaluation (from the training run)", "", "| metric | value |", "|---|---:|"]
+        lines += [*(f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())), ""]
+    text = "---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines)
+    return str(ModelCard(text, ignore_metadata_errors=False))
+
+
+def card_data(config: Mapping[str, Any], tags: list[str]) -> ModelCardData:
+    """The card's metadata: config.json's ``card`` section plus what the folder says."""
+    card = dict(config.get("card") or {})
+    metrics: dict[str, float] = dict(card.get("metrics") or {})
+    datasets = card.get("datasets")
+    results = None
+    if metrics and datasets and card.get("pipeline_tag"):
+        first = datasets[0] if isinstance(datasets, list) else datasets
+        results = [
+            EvalResult(task_type=card["pipeline_tag"], dataset_type=first, dataset_name=first,
+                       dataset_split="test", metric_type=name, metric_value=value)
+            for name, value in sorted(metrics.items())
+        ]  # fmt: skip
+    return ModelCardData(
+        library_name="tritondsl",
+        tags=tags,
+        license=card.get("license"),
+        pipeline_tag=card.get("pipeline_tag"),
+        datasets=datasets,
+        base_model=card.get("base_model"),
+        metrics=sorted(metrics) or None,
+        model_name=config["model"] if results else None,
+        eval_results=results,
+    )

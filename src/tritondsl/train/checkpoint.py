@@ -261,10 +261,17 @@ def _jsonable(value: Any) -> Any:
 
 def load_trained(checkpoint_path: Path) -> nn.Module:
     """The trained model of a checkpoint folder, or of a run folder's best checkpoint (eval)."""
+    return _model(_read_best(checkpoint_path))
+
+
+def _read_best(path: Path) -> Checkpoint:
+    best = path / "checkpoints" / "best"
+    return read(best if (best / STATE_FILE).is_file() else path)
+
+
+def _model(checkpoint: Checkpoint) -> nn.Module:
     from tritondsl.train.build import build_model
 
-    best = checkpoint_path / "checkpoints" / "best"
-    checkpoint = read(best if (best / STATE_FILE).is_file() else checkpoint_path)
     spec = checkpoint.state["spec"]
     model = build_model(spec["source"], spec["model"], spec["params"], spec["precision"])
     check_model(checkpoint, model)
@@ -272,13 +279,27 @@ def load_trained(checkpoint_path: Path) -> nn.Module:
     return model.eval()
 
 
+# Built-in datasets under their Hugging Face Hub names, for model cards.
+HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist",
+                "fashion-mnist-5k": "zalando-datasets/fashion_mnist"}  # fmt: skip
+
+
+def card(checkpoint: Checkpoint) -> dict[str, Any]:
+    """Model-card metadata of a checkpoint: its dataset and its own test accuracy."""
+    info: dict[str, Any] = {}
+    history = checkpoint.state.get("history") or []
+    if history:
+        info["metrics"] = {"accuracy": float(history[-1]["test_acc"])}
+    dataset = HUB_DATASETS.get(checkpoint.state["config"].get("data"))
+    if dataset is not None:
+        info.update(datasets=[dataset], pipeline_tag="image-classification")
+    return info
+
+
 def to_hub(checkpoint_path: Path, hub_dir: Path) -> Path:
     """Turn a checkpoint (say ``RUN/checkpoints/best``) into a Hub folder (save_pretrained)."""
-    model = load_trained(checkpoint_path)
-    try:
-        # Lazy: the Hub writer lives in another module and may not be installed.
-        from tritondsl.export.hub import save_pretrained
-    except ImportError as error:
-        raise CheckpointError(f"cannot write a Hub folder: {error}") from None
-    save_pretrained(model, hub_dir)
+    from tritondsl.export.hub import save_pretrained
+
+    checkpoint = read(checkpoint_path)
+    save_pretrained(_model(checkpoint), hub_dir, card=card(checkpoint))
     return hub_dir

@@ -18,7 +18,12 @@ from safetensors.torch import load_file, save_file
 
 import tritondsl
 from tritondsl.export import hub
-from tritondsl.export.artifact import ArtifactError
+from tritondsl.export.artifact import (
+    ArtifactAuthError,
+    ArtifactError,
+    ArtifactNotFoundError,
+    CorruptArtifactError,
+)
 
 from .test_hub import MIXED, randomize_norms
 
@@ -80,6 +85,14 @@ def drop(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda d: d.pop(key)
 
 
+def both(*changes: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def change(cfg: dict[str, Any]) -> None:
+        for one in changes:
+            one(cfg)
+
+    return change
+
+
 def put(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def change(cfg: dict[str, Any]) -> None:
         *parents, last = path.split("/")
@@ -133,8 +146,21 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
         "packs K=10, the layer has K=9",
     ),
     "unknown-model": (
-        "2bit", lambda f: rewrite(f, config=put("model", "Nope")), C,
+        "2bit", lambda f: rewrite(f, config=both(put("model", "Nope"),
+                                                    put("architectures", ["Nope"]))), C,
         "model 'Nope' is not a model of model.tdsl (models: MixedNet)",
+    ),
+    "architectures": (
+        "2bit", lambda f: rewrite(f, config=put("architectures", ["Other"])), C,
+        "architectures must be ['MixedNet']",
+    ),
+    "model-type": (
+        "2bit", lambda f: rewrite(f, config=put("model_type", "bert")), C,
+        "model_type must be 'tritondsl'",
+    ),
+    "card-metric": (
+        "2bit", lambda f: rewrite(f, config=put("card", {"metrics": {"accuracy": "high"}})), C,
+        "card.metrics.accuracy must be int/float, got str",
     ),
     "unknown-layer": (
         "2bit", lambda f: rewrite(f, config=put("layers/ghost", "int8")), C,
@@ -182,9 +208,6 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
         "2bit", lambda f: rewrite(f, config=put("layers/head", 8)), C,
         "layers.head must be str, got int",
     ),
-    "unknown-field": (
-        "2bit", lambda f: rewrite(f, config=put("code", "print(1)")), C, "unknown field 'code'"
-    ),
     "newer-format": (
         "2bit", lambda f: rewrite(f, config=put("format_version", 2)), C,
         "format_version 2 is not 1",
@@ -221,11 +244,17 @@ def test_corrupt_or_hostile_artifacts_are_refused(
     assert generated_state() == before
 
 
-def test_repo_id_not_in_the_cache_is_an_artifact_error(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="not found locally nor on the Hub"):
+def test_errors_keep_their_kind(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactNotFoundError, match="not found locally nor on the Hub"):
         hub.from_pretrained("tritondsl/absent", local_files_only=True, cache_dir=tmp_path)
-    with pytest.raises(ArtifactError, match="not a model folder nor a Hub repo id"):
+    with pytest.raises(ArtifactNotFoundError, match="not a model folder nor a Hub repo id"):
         hub.from_pretrained(str(tmp_path / "absent" / "x y"))
+    (tmp_path / "m").mkdir()
+    with pytest.raises(CorruptArtifactError, match=r"config\.json: missing"):
+        hub.from_pretrained(tmp_path / "m")
+    # One base for all three (and a ValueError, as before).
+    assert all(issubclass(kind, ArtifactError) and issubclass(kind, ValueError)
+               for kind in (ArtifactNotFoundError, ArtifactAuthError, CorruptArtifactError))
 
 
 def test_one_pass_code_check_agrees_with_validate_packed() -> None:

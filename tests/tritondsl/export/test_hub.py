@@ -23,7 +23,7 @@ from tests.conftest import EXAMPLES, ROOT
 from tritondsl.backend.deploy import deploy, is_deployed
 from tritondsl.backend.precision import Learned
 from tritondsl.export import hub
-from tritondsl.export.artifact import ArtifactError
+from tritondsl.export.artifact import ArtifactError, parse_config
 
 MIXED = next(p for p in EXAMPLES if p.name == "mixed_precision.tdsl")
 IMAGE = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -150,6 +150,62 @@ def test_base3_and_2bit_hold_the_same_weights(saved: dict[str, Path]) -> None:
     codes3 = load_file(saved["base3"] / "model.safetensors")["res.conv1.weight_packed"]
     assert codes2.shape == (32, 72) and codes3.shape == (32, 58)  # K = 288: /4 and /5
     assert int(codes3.max()) <= 242
+
+
+def test_config_follows_hugging_face_conventions(saved: dict[str, Path]) -> None:
+    config = json.loads((saved["base3"] / "config.json").read_text())
+    assert config["model_type"] == "tritondsl" and config["architectures"] == ["MixedNet"]
+    assert config["dtype"] == config["torch_dtype"] == "float32"
+    assert config["quantization_config"] == {
+        "quant_method": "tritondsl", "weights": "ternary", "bits": 1.6, "packing": "base3",
+        "scale_granularity": "mixed", "modules_to_not_convert": ["head", "stem.0"],
+    }  # fmt: skip
+
+
+def test_unknown_config_fields_are_kept_and_warned_about(
+    saved: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(saved["2bit"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["activation_quantization"] = {"bits": 8}  # what a newer tritondsl might add
+    (folder / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="tritondsl.export.artifact"):
+        model = hub.from_pretrained(folder)
+    assert is_deployed(model)
+    assert "'activation_quantization' are unknown to tritondsl" in caplog.text
+    assert parse_config((folder / "config.json").read_bytes())["activation_quantization"] == {
+        "bits": 8
+    }
+
+
+def test_card_metadata_through_huggingface_hub(mixed: nn.Module, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    card = {"license": "mit", "pipeline_tag": "image-classification",
+            "datasets": ["zalando-datasets/fashion_mnist"], "metrics": {"accuracy": 0.875},
+            "base_model": "someone/mixednet-fp32"}  # fmt: skip
+    folder = hub.save_pretrained(mixed, tmp_path / "m", card=card)
+    loaded = ModelCard.load(folder / "README.md")
+    assert (loaded.data.license, loaded.data.library_name) == ("mit", "tritondsl")
+    assert loaded.data.pipeline_tag == "image-classification"
+    assert loaded.data.base_model == "someone/mixednet-fp32"
+    (result,) = loaded.data.eval_results
+    assert (result.metric_type, result.metric_value) == ("accuracy", 0.875)
+    assert result.dataset_name == "zalando-datasets/fashion_mnist"
+    assert "| accuracy | 0.8750 |" in loaded.text
+    with pytest.raises(ValueError, match="card: unknown fields"):
+        hub.save_pretrained(mixed, tmp_path / "n", card={"licence": "mit"})
+
+
+def test_loader_kwargs_that_change_nothing_are_accepted(saved: dict[str, Path]) -> None:
+    model = hub.from_pretrained(saved["2bit"], trust_remote_code=False, torch_dtype="auto",
+                                low_cpu_mem_usage=True, use_safetensors=True)  # fmt: skip
+    assert is_deployed(model)
+    with pytest.raises(ValueError, match=r"torch_dtype=torch.float16\) is not supported"):
+        hub.from_pretrained(saved["2bit"], torch_dtype=torch.float16)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'num_labels'"):
+        hub.from_pretrained(saved["2bit"], num_labels=3)
 
 
 def test_model_card_front_matter_and_measured_sizes(saved: dict[str, Path], tmp_path: Path) -> None:
@@ -286,10 +342,25 @@ def test_push_to_hub_creates_the_repo_and_uploads_the_folder(
     }  # fmt: skip
     upload = fake.calls[1][1]
     assert upload["repo_id"] == "someone/mixednet" and upload["repo_type"] == "model"
+    assert upload["commit_message"] == "Upload MixedNet with tritondsl"
+    assert (upload["revision"], upload["create_pr"]) == (None, False)
     assert Path(upload["folder_path"]) == saved["base3"]
     assert set(fake.uploaded) == FILES
     assert fake.uploaded["model.safetensors"] == (saved["base3"] / "model.safetensors").read_bytes()
     assert is_deployed(fake.loaded)
+
+
+def test_push_to_hub_passes_commit_options(
+    saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = RecordingHfApi(monkeypatch)
+    hub.push_to_hub(saved["2bit"], "someone/mixednet", commit_message="v2 weights",
+                    revision="dev", create_pr=True)  # fmt: skip
+    assert fake.calls[0][1]["private"] is None  # the Hub's default for a new repo
+    upload = fake.calls[1][1]
+    assert (upload["commit_message"], upload["revision"], upload["create_pr"]) == (
+        "v2 weights", "dev", True
+    )
 
 
 def test_push_to_hub_refuses_a_broken_folder_before_any_call(

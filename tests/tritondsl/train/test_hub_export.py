@@ -28,5 +28,8 @@ def test_best_checkpoint_to_hub_folder(tmp_path: Path) -> None:
     x = torch.randn(8, 784)
     with torch.no_grad():
         assert torch.allclose(loaded(x), trained.eval()(x), atol=1e-5)
+    card = (tmp_path / "hub" / "README.md").read_text()
+    best_acc = max(h["test_acc"] for h in history)
+    assert f"| accuracy | {best_acc:.4f} |" in card  # the card quotes the run's own metric
     # The function the CLI's --hub uses works on its own, on any checkpoint folder.
     assert to_hub(tmp_path / "run" / "checkpoints" / "last", tmp_path / "hub2").is_dir()
