@@ -1,21 +1,32 @@
-"""Publishing a release bundle as a GitHub release, over GitHub's REST API.
+"""Publishing a release bundle as a GitHub release, over GitHub's REST API (httpx2).
 
-``publish_release`` re-checks every file against the bundle's manifest, then creates the
-release (``POST /repos/{owner}/{repo}/releases``) and uploads each file to the returned
-``upload_url``. The token is sent only over https (or to a loopback test server), only to
-the API host or its GitHub upload host, and never across redirects.
+``publish_release`` re-checks every file against the bundle's manifest, then:
+
+1. creates the release as a **draft** (``POST /repos/{owner}/{repo}/releases``);
+2. uploads every file to the returned ``upload_url``, retrying transient failures
+   (connection errors, HTTP 429 and 5xx) a few times with a short back-off;
+3. lists the draft's assets (``GET .../releases/{id}/assets``) and checks that each file
+   is there with its size (and its sha256 where GitHub reports a ``digest``);
+4. only then publishes it (``PATCH .../releases/{id}`` with ``draft: false``).
+
+A failure at any step raises ``ReleaseError`` and leaves an unpublished draft (the message
+names it), never a half-published release. The token is sent only over https (or to a
+loopback test server), only to the API host or its GitHub upload host, and never across
+redirects (httpx2 follows none here; a 3xx is an error).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+import httpx2
 
 from tritondsl.export.artifact import MAX_CONFIG_BYTES, read_file
 from tritondsl.export.release import MANIFEST_NAME, TAG, ReleaseError, verify_bundle
@@ -25,6 +36,13 @@ GITHUB_API = "https://api.github.com"
 _UPLOAD_HOSTS = {"api.github.com": "uploads.github.com"}
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+ATTEMPTS = 3  # per request, for transient failures
+BACKOFF_S = 0.5  # times the attempt number
+log = logging.getLogger(__name__)
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection, 429, 5xx)."""
 
 
 def publish_release(
@@ -35,7 +53,7 @@ def publish_release(
     api_url: str = GITHUB_API,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
-    """Create GitHub release ``tag`` in ``repo`` and upload the checked bundle; URLs back."""
+    """Create GitHub release ``tag`` in ``repo`` from the checked bundle; URLs back."""
     if not _REPO.fullmatch(repo) or ".." in repo:
         raise ReleaseError(f"--repo must be OWNER/NAME, got {repo!r}")
     if not TAG.fullmatch(tag):
@@ -47,29 +65,111 @@ def publish_release(
     manifest, contents = verify_bundle(bundle_dir)
     if manifest.get("version") not in (None, tag):
         raise ReleaseError(f"the bundle was built as {manifest['version']}, not {tag}")
-    body = {
-        "tag_name": tag,
-        "name": f"{manifest.get('model', 'model')} {tag}",
-        "body": release_notes(manifest),
-        "draft": False,
-        "prerelease": False,
+    manifest_bytes = read_file(Path(bundle_dir), MANIFEST_NAME, MAX_CONFIG_BYTES)
+    # The manifest goes last: a release that has it has every file it lists.
+    files = [*sorted(contents.items()), (MANIFEST_NAME, manifest_bytes)]
+    body = {"tag_name": tag, "name": f"{manifest.get('model', 'model')} {tag}",
+            "body": release_notes(manifest), "draft": True, "prerelease": False}  # fmt: skip
+    with _client(api, token, timeout) as client:
+        release = _call(client, "POST", f"{api}/repos/{repo}/releases", json=body)
+        draft = f"draft release {release.get('id')} ({release.get('html_url')})"
+        try:
+            assets = _upload_all(client, api, release, files)
+            _check_assets(client, f"{api}/repos/{repo}/releases/{release.get('id')}", files)
+            published = _call(client, "PATCH", f"{api}/repos/{repo}/releases/{release.get('id')}",
+                              json={"draft": False})  # fmt: skip
+        except ReleaseError as error:
+            raise ReleaseError(
+                f"{error}; {draft} is left unpublished: delete it or rerun"
+            ) from None
+    return {"id": published.get("id"), "html_url": published.get("html_url"), "assets": assets}
+
+
+def _client(api: str, token: str, timeout: float) -> httpx2.Client:
+    from tritondsl import __version__
+
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": f"tritondsl/{__version__}",
     }
-    release = _request(f"{api}/repos/{repo}/releases", token, json.dumps(body).encode(),
-                       "application/json", timeout)  # fmt: skip
+    loopback = _is_loopback(urllib.parse.urlsplit(api).hostname or "")
+    # No redirects (they would replay the token elsewhere); a local server is never proxied.
+    return httpx2.Client(headers=headers, timeout=timeout, follow_redirects=False,
+                         trust_env=not loopback)  # fmt: skip
+
+
+def _upload_all(
+    client: httpx2.Client, api: str, release: dict[str, Any], files: list[tuple[str, bytes]]
+) -> list[str]:
     template = release.get("upload_url")
     if not isinstance(template, str):
         raise ReleaseError("GitHub's reply has no upload_url")
     upload = template.split("{", 1)[0]  # drop the URI template "{?name,label}"
     api_host = urllib.parse.urlsplit(api).hostname or ""
     _check_url(upload, allowed_hosts={api_host, _UPLOAD_HOSTS.get(api_host, api_host)})
+    from tritondsl.progress import task
+
     assets = []
-    manifest_bytes = read_file(Path(bundle_dir), MANIFEST_NAME, MAX_CONFIG_BYTES)
-    # The manifest goes last: a release that has it has every file it lists.
-    for name, data in [*sorted(contents.items()), (MANIFEST_NAME, manifest_bytes)]:
-        url = f"{upload}?{urllib.parse.urlencode({'name': name})}"
-        asset = _request(url, token, data, "application/octet-stream", timeout)
-        assets.append(asset.get("browser_download_url", name))
-    return {"id": release.get("id"), "html_url": release.get("html_url"), "assets": assets}
+    with task("uploading release assets", total=len(files)) as advance:
+        for name, data in files:
+            asset = _call(client, "POST", upload, params={"name": name}, content=data,
+                          headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+            assets.append(asset.get("browser_download_url", name))
+            advance(1)
+    return assets
+
+
+def _check_assets(client: httpx2.Client, release_url: str, files: list[tuple[str, bytes]]) -> None:
+    """Every file is an asset of the draft, with its size (and sha256 when GitHub says)."""
+    import hashlib
+
+    listed = _call(client, "GET", f"{release_url}/assets", params={"per_page": 100})
+    found = {a.get("name"): a for a in listed if isinstance(a, dict)} if isinstance(
+        listed, list) else {}  # fmt: skip
+    for name, data in files:
+        asset = found.get(name)
+        if asset is None:
+            raise ReleaseError(f"{name} is not among the release's assets after upload")
+        if asset.get("size") != len(data):
+            raise ReleaseError(f"{name}: GitHub holds {asset.get('size')} bytes, not {len(data)}")
+        digest = asset.get("digest")
+        if isinstance(digest, str) and digest != f"sha256:{hashlib.sha256(data).hexdigest()}":
+            raise ReleaseError(f"{name}: GitHub's digest {digest} is not the file's sha256")
+
+
+def _call(client: httpx2.Client, method: str, url: str, **kwargs: Any) -> Any:
+    """One request, retried on transient failures; the JSON reply or ReleaseError."""
+    shown = f"{method} {url.split('?', 1)[0]}"
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _once(client, method, url, shown, **kwargs)
+        except _Transient as error:
+            if attempt == ATTEMPTS:
+                raise ReleaseError(f"{shown}: {error} (after {ATTEMPTS} attempts)") from None
+            log.warning("%s: %s; retrying (%d/%d)", shown, error, attempt + 1, ATTEMPTS)
+            time.sleep(BACKOFF_S * attempt)
+    raise AssertionError("unreachable")
+
+
+def _once(client: httpx2.Client, method: str, url: str, shown: str, **kwargs: Any) -> Any:
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx2.TransportError as error:
+        raise _Transient(str(error) or type(error).__name__) from None
+    data = response.content[:MAX_RESPONSE_BYTES]
+    if response.status_code == 429 or response.status_code >= 500:
+        raise _Transient(f"HTTP {response.status_code}")
+    if not response.is_success:
+        raise ReleaseError(f"{shown}: HTTP {response.status_code}: {_message(response, data)}")
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ReleaseError(f"{shown}: the reply is not JSON") from None
+    if not isinstance(reply, dict | list):
+        raise ReleaseError(f"{shown}: the reply is not a JSON object")
+    return reply
 
 
 def release_notes(manifest: dict[str, Any]) -> str:
@@ -114,58 +214,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects would replay the Authorization header elsewhere; treat them as errors."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def _request(url: str, token: str, body: bytes, content_type: str, timeout: float) -> dict:
-    """POST ``body``; the JSON reply, or ReleaseError with GitHub's message (never the token)."""
-    from tritondsl import __version__
-
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": "2022-11-28",
-        "User-Agent": f"tritondsl/{__version__}",
-        "Content-Type": content_type,
-    }
-    handlers: list[Any] = [_NoRedirect()]
-    if _is_loopback(urllib.parse.urlsplit(url).hostname or ""):
-        handlers.append(urllib.request.ProxyHandler({}))  # a local server is never proxied
-    opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    shown = url.split("?", 1)[0]
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            data = response.read(MAX_RESPONSE_BYTES)
-    except urllib.error.HTTPError as error:
-        raise ReleaseError(f"POST {shown}: HTTP {error.code}: {_message(error)}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ReleaseError(f"POST {shown}: {reason}") from None
-    try:
-        reply = json.loads(data)
-    except ValueError:
-        raise ReleaseError(f"POST {shown}: the reply is not JSON") from None
-    if not isinstance(reply, dict):
-        raise ReleaseError(f"POST {shown}: the reply is not a JSON object")
-    return reply
-
-
-def _message(error: urllib.error.HTTPError) -> str:
+def _message(response: httpx2.Response, data: bytes) -> str:
     """GitHub's ``message`` (and first validation error) from an error reply."""
     try:
-        reply = json.loads(error.read(MAX_RESPONSE_BYTES) or b"{}")
-    except (ValueError, OSError):
-        return str(error.reason)
+        reply = json.loads(data or b"{}")
+    except ValueError:
+        return response.reason_phrase
     if not isinstance(reply, dict):
-        return str(error.reason)
+        return response.reason_phrase
     detail = reply.get("errors")
     first = detail[0] if isinstance(detail, list) and detail else None
     extra = f" ({first.get('code', first)})" if isinstance(first, dict) else ""
-    return f"{reply.get('message', error.reason)}{extra}"
-
-
+    return f"{reply.get('message', response.reason_phrase)}{extra}"

@@ -1,5 +1,5 @@
 """publish-release up to the HTTP boundary: a real HTTP server on 127.0.0.1 in a thread
-records each request and answers like GitHub's REST API."""
+records each request and answers like GitHub's REST API (drafts, assets, publishing)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ class FakeGitHub:
     release_status: int = 201
     release_reply: dict[str, Any] | None = None  # None: a normal reply
     redirect: bool = False
+    fail_uploads: dict[str, int] = field(default_factory=dict)  # name -> 502s before success
+    drop_asset: str | None = None  # an upload that "succeeds" but is not stored
+    assets: dict[str, int] = field(default_factory=dict)  # name -> size, as stored
+    draft: bool | None = None  # None until created
 
 
 MAX_BODY = 16 * 1024 * 1024
@@ -52,14 +56,18 @@ MAX_BODY = 16 * 1024 * 1024
 
 def make_handler(state: FakeGitHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def record(self) -> tuple[str, bytes]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(min(length, MAX_BODY))  # bounded
             parts = urlsplit(self.path)
             state.requests.append(
-                Recorded("POST", parts.path, parse_qs(parts.query), dict(self.headers), body)
+                Recorded(self.command, parts.path, parse_qs(parts.query), dict(self.headers), body)
             )
-            if parts.path == "/repos/someone/mixednet/releases":
+            return parts.path, body
+
+        def do_POST(self) -> None:
+            path, body = self.record()
+            if path == "/repos/someone/mixednet/releases":
                 if state.redirect:
                     self.send_response(302)
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")
@@ -68,19 +76,44 @@ def make_handler(state: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                     return
                 reply = state.release_reply or {
                     "id": 7,
-                    "html_url": "https://github.com/someone/mixednet/releases/tag/v1.0.0",
+                    "html_url": "https://github.com/someone/mixednet/releases/tag/untagged-7",
                     "upload_url": f"{state.url}/uploads/someone/mixednet/releases/7/assets"
                     "{?name,label}",
                 }
+                if state.release_status == 201:
+                    state.draft = json.loads(body)["draft"]
                 self.answer(state.release_status, reply)
-            elif parts.path == "/uploads/someone/mixednet/releases/7/assets":
-                name = parse_qs(parts.query)["name"][0]
+            elif path == "/uploads/someone/mixednet/releases/7/assets":
+                name = state.requests[-1].query["name"][0]
+                if state.fail_uploads.get(name, 0) > 0:
+                    state.fail_uploads[name] -= 1
+                    self.answer(502, {"message": "Bad Gateway"})
+                    return
+                if name != state.drop_asset:
+                    state.assets[name] = len(body)
                 url = f"https://github.com/someone/mixednet/releases/download/v1.0.0/{name}"
                 self.answer(201, {"name": name, "size": len(body), "browser_download_url": url})
             else:
                 self.answer(404, {"message": "Not Found"})
 
-        def answer(self, status: int, reply: dict[str, Any]) -> None:
+        def do_GET(self) -> None:
+            path, _ = self.record()
+            if path == "/repos/someone/mixednet/releases/7/assets":
+                listed = [{"name": n, "size": size} for n, size in state.assets.items()]
+                self.answer(200, listed)
+            else:
+                self.answer(404, {"message": "Not Found"})
+
+        def do_PATCH(self) -> None:
+            path, body = self.record()
+            if path == "/repos/someone/mixednet/releases/7":
+                state.draft = json.loads(body)["draft"]
+                url = "https://github.com/someone/mixednet/releases/tag/v1.0.0"
+                self.answer(200, {"id": 7, "html_url": url, "draft": state.draft})
+            else:
+                self.answer(404, {"message": "Not Found"})
+
+        def answer(self, status: int, reply: Any) -> None:
             data = json.dumps(reply).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -126,14 +159,18 @@ def test_publish_release_creates_it_and_uploads_every_file(
     assert "released v1.0.0: https://github.com/someone/mixednet/releases/tag/v1.0.0" in (
         result.output
     )
-    create, *uploads = github.requests
+    create, *uploads, listing, publishing = github.requests
+    assert (create.method, listing.method, publishing.method) == ("POST", "GET", "PATCH")
+    assert listing.path == "/repos/someone/mixednet/releases/7/assets"
+    assert publishing.path == "/repos/someone/mixednet/releases/7"
+    assert json.loads(publishing.body) == {"draft": False} and github.draft is False
     assert create.path == "/repos/someone/mixednet/releases"
     assert create.headers["Authorization"] == "Bearer s3cret"
     assert create.headers["Accept"] == "application/vnd.github+json"
     assert create.headers["Content-Type"] == "application/json"
     body = json.loads(create.body)
     assert body["tag_name"] == "v1.0.0" and body["name"] == "MixedNet v1.0.0"
-    assert body["draft"] is False and body["prerelease"] is False
+    assert body["draft"] is True and body["prerelease"] is False  # published only at the end
     assert manifest["files"]["model.onnx"]["sha256"] in body["body"]
     names = [u.query["name"][0] for u in uploads]
     assert names == [*sorted(BUNDLE), "manifest.json"]  # the manifest last
@@ -142,6 +179,38 @@ def test_publish_release_creates_it_and_uploads_every_file(
         assert upload.headers["Authorization"] == "Bearer s3cret"
         assert upload.headers["Content-Type"] == "application/octet-stream"
         assert f"releases/download/v1.0.0/{name}" in result.output
+
+
+def test_transient_upload_failures_are_retried(
+    bundle: tuple[Path, dict[str, Any]], github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tritondsl.export.github.BACKOFF_S", 0.0)
+    github.fail_uploads = {"model.onnx": 2}  # two 502s, then it goes through
+    result = publish(bundle[0], github)
+    assert result.exit_code == 0, result.output
+    tries = [r for r in github.requests if r.query.get("name") == ["model.onnx"]]
+    assert len(tries) == 3 and "retrying (2/3)" in result.output
+    assert github.draft is False and github.assets["model.onnx"] == len(tries[-1].body)
+
+
+@pytest.mark.parametrize("failure", ["persistent 502", "asset missing after upload"])
+def test_a_failure_leaves_a_draft_never_a_published_release(
+    bundle: tuple[Path, dict[str, Any]], github: FakeGitHub, monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:  # fmt: skip
+    monkeypatch.setattr("tritondsl.export.github.BACKOFF_S", 0.0)
+    if failure == "persistent 502":
+        github.fail_uploads = {"model.safetensors": 99}
+        message = "HTTP 502 (after 3 attempts)"
+    else:
+        github.drop_asset = "model.tdsl"
+        message = "model.tdsl is not among the release's assets after upload"
+    result = publish(bundle[0], github)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "draft release 7" in result.output and "left unpublished" in result.output
+    assert github.draft is True  # created as a draft, never published
+    assert not [r for r in github.requests if r.method == "PATCH"]
 
 
 def tampered(bundle: Path, tmp_path: Path, how: str) -> Path:
