@@ -23,6 +23,7 @@ from tritondsl.backend.layers import (
     QuantModule,
 )
 from tritondsl.backend.precision import A8PerToken, ActivationPrecision
+from tritondsl.backend.weight_cache import CacheMode
 
 M = TypeVar("M", bound=nn.Module)
 _GUARD_FLAG = "_tritondsl_checks_quant_state"
@@ -40,15 +41,16 @@ def _check_all_before_load(
         layer.check_state_dict(state_dict, f"{prefix}{name}." if name else prefix)
 
 
-def deploy(model: M, cache_unpacked: bool = False) -> M:
+def deploy(model: M, weight_cache: CacheMode = "int8") -> M:
     """Convert every QuantModule in ``model`` to deployed mode in place and return ``model``.
 
-    With ``cache_unpacked`` each layer also keeps its dequantized float weight (not saved in
-    the state_dict) so CPU forwards skip unpacking.
+    ``weight_cache`` is what each layer keeps between CPU forwards, never saved in the
+    state_dict: ``"int8"`` codes and scales (a quarter of the float weight's bytes),
+    ``"float"`` (the dequantized weight) or ``"none"`` (unpack the 2-bit codes every call).
     """
     layers, quantizers = _quant_modules(model), activation_quantizers(model)
     for _, layer in layers:
-        layer.deploy_(cache_unpacked)
+        layer.deploy_(weight_cache)
     for _, quantizer in quantizers:
         quantizer.freeze_()
     if (layers or quantizers) and not getattr(model, _GUARD_FLAG, False):

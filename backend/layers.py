@@ -21,8 +21,12 @@ fake-quantize its input to 8 bits: the ``input_quantizer`` argument (an ``A8Stat
 has the contract); ``deploy_()`` keeps it, frozen.
 
 Deployed single-scale ternary layers call the Triton kernels on CUDA inputs; everything
-else (CPU, ``Learned``'s two scales, string padding or non-zero padding modes) unpacks to a
-float weight and uses ``F.linear`` / ``F.conv2d``.
+else (CPU, ``Learned``'s two scales, string padding or non-zero padding modes) computes with
+a float weight and ``F.linear`` / ``F.conv2d``. That weight comes from the layer's
+``WeightCache`` (``backend/weight_cache.py``) whenever no gradient has to reach the latent
+weight: an eval-mode layer does not quantize its weight again on every call, and a deployed
+one does not unpack its 2-bit codes again. ``weight_cache`` picks what is kept (``"int8"``
+codes and scales by default, ``"float"``, or ``"none"``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from tritondsl.backend.quantizers import (
     is_ternary,
     quantizer_kind,
 )
+from tritondsl.backend.weight_cache import CacheMode, WeightCache, check_mode
 
 LEARNED_SCALE_NAMES = ("weight_scale_pos", "weight_scale_neg")
 _DEFAULT_QUANTIZER = TWN()
@@ -129,7 +134,7 @@ class QuantModule(InputQuantized):
     _ternary_only: ClassVar[bool] = False
     quantizer: QuantizerConfig
     deployed: bool
-    cache_unpacked: bool
+    weight_cache: CacheMode
     weight_shape: tuple[int, ...]
     weight: Tensor
     bias: Tensor | None
@@ -143,9 +148,9 @@ class QuantModule(InputQuantized):
             )
         self.quantizer = quantizer
         self.deployed = False
-        self.cache_unpacked = False
+        self.weight_cache = "int8"
+        self._cache = WeightCache()
         self.weight_shape = tuple(self.weight.shape)
-        self.register_buffer("_weight_cache", None, persistent=False)
         if isinstance(quantizer, Learned):
             initial = decompose(quantizer, self.weight.detach())
             for name, value in zip(LEARNED_SCALE_NAMES, initial.scales, strict=True):
@@ -177,11 +182,38 @@ class QuantModule(InputQuantized):
         return Decomposition(codes, *scales) if scales else Decomposition(codes, None)
 
     def quantized_weight(self) -> Tensor:
-        """Float weight forward uses: STE fake quant in training mode, dequantized if deployed."""
+        """Float weight forward uses: STE fake quant when training, else the cached weight."""
+        learned = self._learned_scales() or ()
         if not self.deployed:
-            return fake_quantize(self.quantizer, self.weight, self._learned_scales())
-        cached: Tensor | None = self._weight_cache
-        return cached if cached is not None else self.decomposition().dequantize()
+            needs_grad = torch.is_grad_enabled() and (
+                self.weight.requires_grad or any(s.requires_grad for s in learned)
+            )
+            if self.training or needs_grad or _tracing():
+                return fake_quantize(self.quantizer, self.weight, self._learned_scales())
+            sources: tuple[Tensor, ...] = (self.weight, *learned)
+        elif _tracing():
+            return self.decomposition().dequantize()  # exporters see the stored buffers
+        else:
+            sources = tuple(self.storage_tensors().values())
+        return self._cache.get(sources, self.quantizer, self.weight_cache, self.decomposition)
+
+    def clear_weight_cache(self) -> None:
+        """Drop the cached weight (needed only after in-place writes through ``.data``)."""
+        self._cache.clear()
+
+    def weight_cache_bytes(self) -> int:
+        """Bytes the weight cache holds now."""
+        return self._cache.nbytes()
+
+    def train(self, mode: bool = True) -> Self:
+        """nn.Module.train, and a fresh weight cache (the latent weight is about to change)."""
+        self._cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Self:
+        # .to(), .half(), .cuda() ... replace the tensors the cache was built from.
+        self._cache.clear()
+        return super()._apply(fn, recurse)
 
     def storage_tensors(self) -> dict[str, Tensor]:
         """The deployed tensors that represent the weight (codes and scales, no bias/cache)."""
@@ -191,8 +223,12 @@ class QuantModule(InputQuantized):
         return {name: getattr(self, name) for name in names}
 
     @torch.no_grad()
-    def deploy_(self, cache_unpacked: bool = False) -> Self:
-        """Replace the latent weight by packed / int8 / fp16 buffers in place (idempotent)."""
+    def deploy_(self, weight_cache: CacheMode = "int8") -> Self:
+        """Replace the latent weight by packed / int8 / fp16 buffers in place (idempotent).
+
+        ``weight_cache`` says what forward keeps between calls (``backend/weight_cache.py``).
+        """
+        self.weight_cache = check_mode(weight_cache)
         if not self.deployed:
             dec = self.decomposition()
             storage = _STORAGE[quantizer_kind(self.quantizer)]
@@ -207,15 +243,8 @@ class QuantModule(InputQuantized):
             self.deployed = True
         if self.input_quant is not None:
             self.input_quant.freeze_()
-        self.cache_unpacked = cache_unpacked
-        self._refresh_cache()
+        self._cache.clear()
         return self
-
-    def _refresh_cache(self) -> None:
-        if self.deployed and self.cache_unpacked:
-            self._weight_cache = self.decomposition().dequantize()
-        else:
-            self._weight_cache = None
 
     def check_state_dict(self, state_dict: Mapping[str, Any], prefix: str = "") -> None:
         """Raise ValueError naming the tensor unless this layer's entries would load cleanly."""
@@ -271,7 +300,7 @@ class QuantModule(InputQuantized):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        self._refresh_cache()
+        self._cache.clear()
 
     def _uses_kernel(self, x: Tensor) -> bool:
         """Whether forward goes to the Triton kernel: deployed, CUDA, one scale per group."""
@@ -370,6 +399,11 @@ class TernaryConv2d(QuantConv2d):
     """``QuantConv2d`` that accepts ternary quantizers only (default ``TWN()``)."""
 
     _ternary_only = True
+
+
+def _tracing() -> bool:
+    """Whether torch.export / torch.compile / torch.jit.trace is recording this forward."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 class GradientFlowError(RuntimeError):

@@ -74,7 +74,7 @@ def bench_eager(batches: tuple[int, ...], size: int, repeats: int
         fp32 = tritondsl.load_model(name, precision="fp32").eval()
         ternary = tritondsl.load_model(name).eval()
         deployed = tritondsl.deploy(copy.deepcopy(ternary))
-        cached = tritondsl.deploy(copy.deepcopy(ternary), cache_unpacked=True)
+        cached = tritondsl.deploy(copy.deepcopy(ternary), weight_cache="float")
         for batch in batches:
             x = torch.randn(batch, 3, size, size)
             runs = {"fp32": fp32, "deployed": deployed, "cached": cached}

@@ -113,8 +113,9 @@ def summarize(
         largest = max(quantized, key=lambda m: m.weight.numel(), default=None)
         unpack, quantize = _overheads(largest) if largest is not None else (0.0, 0.0)
         weight_bytes = largest.weight.numel() * BYTES_FP32 if largest is not None else 0
+        resident = packed_total + _cache_bytes(deployed)
         result.peak_inference, result.peak_training = _peaks(
-            info, batch, packed_total, param_bytes, weight_bytes, unpack, quantize
+            info, batch, resident, param_bytes, weight_bytes, unpack, quantize
         )
     return result
 
@@ -175,10 +176,10 @@ def _peaks(
 ) -> tuple[int, int]:
     """Estimated peak bytes for deployed inference and for one training step.
 
-    Inference (deployed model): the packed model, plus the tensors alive at the worst
-    layer call or tensor operation (each forward frame's variables, e.g. a residual
-    branch's input, plus the operation's inputs and output, as recorded by the front
-    end), plus the temporaries of unpacking the largest weight on the fly.
+    Inference (deployed model): the packed model and its weight caches, plus the tensors
+    alive at the worst layer call or tensor operation (each forward frame's variables, e.g.
+    a residual branch's input, plus the operation's inputs and output, as recorded by the
+    front end), plus the temporaries of unpacking the largest weight on the fly.
     Training: fp32 weights and their gradients, every layer's output kept for the
     backward pass, the gradient of the largest activation, and the temporaries of
     fake-quantizing the largest weight. Both temporaries are measured once on a small
@@ -206,9 +207,19 @@ def _peaks(
     return inference, training
 
 
+def _cache_bytes(deployed: nn.Module) -> int:
+    """Bytes of every layer's weight cache once filled (what the first forward keeps)."""
+    layers = [m for m in deployed.modules() if isinstance(m, QuantModule)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.quantized_weight()
+    return sum(layer.weight_cache_bytes() for layer in layers)
+
+
 def _overheads(layer: QuantModule) -> tuple[float, float]:
-    """Temporaries of unpacking (deployed) and fake-quantizing (training) a weight, as a
-    multiple of its fp32 bytes, measured on a 256x256 layer with the same quantizer."""
+    """Temporaries of unpacking (deployed, first call, without the cache it keeps) and of
+    fake-quantizing (training) a weight, as a multiple of its fp32 bytes, measured on a
+    256x256 layer with the same quantizer."""
     from tritondsl.backend.layers import QuantLinear
 
     probe = QuantLinear(256, 256, bias=False, quantizer=layer.quantizer)
@@ -217,7 +228,7 @@ def _overheads(layer: QuantModule) -> tuple[float, float]:
         training = _allocated_peak(lambda: probe.quantized_weight())
         probe.deploy_()
         deployed = _allocated_peak(lambda: probe(torch.zeros(1, 256)))
-    return deployed / weight_bytes, training / weight_bytes
+    return (deployed - probe.weight_cache_bytes()) / weight_bytes, training / weight_bytes
 
 
 def _allocated_peak(run: object) -> int:

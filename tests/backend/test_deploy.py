@@ -30,17 +30,18 @@ def test_package_level_deploy_is_this_function() -> None:
     assert tritondsl.deploy is deploy
 
 
-@pytest.mark.parametrize("cache", [False, True], ids=["unpack", "cached"])
-def test_deploy_converts_every_layer_in_place(cache: bool) -> None:
+@pytest.mark.parametrize("cache", ["none", "int8", "float"])
+def test_deploy_converts_every_layer_in_place(cache: str) -> None:
     model = quant_resnet(TWN())
     expected = model(IMAGE)
     assert not is_deployed(model)
-    assert deploy(model, cache_unpacked=cache) is model
+    assert deploy(model, weight_cache=cache) is model
     layers = [m for m in model.modules() if isinstance(m, QuantModule)]
     assert len(layers) == 4 and all(layer.deployed for layer in layers)
-    assert all((layer._weight_cache is not None) == cache for layer in layers)
+    assert all(layer.weight_cache == cache for layer in layers)
     assert is_deployed(model)
     assert torch.equal(model(IMAGE), expected)
+    assert all((layer.weight_cache_bytes() > 0) == (cache != "none") for layer in layers)
 
 
 @pytest.mark.parametrize("layer_type", [QuantLinear, QuantConv2d], ids=lambda t: t.__name__)

@@ -200,18 +200,18 @@ def test_deploy_replaces_latent_weight_by_buffers(config: QuantizerConfig, make,
         assert tuple(state["weight_scale"].shape) == (groups,)
 
 
-@pytest.mark.parametrize("cache", [False, True], ids=["unpack", "cached"])
+@pytest.mark.parametrize("cache", ["none", "int8", "float"])
 @pytest.mark.parametrize("config", CONFIG_PARAMS)
 @pytest.mark.parametrize(("make", "shape"), LAYER_PARAMS)
 def test_deployed_output_equals_training_eval_output(
-    config: QuantizerConfig, make, shape: tuple[int, ...], cache: bool
+    config: QuantizerConfig, make, shape: tuple[int, ...], cache: str
 ) -> None:
     layer = make(config).eval()
     x = torch.randn(shape)
     expected = layer(x)
-    layer.deploy_(cache_unpacked=cache)
-    assert (layer._weight_cache is not None) == cache
+    layer.deploy_(weight_cache=cache)
     assert_close(layer(x), expected, rtol=1e-5, atol=0)
+    assert (layer.weight_cache_bytes() > 0) == (cache != "none")
 
 
 def test_conv_packs_along_flattened_weight_rows() -> None:
@@ -226,10 +226,14 @@ def test_conv_packs_along_flattened_weight_rows() -> None:
 def test_deploy_is_idempotent_and_updates_cache_setting() -> None:
     layer = QuantLinear(8, 4).deploy_()
     packed = layer.weight_packed.clone()
-    layer.deploy_(cache_unpacked=True)
-    assert torch.equal(layer.weight_packed, packed) and layer._weight_cache is not None
-    layer.deploy_()
-    assert layer._weight_cache is None
+    layer.deploy_(weight_cache="float")
+    layer(torch.randn(2, 8))
+    assert torch.equal(layer.weight_packed, packed) and layer.weight_cache_bytes() == 4 * 32
+    layer.deploy_(weight_cache="none")
+    layer(torch.randn(2, 8))
+    assert layer.weight_cache_bytes() == 0
+    with pytest.raises(ValueError, match="weight cache must be one of int8, float, none"):
+        layer.deploy_(weight_cache="fp32")
 
 
 @pytest.mark.parametrize("config", CONFIG_PARAMS)
@@ -328,9 +332,10 @@ def test_cache_follows_loaded_state() -> None:
     reference.load_state_dict(state)
     for layer in model.modules():
         if isinstance(layer, QuantModule):
-            layer.deploy_(cache_unpacked=True)
+            layer.deploy_(weight_cache="float")
+    model(IMAGE)  # fills the caches from the first weights
     model.load_state_dict(state)
-    assert not any("_weight_cache" in key for key in model.state_dict())
+    assert not any("cache" in key for key in model.state_dict())
     assert torch.equal(model(IMAGE), reference(IMAGE))
 
 
