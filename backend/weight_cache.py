@@ -83,7 +83,9 @@ class WeightCache:
         assert self._codes is not None
         if self._scale is None:  # FP16 values
             return self._codes.float()
-        return self._codes * self._scale
+        # Convert, then scale in place: one allocation, and the int8 -> float conversion is a
+        # fast contiguous loop (a mixed-dtype broadcast multiply measured about twice as slow).
+        return self._codes.to(self._scale.dtype).mul_(self._scale)
 
     def _fill(self, dec: Decomposition, mode: CacheMode) -> None:
         self._codes = self._scale = self._float = None
