@@ -50,10 +50,16 @@ from torch import Tensor, nn
 
 from tritondsl.backend.layers import QuantConv2d, QuantModule
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
-from tritondsl.compiler.check import ModelInfo, check_source
+from tritondsl.compiler.check import ModelInfo
 from tritondsl.export.hub import layer_precisions
 from tritondsl.export.onnx_verify import TERNARY_KEY, WEIGHTS_KEY
-from tritondsl.export.torch_export import deployed_copy, replace_modules, run_outputs
+from tritondsl.export.torch_export import (
+    deployed_copy,
+    input_axes,
+    replace_modules,
+    run_outputs,
+    spec_info,
+)
 
 WEIGHT_FORMS = ("int2", "packed", "float")
 OPSET = {"int2": 25, "packed": 18, "float": 18}
@@ -126,23 +132,6 @@ def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
 def _input_name(model: nn.Module) -> str:
     params = list(inspect.signature(model.forward).parameters)
     return params[0] if params else "input"
-
-
-def _spec_info(model: nn.Module) -> ModelInfo | None:
-    """The front end's view of a built model (None for a model not built from .tdsl)."""
-    spec = getattr(model, "tdsl_spec", None)
-    if spec is None:
-        return None
-    return check_source(spec.source, spec.path, {spec.model: dict(spec.params)}).models[spec.model]
-
-
-def _input_axes(info: ModelInfo | None) -> dict[int, str]:
-    """Dynamic input axes: the batch, and every size the .tdsl input leaves symbolic."""
-    axes = {0: "batch"}
-    inputs = list(info.inputs.values()) if info is not None else []
-    if len(inputs) == 1:
-        axes.update({i: d for i, d in enumerate(inputs[0].shape) if i and isinstance(d, str)})
-    return axes
 
 
 def _torch_to_onnx(
@@ -343,8 +332,8 @@ def export_onnx(
     input_name = _input_name(deployed)
     weights_of = {id(layer): decompositions[name].dequantize() for name, layer in layers.items()}
     float_model = replace_modules(deployed, lambda m: _float_twin(m, weights_of[id(m)])).eval()
-    info = _spec_info(deployed)
-    proto = _torch_to_onnx(float_model, example, input_name, len(expected), _input_axes(info))
+    info = spec_info(deployed)
+    proto = _torch_to_onnx(float_model, example, input_name, len(expected), input_axes(info))
     if OPSET[weights] != EXPORT_OPSET:
         # The converter's adapters carry ops whose meaning changed between opsets; it runs
         # before the rewrite because it does not know INT2 tensors.

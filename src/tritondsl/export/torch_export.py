@@ -11,7 +11,8 @@ same names, the same arithmetic, written in TorchScript's subset. When scripting
 model and says why. Tracing is sound for generated models: their Python-level branches
 depend on constructor arguments only, never on tensor values.
 
-torch.export: the deployed model exports as is, with a dynamic batch dimension.
+torch.export: the deployed model exports as is, with a dynamic batch dimension and the
+input sizes the .tdsl file leaves symbolic (H, W) dynamic too (``Dim.AUTO``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantConv2d, QuantLinear, QuantModule
 from tritondsl.backend.quantizers import quantizer_kind
+from tritondsl.compiler.check import ModelInfo, check_source
 from tritondsl.export.onnx_verify import OutputCheck, compare_outputs
 
 # Kinds of weight storage a scriptable layer decodes (TorchScript constants, not strings).
@@ -69,6 +71,23 @@ def run_outputs(model: nn.Module | Any, example_input: Tensor) -> list[Tensor]:
     with torch.no_grad():
         out = model(example_input)
     return [out] if isinstance(out, Tensor) else list(out)
+
+
+def spec_info(model: nn.Module) -> ModelInfo | None:
+    """The front end's view of a built model (None for a model not built from .tdsl)."""
+    spec = getattr(model, "tdsl_spec", None)
+    if spec is None:
+        return None
+    return check_source(spec.source, spec.path, {spec.model: dict(spec.params)}).models[spec.model]
+
+
+def input_axes(info: ModelInfo | None) -> dict[int, str]:
+    """Dynamic input axes: the batch, and every size the .tdsl input leaves symbolic."""
+    axes = {0: "batch"}
+    inputs = list(info.inputs.values()) if info is not None else []
+    if len(inputs) == 1:
+        axes.update({i: d for i, d in enumerate(inputs[0].shape) if i and isinstance(d, str)})
+    return axes
 
 
 def unpack_trits(packed: Tensor, k: int) -> Tensor:
@@ -290,12 +309,17 @@ def export_pt2(
     if example_input.shape[0] == 1:
         # torch.export specialises a dimension of size 1; trace with two samples instead.
         traced_input = example_input.expand(2, *example_input.shape[1:]).contiguous()
+    # Sizes the .tdsl input leaves symbolic (H, W) stay dynamic, as far as the model allows.
+    dynamic: dict[int, Any] = {
+        i: torch.export.Dim.AUTO for i in input_axes(spec_info(deployed)) if i
+    }
     if _fixed_batch(deployed, traced_input) or _fixed_batch(deployed, _other_batch(traced_input)):
-        # The model's declared input fixes the batch: export exactly that shape.
-        program = torch.export.export(deployed, (example_input,))
+        # The model's declared input fixes the batch: export exactly that batch.
+        traced_input = example_input
     else:
-        batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(deployed, (traced_input,), dynamic_shapes=({0: batch},))
+        dynamic[0] = torch.export.Dim("batch", min=1)
+    shapes = ({**dynamic},) if dynamic else None
+    program = torch.export.export(deployed, (traced_input,), dynamic_shapes=shapes)
     torch.export.save(program, str(path))
     loaded = torch.export.load(str(path)).module()
     checks, notes = _check_reloaded(loaded, deployed, example_input, atol, rtol)

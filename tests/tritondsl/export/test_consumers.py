@@ -141,3 +141,17 @@ def test_onnxslim_unfolds_packed_weights_back_to_float(models: dict, files: dict
     x = _x((2, 3, 32, 32))
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, _expected(models["resnet18"], x), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_keeps_symbolic_sizes_dynamic(models: dict, tmp_path: Path) -> None:
+    from tritondsl.export.torch_export import export_pt2
+
+    # From a 32x32 example torch.export would bound H and W by 32 (the last feature map is
+    # 1x1 there and specialises); a 64x64 example leaves them free.
+    result = export_pt2(models["mobilenetv2"], tmp_path / "m.pt2", _x((1, 3, 64, 64)))
+    assert result.ok
+    loaded = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = _x((3, 3, 96, 80), seed=3)
+    with torch.no_grad():
+        got = loaded(x).numpy()
+    np.testing.assert_allclose(got, _expected(models["mobilenetv2"], x), rtol=1e-4, atol=1e-5)
