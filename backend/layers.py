@@ -9,7 +9,7 @@ weights, so strict loading still works.
 
 ``deploy_()`` drops the latent weight and keeps, as buffers:
 
-* ternary: ``weight_packed`` uint8 [N, ceil(K/4)] (``backend/packing.py``; for a conv,
+* ternary: ``weight_packed`` uint8 [N, ceil(K/4)] (``kernels/packing.py``; for a conv,
   K = in/groups·kh·kw in ``weight.reshape(out, -1)`` order) and ``weight_scale`` fp32 [N]
   or [1] (``Learned``: ``weight_scale_pos`` and ``weight_scale_neg``);
 * Int8: ``weight_int8`` int8 shaped like the weight and ``weight_scale`` fp32 [N] or [1];
@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tritondsl.backend.activations import make_input_quant
-from tritondsl.backend.packing import pack, unpack, validate_packed
 from tritondsl.backend.precision import A8PerToken, ActivationPrecision
 from tritondsl.backend.quantizers import (
     TWN,
@@ -55,6 +54,7 @@ from tritondsl.backend.quantizers import (
     quantizer_kind,
 )
 from tritondsl.backend.weight_cache import CacheMode, WeightCache, check_mode
+from tritondsl.kernels.packing import pack, unpack, validate_packed
 
 LEARNED_SCALE_NAMES = ("weight_scale_pos", "weight_scale_neg")
 _DEFAULT_QUANTIZER = TWN()

@@ -27,8 +27,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from tritondsl.backend.packing import pack, unpack
 from tritondsl.kernels import ternary_conv2d, ternary_linear
+from tritondsl.kernels._common import conv2d_geometry
+from tritondsl.kernels.packing import pack, unpack
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
 
 ROWS = (1, 16, 128, 4096)
@@ -140,7 +141,6 @@ def bench_conv(device: torch.device, convs: tuple) -> None:
     """Print the conv table: ternary conv vs cuDNN (or CPU) conv on dense weights."""
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.float32
-    op = ternary_conv2d if cuda else ternary_conv2d_reference
     print(f"\nconv2d  ({device.type}, x {dtype}, NCHW)")
     print(
         f"{'layer':>14} {'x shape':>20} {'ternary ms':>11} {'dense ms':>10} {'speedup':>8} "
@@ -151,7 +151,13 @@ def bench_conv(device: torch.device, convs: tuple) -> None:
         packed, scale, bias, dense = _ternary_layer(c_out, c_in_group * kh * kw, dtype, device)
         x = torch.randn(x_shape, device=device, dtype=dtype)
         conv = (weight_shape, stride, padding, 1, groups)
-        ternary = time_ms(partial(op, x, packed, scale, bias, *conv), device)
+        if cuda:
+            ternary = time_ms(partial(ternary_conv2d, x, packed, scale, bias, *conv), device)
+        else:
+            geo = conv2d_geometry(x, packed, scale, bias, *conv)
+            ternary = time_ms(
+                partial(ternary_conv2d_reference, x, packed, scale, bias, geo), device
+            )
         dense_conv = partial(
             F.conv2d, x, dense.reshape(weight_shape), bias.to(dtype), stride, padding, 1, groups
         )

@@ -1,5 +1,9 @@
 """Ternary linear and conv2d kernels, registered as torch custom ops ``tritondsl::*``.
 
+The package is the bottom floor of the runtime: it owns the 2-bit packing format
+(``packing.py``) that ``backend``'s layers store and the kernels decode, and imports
+nothing else of tritondsl.
+
 ``ternary_linear`` and ``ternary_conv2d`` run the Triton kernels (picked in
 ``dispatch``) for CUDA tensors, and for CPU tensors when ``TRITON_INTERPRET=1``; other
 CPU tensors take the plain-torch reference (unpack, then F.linear / F.conv2d). Both have
@@ -70,13 +74,13 @@ def ternary_conv2d(
     groups: int = 1,
 ) -> torch.Tensor:
     """conv2d of NCHW x with unpack(packed) as weight_shape, · scale (+ bias); contiguous NCHW."""
-    args = (x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
     if uses_triton(x):
         from tritondsl.kernels.dispatch import run_conv2d
 
-        return run_conv2d(*args)
+        return run_conv2d(x, packed, scale, bias, geo)
     # F.conv2d keeps a channels_last input's layout; the fake kernel promises contiguous.
-    return ternary_conv2d_reference(*args).contiguous()
+    return ternary_conv2d_reference(x, packed, scale, bias, geo).contiguous()
 
 
 @ternary_conv2d.register_fake

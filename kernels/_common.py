@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tritondsl.backend.packing import check_layout, packed_cols
+from tritondsl.kernels.packing import check_layout, packed_cols
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Values triton.knobs accepts as true for TRITON_INTERPRET (read here without importing triton).
@@ -102,6 +102,71 @@ def check_linear(
     check_epilogue(scale, bias, packed.shape[0], x.device)
 
 
+def epilogue_args(
+    scale: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """What a kernel's epilogue takes: contiguous scale, a bias pointer, the scale stride.
+
+    Without a bias the scale stands in for the pointer (kernels never read it when
+    ``HAS_BIAS`` is False); the stride is 0 for one per-tensor scale, else 1.
+    """
+    scale = scale.contiguous()
+    bias_arg = scale if bias is None else bias.contiguous()
+    return scale, bias_arg, 0 if scale.numel() == 1 else 1
+
+
+@dataclass(frozen=True)
+class LinearLaunch:
+    """The shared set-up of a ternary linear kernel launch (GEMM and GEMV wrappers)."""
+
+    x: torch.Tensor  # [M, K], a view of the caller's x
+    packed: torch.Tensor  # contiguous [N, ceil(K / 4)]
+    scale: torch.Tensor
+    bias: torch.Tensor  # a pointer argument; read only when has_bias
+    scale_stride: int
+    has_bias: bool
+    y: torch.Tensor  # [M, N], x's dtype, to be filled
+    out_shape: tuple[int, ...]  # x's leading dimensions, then N
+
+    @property
+    def m(self) -> int:
+        """Rows of x (every leading dimension flattened)."""
+        return self.x.shape[0]
+
+    @property
+    def n(self) -> int:
+        """Output features."""
+        return self.y.shape[1]
+
+    @property
+    def k(self) -> int:
+        """Input features (the reduction length)."""
+        return self.x.shape[1]
+
+    def output(self) -> torch.Tensor:
+        """``y`` shaped like the caller's x with its last dimension replaced by N."""
+        return self.y.reshape(self.out_shape)
+
+
+def prepare_linear(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    k: int | None,
+) -> LinearLaunch:
+    """Check a ternary linear call and lay out its kernel arguments and output."""
+    check_linear(x, packed, scale, bias, k)
+    x2 = x.reshape(-1, x.shape[-1])
+    n = packed.shape[0]
+    y = torch.empty((x2.shape[0], n), device=x.device, dtype=x.dtype)
+    scale, bias_arg, scale_stride = epilogue_args(scale, bias)
+    return LinearLaunch(
+        x2, packed.contiguous(), scale, bias_arg, scale_stride, bias is not None, y,
+        (*x.shape[:-1], n),
+    )  # fmt: skip
+
+
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     """``(v, v)`` for an int, the two entries of a length-2 sequence, else a ValueError."""
     if isinstance(value, int):
@@ -138,6 +203,13 @@ class Conv2dGeometry:
     def n_group(self) -> int:
         """Output channels per group."""
         return self.c_out // self.groups
+
+    def require(self, x: torch.Tensor, packed: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` and ``packed`` have the sizes this geometry is for."""
+        if tuple(x.shape) != (self.batch, self.c_in, self.height, self.width):
+            raise ValueError(f"x: shape {list(x.shape)} does not match the conv geometry {self}")
+        if tuple(packed.shape) != (self.c_out, packed_cols(self.k_group)):
+            raise ValueError(f"packed: shape {list(packed.shape)} does not match {self}")
 
     @property
     def is_pointwise(self) -> bool:

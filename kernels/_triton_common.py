@@ -1,7 +1,7 @@
 """Triton pieces shared by the ternary kernels: trit decoding, the epilogue, config pruning.
 
 Trit ``k`` of a packed row lives in byte ``k >> 2`` at bit offset ``2 * (k & 3)`` with
-code = trit + 1 (see ``backend/packing.py``). Kernels load ``[rows, BLOCK_K // 4]`` byte
+code = trit + 1 (see ``kernels/packing.py``). Kernels load ``[rows, BLOCK_K // 4]`` byte
 tiles, each byte once and contiguous along K, and ``unpack_codes`` spreads every byte
 into its four codes in registers with one shift and one mask each.
 """

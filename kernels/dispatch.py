@@ -23,14 +23,13 @@ kernel (``ternary_conv2d_igemm``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from tritondsl.backend.packing import unpack
-from tritondsl.kernels._common import check_linear, conv2d_geometry
+from tritondsl.kernels._common import Conv2dGeometry, check_linear
+from tritondsl.kernels.packing import unpack
 from tritondsl.kernels.ternary_conv2d_igemm import ternary_conv2d_igemm
 from tritondsl.kernels.ternary_gemm import ternary_gemm
 from tritondsl.kernels.ternary_gemv import ternary_gemv
@@ -88,18 +87,11 @@ def run_conv2d(
     packed: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
-    weight_shape: Sequence[int],
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
+    geo: Conv2dGeometry,
 ) -> torch.Tensor:
     """Ternary conv2d: pointwise convs through the matmul path, the rest by implicit GEMM."""
-    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
     if not geo.is_pointwise:
-        return ternary_conv2d_igemm(
-            x, packed, scale, bias, weight_shape, stride, padding, dilation, groups
-        )
+        return ternary_conv2d_igemm(x, packed, scale, bias, geo)
     # NHWC rows, one per pixel (a view when x is already channels_last).
     rows = x.permute(0, 2, 3, 1).reshape(-1, geo.c_in)
     y = run_linear(rows, packed, scale, bias)

@@ -1,6 +1,6 @@
 """Plain-torch references for the ternary kernels: the definition every kernel is tested against.
 
-They unpack the weights with ``backend.packing.unpack`` (the packing spec) and compute in
+They unpack the weights with ``kernels.packing.unpack`` (the packing spec) and compute in
 float32, so they are exact up to summation order. They also serve as the CPU path when
 Triton is not in use, which is why they live in this triton-free module rather than in
 the kernel files (triton is only installed on Linux x86-64; see pyproject.toml).
@@ -8,13 +8,11 @@ the kernel files (triton is only installed on Linux x86-64; see pyproject.toml).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from tritondsl.backend.packing import unpack
-from tritondsl.kernels._common import check_linear, conv2d_geometry
+from tritondsl.kernels._common import Conv2dGeometry, check_linear
+from tritondsl.kernels.packing import unpack
 
 
 def ternary_linear_reference(
@@ -38,14 +36,12 @@ def ternary_conv2d_reference(
     packed: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
-    weight_shape: Sequence[int],
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
+    geo: Conv2dGeometry,
 ) -> torch.Tensor:
-    """conv2d(x, unpack(packed) as weight_shape) · scale (+ bias) in float32, in x's dtype."""
-    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
+    """conv2d(x, unpack(packed) as geo's weight) · scale (+ bias) in float32, in x's dtype.
+
+    ``geo`` is ``conv2d_geometry`` of these arguments (it checks them).
+    """
     weight = unpack(packed, geo.k_group, torch.float32).reshape(
         geo.c_out, geo.c_in // geo.groups, geo.kh, geo.kw
     )

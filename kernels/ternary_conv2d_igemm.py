@@ -23,14 +23,13 @@ Plain-torch reference: ``reference.ternary_conv2d_reference``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-from tritondsl.kernels._common import conv2d_geometry, interpreting
+from tritondsl.kernels._common import Conv2dGeometry, epilogue_args, interpreting
 from tritondsl.kernels._triton_common import (
     ZERO_TRITS_BYTE,
     bucket,
@@ -151,20 +150,18 @@ def ternary_conv2d_igemm(
     packed: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor | None,
-    weight_shape: Sequence[int],
-    stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1,
-    groups: int = 1,
+    geo: Conv2dGeometry,
 ) -> torch.Tensor:
-    """Ternary conv2d of NCHW ``x`` through the implicit-GEMM kernel; NCHW out, in x's dtype."""
-    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
+    """Ternary conv2d of NCHW ``x`` through the implicit-GEMM kernel; NCHW out, in x's dtype.
+
+    ``geo`` is ``conv2d_geometry`` of these arguments (it checks them).
+    """
+    geo.require(x, packed)  # the kernel trusts these sizes with raw pointers
     y = torch.empty((geo.batch, geo.c_out, geo.h_out, geo.w_out), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
     packed = packed.contiguous()
-    scale = scale.contiguous()
-    bias_arg = scale if bias is None else bias.contiguous()  # never read when HAS_BIAS is False
+    scale, bias_arg, scale_stride = epilogue_args(scale, bias)
     pixels = geo.batch * geo.h_out * geo.w_out
 
     def grid(meta: dict[str, Any]) -> tuple[int, int, int]:
@@ -179,7 +176,7 @@ def ternary_conv2d_igemm(
         geo.batch, geo.c_in // geo.groups, geo.height, geo.width, geo.h_out, geo.w_out,
         geo.n_group, geo.k_group, packed.shape[1],
         *x.stride(), *y.stride(),
-        0 if scale.numel() == 1 else 1, *geo.stride, *geo.padding, *geo.dilation,
+        scale_stride, *geo.stride, *geo.padding, *geo.dilation,
         bucket(pixels), geo.kh, geo.kw,
         bias is not None, **dot_config(x.dtype),
     )  # fmt: skip

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritondsl.kernels._common import check_linear, interpreting
+from tritondsl.kernels._common import interpreting, prepare_linear
 from tritondsl.kernels._triton_common import (
     ZERO_TRITS_BYTE,
     bucket,
@@ -139,24 +139,16 @@ def ternary_gemm(
     k: int | None = None,
 ) -> torch.Tensor:
     """Ternary linear through the tiled ``tl.dot`` GEMM kernel (meant for many rows of x)."""
-    check_linear(x, packed, scale, bias, k)
-    in_features, out_features = x.shape[-1], packed.shape[0]
-    x2 = x.reshape(-1, in_features)
-    m = x2.shape[0]
-    y = torch.empty((m, out_features), device=x.device, dtype=x.dtype)
-    if y.numel() == 0:
-        return y.reshape(*x.shape[:-1], out_features)
-    packed = packed.contiguous()
-    scale = scale.contiguous()
-    bias_arg = scale if bias is None else bias.contiguous()  # never read when HAS_BIAS is False
+    run = prepare_linear(x, packed, scale, bias, k)
+    if run.y.numel() == 0:
+        return run.output()
 
     def grid(meta: dict[str, Any]) -> tuple[int]:
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(out_features, meta["BLOCK_N"]),)
+        return (triton.cdiv(run.m, meta["BLOCK_M"]) * triton.cdiv(run.n, meta["BLOCK_N"]),)
 
     _gemm_kernel[grid](
-        x2, packed, scale, bias_arg, y,
-        m, out_features, in_features, packed.shape[1], x2.stride(0), x2.stride(1), y.stride(0),
-        0 if scale.numel() == 1 else 1, bucket(m),
-        bias is not None, **dot_config(x.dtype),
+        run.x, run.packed, run.scale, run.bias, run.y,
+        run.m, run.n, run.k, run.packed.shape[1], run.x.stride(0), run.x.stride(1),
+        run.y.stride(0), run.scale_stride, bucket(run.m), run.has_bias, **dot_config(x.dtype),
     )  # fmt: skip
-    return y.reshape(*x.shape[:-1], out_features)
+    return run.output()

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tritondsl.kernels._common import check_linear, interpreting
+from tritondsl.kernels._common import interpreting, prepare_linear
 from tritondsl.kernels._triton_common import (
     ZERO_TRITS_BYTE,
     fitting_configs,
@@ -173,39 +173,32 @@ def ternary_gemv(
     split_k: int | None = None,
 ) -> torch.Tensor:
     """Ternary linear through the split-K GEMV kernel (``split_k`` from ``choose_split_k``)."""
-    check_linear(x, packed, scale, bias, k)
-    in_features, out_features = x.shape[-1], packed.shape[0]
-    x2 = x.reshape(-1, in_features)
-    m = x2.shape[0]
-    y = torch.empty((m, out_features), device=x.device, dtype=x.dtype)
-    if y.numel() == 0:
-        return y.reshape(*x.shape[:-1], out_features)
+    run = prepare_linear(x, packed, scale, bias, k)
+    if run.y.numel() == 0:
+        return run.output()
+    m, n, y = run.m, run.n, run.y
     if split_k is None:
-        split_k = choose_split_k(m, out_features, in_features, x.device)
+        split_k = choose_split_k(m, n, run.k, x.device)
     elif split_k < 1:
         raise ValueError(f"split_k must be >= 1, got {split_k}")
-    packed = packed.contiguous()
-    scale = scale.contiguous()
-    bias_arg = scale if bias is None else bias.contiguous()  # never read when HAS_BIAS is False
-    scale_stride = 0 if scale.numel() == 1 else 1
     part = (
-        torch.empty((split_k, m, out_features), device=x.device, dtype=torch.float32)
+        torch.empty((split_k, m, n), device=x.device, dtype=torch.float32)
         if split_k > 1
         else y  # unused: with one slice the kernel writes y directly
     )
 
     def grid(meta: dict[str, Any]) -> tuple[int, int, int]:
-        return m, triton.cdiv(out_features, meta["BLOCK_N"]), split_k
+        return m, triton.cdiv(n, meta["BLOCK_N"]), split_k
 
     _gemv_kernel[grid](
-        x2, packed, scale, bias_arg, y, part,
-        m, out_features, in_features, packed.shape[1], x2.stride(0), x2.stride(1), y.stride(0),
-        scale_stride, split_k, bias is not None,
+        run.x, run.packed, run.scale, run.bias, y, part,
+        m, n, run.k, run.packed.shape[1], run.x.stride(0), run.x.stride(1), y.stride(0),
+        run.scale_stride, split_k, run.has_bias,
     )  # fmt: skip
     if split_k > 1:
-        reduce_grid = (m, triton.cdiv(out_features, _REDUCE_BLOCK_N))
+        reduce_grid = (m, triton.cdiv(n, _REDUCE_BLOCK_N))
         _splitk_reduce_kernel[reduce_grid](
-            part, scale, bias_arg, y, m, out_features, y.stride(0), scale_stride,
-            split_k, bias is not None, _REDUCE_BLOCK_N,
+            part, run.scale, run.bias, y, m, n, y.stride(0), run.scale_stride,
+            split_k, run.has_bias, _REDUCE_BLOCK_N,
         )  # fmt: skip
-    return y.reshape(*x.shape[:-1], out_features)
+    return run.output()

@@ -12,7 +12,6 @@ from torch import nn
 import tritondsl
 from tritondsl.backend.deploy import deploy, deployed_bytes, is_deployed
 from tritondsl.backend.layers import QuantConv2d, QuantLinear, QuantModule
-from tritondsl.backend.packing import INVALID_CODE
 from tritondsl.backend.precision import (
     FP16,
     TWN,
@@ -22,6 +21,7 @@ from tritondsl.backend.precision import (
     QuantizerConfig,
     SparsityTarget,
 )
+from tritondsl.kernels.packing import INVALID_CODE
 
 from .test_layers import IMAGE, quant_resnet
 

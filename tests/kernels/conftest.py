@@ -29,7 +29,7 @@ import numpy  # noqa: E402, F401  (loads OpenBLAS under the setting above)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tritondsl.backend.packing import pack  # noqa: E402
+from tritondsl.kernels.packing import pack  # noqa: E402
 
 for _name, _value in _saved_env.items():
     if _value is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tritondsl.backend.packing import PackingError
 from tritondsl.kernels._common import (
     check_linear,
     conv2d_geometry,
@@ -13,6 +12,7 @@ from tritondsl.kernels._common import (
     pair,
     uses_triton,
 )
+from tritondsl.kernels.packing import PackingError
 
 
 def _linear(m: int = 2, k: int = 10, n: int = 3) -> dict[str, object]:

@@ -10,6 +10,7 @@ import torch
 
 from tests.kernels.cases import DTYPES, linear_cases
 from tritondsl.kernels import dispatch
+from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import (
     ternary_conv2d_reference,
     ternary_linear_reference,
@@ -86,7 +87,8 @@ def test_run_conv2d_matches_reference(
     x, packed, scale, bias = conv_args(x_shape, weight_shape, torch.float32)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    args = (x, packed, scale, bias, weight_shape, stride, 0, 1, groups)
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, 0, 1, groups)
+    args = (x, packed, scale, bias, geo)
     y = dispatch.run_conv2d(*args)
     assert y.is_contiguous()
     assert_close(y, ternary_conv2d_reference(*args))

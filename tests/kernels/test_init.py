@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tritondsl.kernels import ternary_conv2d, ternary_linear
+from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
 
 CONV_WEIGHT = (6, 2, 3, 3)  # groups=2 over 4 input channels
@@ -47,7 +48,8 @@ def test_ops_run_the_kernels_under_the_interpreter(
         ternary_linear(x, packed, scale, bias), ternary_linear_reference(x, packed, scale, bias)
     )
     call = _conv_call(conv_args, dtype)
-    assert_close(ternary_conv2d(*call), ternary_conv2d_reference(*call))
+    geo = conv2d_geometry(*call)
+    assert_close(ternary_conv2d(*call), ternary_conv2d_reference(*call[:4], geo))
 
 
 def test_conv_op_takes_ints_or_pairs(
@@ -146,7 +148,8 @@ def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
         import sys
         import torch
         import tritondsl.kernels as K
-        from tritondsl.backend.packing import pack
+        from tritondsl.kernels.packing import pack
+        from tritondsl.kernels._common import conv2d_geometry
         from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
 
         assert not any(m.split(".")[0] == "triton" for m in sys.modules), "triton imported"
@@ -156,7 +159,8 @@ def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
         assert torch.equal(got, ternary_linear_reference(x, packed, scale, bias))
         xc, pc = torch.randn(1, 2, 5, 5), pack(torch.randint(-1, 2, (3, 18)))
         got = K.ternary_conv2d(xc, pc, scale[:3], None, [3, 2, 3, 3], 1, 1, 1, 1)
-        want = ternary_conv2d_reference(xc, pc, scale[:3], None, [3, 2, 3, 3], 1, 1)
+        geo = conv2d_geometry(xc, pc, scale[:3], None, [3, 2, 3, 3], 1, 1, 1, 1)
+        want = ternary_conv2d_reference(xc, pc, scale[:3], None, geo)
         assert torch.equal(got, want)
         kernel_modules = [m for m in sys.modules if m.startswith("tritondsl.kernels.")]
         print(sorted(kernel_modules))
@@ -164,13 +168,16 @@ def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
         env,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("['tritondsl.kernels._common', 'tritondsl.kernels.reference']")
+    assert result.stdout.strip() == str(
+        ['tritondsl.kernels._common', 'tritondsl.kernels.packing', 'tritondsl.kernels.reference']
+    )
 
 
 _GPU_SCRIPT = """
 import torch
-from tritondsl.backend.packing import pack
+from tritondsl.kernels.packing import pack
 from tritondsl.kernels import dispatch, ternary_conv2d, ternary_linear
+from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
 
 torch.manual_seed(0)
@@ -196,7 +203,9 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
         packed = pack(torch.randint(-1, 2, (ws[0], k)))
         scale, bias = (torch.rand(ws[0]) + 0.5) / k**0.5, torch.randn(ws[0])
         args = (ws, stride, pad, dil, groups)
-        want = ternary_conv2d_reference(x, packed, scale, bias, *args)
+        want = ternary_conv2d_reference(
+            x, packed, scale, bias, conv2d_geometry(x, packed, scale, bias, *args)
+        )
         got = ternary_conv2d(*(t.cuda() for t in (x, packed, scale, bias)), *args).cpu()
         torch.testing.assert_close(got, want, atol=tol[dtype], rtol=tol[dtype])
 print("ok")

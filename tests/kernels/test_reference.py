@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.kernels.cases import DTYPES
+from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
 
 LINEAR_CASES = list(itertools.product([1, 17], [5, 300], [7, 65], DTYPES, [True, False]))
@@ -79,7 +80,6 @@ def test_conv2d_reference_matches_dense_conv(
     scale, bias = torch.rand(c_out) + 0.5, torch.randn(c_out)
     dense = trits.double().reshape(weight_shape) * scale.double().reshape(-1, 1, 1, 1)
     expected = F.conv2d(x.double(), dense, bias.double(), stride, padding, dilation, groups)
-    actual = ternary_conv2d_reference(
-        x, packed, scale, bias, weight_shape, stride, padding, dilation, groups
-    )
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, stride, padding, dilation, groups)
+    actual = ternary_conv2d_reference(x, packed, scale, bias, geo)
     assert_close(actual, expected.to(x.dtype))

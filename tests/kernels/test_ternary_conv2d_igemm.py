@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.kernels.cases import DTYPES
+from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import ternary_conv2d_reference
 from tritondsl.kernels.ternary_conv2d_igemm import (
     GPU_CONFIGS,
@@ -48,7 +49,8 @@ def test_conv2d_igemm_matches_reference(
 ) -> None:
     x_shape, weight_shape, stride, padding, dilation, groups = GEOMETRIES[geometry]
     x, packed, scale, b = conv_args(x_shape, weight_shape, DTYPES[dtype], bias)
-    args = (x, packed, scale, b, weight_shape, stride, padding, dilation, groups)
+    args = (x, packed, scale, b, conv2d_geometry(x, packed, scale, b, weight_shape, stride,
+                                                 padding, dilation, groups))  # fmt: skip
     assert_close(ternary_conv2d_igemm(*args), ternary_conv2d_reference(*args))
 
 
@@ -59,9 +61,10 @@ def test_conv2d_igemm_channels_last_input(
     weight_shape = (6, 4, 3, 3)
     x, packed, scale, bias = conv_args((2, 4, 6, 5), weight_shape, torch.float16)
     x = x.to(memory_format=torch.channels_last)
-    y = ternary_conv2d_igemm(x, packed, scale, bias, weight_shape, padding=1)
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, 1, 1, 1, 1)
+    y = ternary_conv2d_igemm(x, packed, scale, bias, geo)
     assert y.is_contiguous()
-    assert_close(y, ternary_conv2d_reference(x, packed, scale, bias, weight_shape, padding=1))
+    assert_close(y, ternary_conv2d_reference(x, packed, scale, bias, geo))
 
 
 def test_conv2d_igemm_per_tensor_scale(
@@ -71,19 +74,23 @@ def test_conv2d_igemm_per_tensor_scale(
     weight_shape = (4, 3, 2, 2)
     x, packed, _, bias = conv_args((1, 3, 5, 5), weight_shape, torch.float32)
     scale = torch.tensor([0.75])
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, 1, 0, 1, 1)
     assert_close(
-        ternary_conv2d_igemm(x, packed, scale, bias, weight_shape),
-        ternary_conv2d_reference(x, packed, scale, bias, weight_shape),
+        ternary_conv2d_igemm(x, packed, scale, bias, geo),
+        ternary_conv2d_reference(x, packed, scale, bias, geo),
     )
 
 
-def test_conv2d_igemm_rejects_bad_arguments(conv_args: Callable[..., tuple]) -> None:
+def test_conv2d_igemm_rejects_tensors_its_geometry_is_not_for(
+    conv_args: Callable[..., tuple],
+) -> None:
     weight_shape = (4, 3, 2, 2)
     x, packed, scale, bias = conv_args((1, 3, 5, 5), weight_shape, torch.float32)
-    with pytest.raises(ValueError, match="x has 3 channels"):
-        ternary_conv2d_igemm(x, packed, scale, bias, (4, 1, 2, 2))
-    with pytest.raises(ValueError, match="expected an NCHW tensor"):
-        ternary_conv2d_igemm(x[0], packed, scale, bias, weight_shape)
+    geo = conv2d_geometry(x, packed, scale, bias, weight_shape, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match=r"x: shape \[1, 3, 5, 6\] does not match"):
+        ternary_conv2d_igemm(torch.zeros(1, 3, 5, 6), packed, scale, bias, geo)
+    with pytest.raises(ValueError, match=r"packed: shape \[4, 2\] does not match"):
+        ternary_conv2d_igemm(x, packed[:, :-1], scale, bias, geo)
 
 
 def test_prune_configs_fits_tiles_to_a_group() -> None:

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from tritondsl.backend.packing import packed_cols
+from tritondsl.kernels.packing import packed_cols
 
 FORMAT = "tritondsl"
 FORMAT_VERSION = 1

@@ -38,13 +38,6 @@ from torch import nn
 
 from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantModule
-from tritondsl.backend.packing import (
-    PackingError,
-    base3_to_2bit,
-    check_layout,
-    pack_base3,
-    unpack,
-)
 from tritondsl.backend.precision import FP32, NAMED, ternary_or_default
 from tritondsl.backend.quantizers import is_ternary
 from tritondsl.compiler.check import check_source
@@ -76,6 +69,13 @@ from tritondsl.export.artifact import (
 )
 from tritondsl.export.model_card import render_model_card
 from tritondsl.files import write_atomically
+from tritondsl.kernels.packing import (
+    PackingError,
+    base3_to_2bit,
+    pack_base3,
+    unpack,
+    validate_packed,
+)
 from tritondsl.program import compile as compile_tdsl
 
 __all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "save_pretrained",
@@ -374,7 +374,7 @@ def _read_weights(data: bytes, config: dict[str, Any]) -> dict[str, torch.Tensor
                 if entry["packing"] == "base3":  # decoding checks every byte is <= 242
                     state[name] = base3_to_2bit(tensor, entry["trits"])
                 else:
-                    _check_codes(tensor, entry["trits"], name)
+                    validate_packed(tensor, entry["trits"], name)
             except PackingError as error:
                 raise CorruptArtifactError(WEIGHTS_NAME, f"tensor {name!r}: {error}") from None
     return state
@@ -384,13 +384,6 @@ def _check(source: str, model: str, params: Mapping[str, Any], shown: str = SOUR
     """The front end's view (ModelInfo) of ``model`` built with ``params``."""
 
     return check_source(source, shown, {model: dict(params)}).models[model]
-
-
-def _check_codes(packed: torch.Tensor, trits: int, name: str) -> None:
-    """validate_packed in one pass: a code 0b11 is a 2-bit pair with both bits set."""
-    check_layout(packed, trits, name)
-    if bool((packed & (packed >> 1) & 0b01010101).any()):
-        raise PackingError(f"{name}: contains the invalid trit code 0b11")
 
 
 def _check_program(source: str, shown: str, config: dict[str, Any], params: dict) -> None:

@@ -258,7 +258,7 @@ def test_errors_keep_their_kind(tmp_path: Path) -> None:
 
 
 def test_one_pass_code_check_agrees_with_validate_packed() -> None:
-    from tritondsl.backend.packing import PackingError, validate_packed
+    from tritondsl.kernels.packing import PackingError, validate_packed
 
     for byte in range(256):
         packed = torch.tensor([[byte]], dtype=torch.uint8)

@@ -18,7 +18,6 @@ from tritondsl.backend.layers import (
     QuantLinear,
     QuantModule,
 )
-from tritondsl.backend.packing import pack, unpack
 from tritondsl.backend.precision import A8LSQ, A8PerToken, A8Static
 from tritondsl.export.torch_export import (
     ScriptableConv2d,
@@ -28,6 +27,7 @@ from tritondsl.export.torch_export import (
     export_torchscript,
     unpack_trits,
 )
+from tritondsl.kernels.packing import pack, unpack
 
 X32 = (2, 3, 32, 32)
 # The tests load and script TorchScript themselves; torch 2.13 deprecates it upstream.

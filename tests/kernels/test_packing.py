@@ -1,4 +1,4 @@
-"""Tests for backend/packing.py: round trips, reference vs fast, docs examples, bad input."""
+"""Tests for kernels/packing.py: round trips, reference vs fast, docs examples, bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tritondsl.backend.packing import (
+from tritondsl.kernels.packing import (
     PackingError,
     base3_to_2bit,
     check_layout,
