@@ -16,13 +16,11 @@ from torch.testing import assert_close
 
 from tritondsl.backend.layers import (
     LEARNED_SCALE_NAMES,
-    GradientFlowError,
     QuantConv2d,
     QuantLinear,
     QuantModule,
     TernaryConv2d,
     TernaryLinear,
-    check_gradient_flow,
 )
 from tritondsl.backend.precision import (
     FP16,
@@ -339,45 +337,15 @@ def test_cache_follows_loaded_state() -> None:
     assert torch.equal(model(IMAGE), reference(IMAGE))
 
 
-class NoSTELinear(QuantLinear):
-    """Deliberately broken: quantizes the weight but forgets the straight-through estimator."""
-
-    def quantized_weight(self) -> Tensor:
-        return decompose(self.quantizer, self.weight.detach()).dequantize()
-
-
 @pytest.mark.parametrize("config", CONFIG_PARAMS)
-def test_gradient_flow_reaches_every_layer(config: QuantizerConfig) -> None:
+def test_gradient_reaches_every_latent_weight(config: QuantizerConfig) -> None:
     model = quant_resnet(config).train()
-    norms = check_gradient_flow(model, IMAGE)
-    assert set(norms) == {"conv1", "layer4.0.conv1", "layer4.0.conv2", "fc"}
-    assert all(norm > 0 for norm in norms.values())
-    assert all(p.grad is None for p in model.parameters())
-
-
-def test_gradient_flow_sees_through_batchnorm() -> None:
-    # A training-mode BatchNorm output sums to a constant, so out.sum() would leave only
-    # rounding noise (~1e-6) as gradient; the random probe must give a real one.
-    model = nn.Sequential(QuantLinear(8, 6), nn.BatchNorm1d(6)).train()
-    assert check_gradient_flow(model, torch.randn(4, 8))["0"] > 1e-2
-
-
-def test_broken_ste_alone_is_detected() -> None:
-    with pytest.raises(GradientFlowError, match="NoSTELinear"):
-        check_gradient_flow(NoSTELinear(8, 4), torch.randn(2, 8))
-
-
-def test_broken_ste_among_healthy_layers_is_named() -> None:
-    model = nn.Sequential(QuantLinear(8, 6), nn.ReLU(), NoSTELinear(6, 5), QuantLinear(5, 3))
-    with pytest.raises(GradientFlowError, match=r"latent weight of: 2$"):
-        check_gradient_flow(model, torch.randn(4, 8))
-    norms = check_gradient_flow(model, torch.randn(4, 8), strict=False)
-    assert norms["2"] == 0.0 and norms["0"] > 0 and norms["3"] > 0
-
-
-def test_gradient_flow_needs_training_mode_layers() -> None:
-    with pytest.raises(ValueError, match="no training-mode QuantModule"):
-        check_gradient_flow(QuantLinear(4, 2).deploy_(), torch.randn(1, 4))
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantModule)}
+    assert set(layers) == {"conv1", "layer4.0.conv1", "layer4.0.conv2", "fc"}
+    # A random projection of the output: out.sum() through BatchNorm has no gradient.
+    probe = torch.randn(model(IMAGE).shape, generator=torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad((model(IMAGE) * probe).sum(), [m.weight for m in layers.values()])
+    assert all(bool(g.abs().sum() > 0) and bool(torch.isfinite(g).all()) for g in grads)
 
 
 def test_extra_repr_names_quantizer_and_mode() -> None:

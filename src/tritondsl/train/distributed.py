@@ -82,11 +82,6 @@ def wrap(model: nn.Module, ctx: DistContext, sync_bn: bool) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP wrapper (or the model itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def all_reduce_sum(tensor: Tensor, ctx: DistContext) -> Tensor:
     """Sum ``tensor`` over all processes, in place; returns it."""
     if ctx.distributed:
