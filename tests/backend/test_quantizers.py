@@ -120,6 +120,9 @@ def test_decomposition_matches_hand_computed_formula(
     if isinstance(config, Learned):
         assert dec.scale_neg is not None
         assert_close(dec.scale_neg, torch.tensor(scale))
+    # Training's forward value: the codes times the hand-computed scale of their row.
+    expected = [[c * scale[i % len(scale)] for c in row] for i, row in enumerate(codes)]
+    assert_close(fake_quantize(config, weight), t(expected), rtol=1e-6, atol=1e-7)
 
 
 def test_learned_scales_dequantize_separately() -> None:
@@ -160,19 +163,6 @@ def test_exactly_three_values_per_scale_group(config: QuantizerConfig) -> None:
             assert values[0] == -values[2]
         else:
             assert values.tolist() == pytest.approx([-1.3, 0.0, 0.7])
-
-
-@pytest.mark.parametrize(("config", "weight", "codes", "scale", "delta"), HAND_CASES)
-def test_fake_quantize_forward_is_the_hand_computed_weight(
-    config: QuantizerConfig,
-    weight: torch.Tensor,
-    codes: list[list[int]],
-    scale: list[float],
-    delta: list[list[float]] | None,
-) -> None:
-    # codes times the hand-computed scale of their row (or the single scale).
-    expected = [[c * scale[i % len(scale)] for c in row] for i, row in enumerate(codes)]
-    assert_close(fake_quantize(config, weight), t(expected), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("config", ALL, ids=repr)

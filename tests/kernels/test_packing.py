@@ -150,6 +150,17 @@ def test_pack_rejects_invalid_trits(packer, trits: torch.Tensor) -> None:
         packer(trits)
 
 
+@pytest.mark.parametrize("byte", range(256))
+def test_validate_packed_rejects_exactly_the_bytes_with_a_0b11_code(byte: int) -> None:
+    has_invalid = any((byte >> (2 * slot)) & 0b11 == 0b11 for slot in range(4))
+    packed = torch.tensor([[byte]], dtype=torch.uint8)
+    if has_invalid:
+        with pytest.raises(PackingError, match="invalid trit code 0b11"):
+            validate_packed(packed, 4)
+    else:
+        validate_packed(packed, 4)
+
+
 def test_invalid_code_0b11_is_rejected_with_name() -> None:
     packed = pack(random_trits(2, 8))
     packed[1, 0] = packed[1, 0] | 0b1100  # second trit of the row becomes 0b11

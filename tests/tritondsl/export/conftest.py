@@ -1,7 +1,8 @@
-"""Shared fixtures of the export tests: one release bundle, built once per module."""
+"""Shared fixtures of the export tests: one torch thread, MixedNet, one release bundle."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,24 @@ from .test_hub import MIXED, randomize_norms
 
 BUNDLE = {"config.json", "model.safetensors", "model.tdsl", "README.md", "model.onnx"}
 EXAMPLE = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    # Small inputs gain nothing from threads; two OpenMP threads on a busy 2-core machine
+    # made exports about 3x slower. Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def mixed() -> torch.nn.Module:
+    """MixedNet: TWN per channel, Learned, AbsMean per tensor, int8 and fp16 layers."""
+    torch.manual_seed(0)
+    return tritondsl.load_model(MIXED)
 
 
 @pytest.fixture(scope="module")

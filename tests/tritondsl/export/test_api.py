@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,7 @@ from tritondsl.export.torch_export import deployed_copy
 
 MIXED = ROOT / "examples" / "mixed_precision.tdsl"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Small inputs gain nothing from threads; two OpenMP threads on a busy 2-core machine
-    # made exports about 3x slower. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def mixed() -> torch.nn.Module:
-    """MixedNet: TWN per channel, Learned, AbsMean per tensor, int8 and fp16 layers."""
-    torch.manual_seed(0)
-    return tritondsl.load_model(MIXED)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _x(batch: int = 2) -> torch.Tensor:

@@ -256,17 +256,3 @@ def test_errors_keep_their_kind(tmp_path: Path) -> None:
     assert all(issubclass(kind, ArtifactError) and issubclass(kind, ValueError)
                for kind in (ArtifactNotFoundError, ArtifactAuthError, CorruptArtifactError))
 
-
-def test_one_pass_code_check_agrees_with_validate_packed() -> None:
-    from tritondsl.kernels.packing import PackingError, validate_packed
-
-    for byte in range(256):
-        packed = torch.tensor([[byte]], dtype=torch.uint8)
-        results = []
-        for check in (validate_packed, hub._check_codes):
-            try:
-                check(packed, 4, "w")
-                results.append(None)
-            except PackingError as error:
-                results.append(str(error))
-        assert results[0] == results[1], byte

@@ -4,7 +4,6 @@ files really hold INT2 / packed uint8 codes at ~2 bits per ternary weight."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,10 @@ from tritondsl.export.onnx import OPSET, export_onnx, int2_tensor
 from tritondsl.export.onnx_verify import create_session, verify_onnx, weight_stats
 from tritondsl.export.torch_export import deployed_copy
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 X32 = (2, 3, 32, 32)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # 32x32 inputs gain nothing from threads, and on a busy 2-core machine two OpenMP threads
-    # made each export about 3x slower (spinning); restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

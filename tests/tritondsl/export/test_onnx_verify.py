@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 import tritondsl
-from tests.conftest import ROOT
 from tritondsl.export.onnx import OnnxExport, export_onnx
 from tritondsl.export.onnx_verify import (
     TERNARY_KEY,
@@ -23,22 +21,7 @@ from tritondsl.export.onnx_verify import (
     weight_stats,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Small inputs gain nothing from threads; two OpenMP threads on a busy 2-core machine
-    # made exports about 3x slower. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def mixed() -> torch.nn.Module:
-    """MixedNet: TWN per channel, Learned, AbsMean per tensor, int8 and fp16 layers."""
-    torch.manual_seed(0)
-    return tritondsl.load_model(ROOT / "examples" / "mixed_precision.tdsl")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _export(model: torch.nn.Module, path: Path, form: str) -> OnnxExport:

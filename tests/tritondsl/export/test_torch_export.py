@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 import tritondsl
-from tests.conftest import ROOT
 from tritondsl.backend.layers import (
     ActQuantConv2d,
     ActQuantLinear,
@@ -32,26 +30,11 @@ from tritondsl.kernels.packing import pack, unpack
 X32 = (2, 3, 32, 32)
 # The tests load and script TorchScript themselves; torch 2.13 deprecates it upstream.
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Small inputs gain nothing from threads; two OpenMP threads on a busy 2-core machine
-    # made exports about 3x slower. Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _input(shape: tuple[int, ...]) -> Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def mixed() -> nn.Module:
-    """MixedNet: TWN per channel, Learned, AbsMean per tensor, int8 and fp16 layers."""
-    torch.manual_seed(0)
-    return tritondsl.load_model(ROOT / "examples" / "mixed_precision.tdsl")
 
 
 @pytest.mark.parametrize("k", [1, 4, 9, 13])
