@@ -1,7 +1,9 @@
-"""Shared fixtures: paths to the project's example and zoo programs."""
+"""Shared fixtures: paths to the project's example and zoo programs; a clean logger per test."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,13 @@ DATA = Path(__file__).resolve().parent / "data"
 def root() -> Path:
     """The repository root."""
     return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tritondsl_logger() -> Iterator[None]:
+    """Undo what a CLI run does to the "tritondsl" logger (handler, level, no propagation),
+    so caplog sees its records in every later test."""
+    log = logging.getLogger("tritondsl")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved

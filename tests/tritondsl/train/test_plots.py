@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import matplotlib.image
@@ -65,8 +64,6 @@ def test_without_matplotlib_training_says_what_to_install(
     from tritondsl.train import Trainer
 
     monkeypatch.setattr(plots, "MISSING", "plots need matplotlib: pip install 'tritondsl[plots]'")
-    # A CLI test earlier in the session stops "tritondsl" records at its own handler.
-    monkeypatch.setattr(logging.getLogger("tritondsl"), "propagate", True)
     with caplog.at_level("WARNING", logger="tritondsl.train"):
         Trainer(tiny(tmp_path / "run", epochs=2)).fit()
     warned = [r.message for r in caplog.records if "matplotlib" in r.message]
