@@ -62,8 +62,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         handler = _StderrHandler()
         handler.setFormatter(_Formatter("%(message)s"))
+        # Records still propagate: the root has no handler in a CLI process, and where an
+        # application or pytest installed one, it sees tritondsl's records too.
         log.addHandler(handler)
-        log.propagate = False
     log.setLevel(level)
 
 
