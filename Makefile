@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 PIP := $(PY) -m pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt
 
-.PHONY: install demo test test-fast test-min lint bench clean data
+.PHONY: install demo test test-fast test-min test-wheel lint bench clean data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,12 @@ test: install data
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 	$(MAKE) test-min
+	$(MAKE) test-wheel
+
+# The layout: build the wheel from a clean copy, install it in a fresh venv (third-party
+# packages seen from .venv, nothing downloaded) and use it from the repository root.
+test-wheel: install
+	$(PY) scripts/check_wheel.py
 
 # The lowest declared versions (constraints-min.txt) of onnx, onnxruntime, safetensors,
 # lark and typer in .venv-min, which sees everything else (torch 2.13.0 included) from
