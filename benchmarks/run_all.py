@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import tritondsl
+from tritondsl.progress import task
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ("resnet18", "mobilenetv2")
@@ -33,14 +34,18 @@ ZOO = ("resnet18", "mobilenetv2")
 
 def alternate(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each variant, running them in turn ``repeats`` times (after a warm-up)."""
-    for run in variants.values():
-        run()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
+    rounds = len(variants) * (repeats + 1)
+    with task(f"timing {' vs '.join(variants)}", total=rounds) as advance:
+        for run in variants.values():
             run()
-            times[name].append(time.perf_counter() - start)
+            advance(1)
+        for _ in range(repeats):
+            for name, run in variants.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+                advance(1)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

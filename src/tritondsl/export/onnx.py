@@ -135,8 +135,13 @@ def _input_name(model: nn.Module) -> str:
 
 
 def _torch_to_onnx(
-    model: nn.Module, example: Tensor, input_name: str, outputs: int, axes: dict[int, str]
+    model: nn.Module,
+    example: Tensor,
+    input_name: str,
+    outputs: int,
+    axes: dict[int, str] | None = None,  # dynamic input axes (default: the batch only)
 ) -> onnx.ModelProto:
+    axes = axes or {0: "batch"}
     names = ["output"] if outputs == 1 else [f"output{i}" for i in range(outputs)]
     buffer = io.BytesIO()
     with warnings.catch_warnings():

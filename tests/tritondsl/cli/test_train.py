@@ -55,6 +55,17 @@ def test_bad_input_exits_1(tmp_path: Path, args: list[str], message: str) -> Non
     assert not any(tmp_path.iterdir())
 
 
+def test_a_wheel_alone_trains_the_shipped_example(tmp_path: Path) -> None:
+    # Zoo name and packaged data: nothing from the repository or the system is read.
+    out = tmp_path / "fm"
+    code, output = train("fashion_mnist", "--data", "fashion-mnist-5k", "--limit-train", "64",
+                         "--limit-test", "32", "--batch-size", "32", "--no-progress",
+                         "--output", str(out))  # fmt: skip
+    assert code == 0, output
+    assert "epoch 1/1: train loss" in output
+    assert (out / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
 def test_compile_errors_and_missing_files_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tdsl"
     bad.write_text("model M() {\n  input x: Tensor[N, 4]\n  a = Lineer(4, 2)\n}\n")

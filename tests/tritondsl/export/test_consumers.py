@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from tritondsl.export.torch_export import deployed_copy
 
 from .test_hub import MIXED, randomize_norms
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MODELS = ("resnet18", "mobilenetv2", "mixed_precision")
 FORMS = ("int2", "packed", "float")
 OTHER_SIZE = (3, 3, 48, 40)  # not the example's batch, height or width
@@ -33,14 +33,6 @@ def _other(name: str, seed: int) -> torch.Tensor:
 
 def _x(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

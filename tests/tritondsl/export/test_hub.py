@@ -283,7 +283,10 @@ def test_loads_offline_from_the_cache_named_by_env_vars(
     # huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE at import: a fresh process.
     make_hf_cache(tmp_path / "hub", "someone/mixednet", saved["2bit"])
     env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+           "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           # The same thread count as here: kernels split work by threads, and the outputs
+           # are compared bit for bit.
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
     code = (
         "import json, torch, tritondsl\n"
         "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
