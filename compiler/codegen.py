@@ -28,9 +28,10 @@ from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
 from tritondsl.compiler.infer import find_forward
-from tritondsl.compiler.instantiate import input_sizes
+from tritondsl.compiler.instantiate import DTYPES, input_sizes
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.pyexpr import POSTFIX, CodegenError, PyPrinter, py_str, wrap
+from tritondsl.compiler.pyexpr import OR, POSTFIX, CodegenError, PyPrinter, py_str, wrap
+from tritondsl.compiler.transformer import linear_weights
 
 FORWARD_CALLS = {
     "relu": "F.relu",
@@ -60,9 +61,21 @@ FORWARD_CALLS = {
     "adaptive_avg_pool2d": "F.adaptive_avg_pool2d",
     "adaptive_max_pool2d": "F.adaptive_max_pool2d",
     "interpolate": "F.interpolate",
+    "relu2": "rt.relu2",
+    "split_heads": "rt.split_heads",
+    "merge_heads": "rt.merge_heads",
+    "causal_mask": "rt.causal_mask",
+    "kv_cache": "rt.kv_cache",
 }
 # Compile-time built-ins that are not Python built-ins.
 COMPILE_CALLS = {"make_divisible": "rt.make_divisible", "ceil": "math.ceil", "floor": "math.floor"}
+# Operations whose runtime errors name the .tdsl line they come from.
+LOCATED_CALLS = {"rotary": "rt.rotary"}
+LOCATED_LAYERS = {"Embedding": "rt.Embedding"}
+RUNTIME_LAYERS = ("TiedLinear",)  # layers torch.nn does not have
+INITIALIZERS = ("zeros", "ones", "normal", "uniform")
+# A model that calls one of these takes a KV cache (see tritondsl.transformer.KVCache).
+DECODING_OPS = ("kv_cache", "rotary")
 PY_TYPES = {
     "int": "int",
     "float": "float",
@@ -174,6 +187,7 @@ class _ClassEmitter(PyPrinter):
         statements = n.walk_statements(body)
         self.members = {s.name for s in statements if isinstance(s, n.Assign)}
         self.params = {s.name for s in statements if isinstance(s, n.ParamDecl)}
+        self.linear_weights = linear_weights(d)
         self.tensors = self.params | {
             s.name
             for s in statements
@@ -220,6 +234,9 @@ class _ClassEmitter(PyPrinter):
         # on them (`downsample(x) if project else x`) is resolved when scripting.
         constants = ", ".join(py_str(name) for name in sorted(self.stored))
         params_text = "".join(f", {p.name}: Tensor" for p in forward.params)
+        if d.kind == "model" and _decodes(self.checked):
+            params_text += ", cache: rt.KVCache | None = None"
+            code = ["with rt.decoding(cache):", *_indent(code)]
         last = forward.body[-1] if forward.body else None
         returns = (
             " -> tuple[Tensor, ...]"
@@ -259,7 +276,7 @@ class _ClassEmitter(PyPrinter):
         return f"{p.name}: {annotation}{default}"
 
     def sequential_init(self, seq: n.SeqExpr, prologue: list[str]) -> list[str]:
-        if all(isinstance(s, n.ExprStmt) for s in seq.body):
+        if _positional(seq):
             items = ", ".join(self.text(s.expr) for s in seq.body)  # type: ignore[union-attr]
             return _wrap_all([*prologue, *self.pre, f"super().__init__({items})"])
         return _wrap_all(["super().__init__()", *prologue, *self.block(seq.body, target="self")])
@@ -286,6 +303,9 @@ class _ClassEmitter(PyPrinter):
                 return [f"self.{stmt.name} = {self.text(stmt.value)}"]
             case n.Assign():
                 return [f"{target}.add_module({py_str(stmt.name)}, {self.text(stmt.value)})"]
+            case n.ExprStmt() if _is_named(stmt.expr):
+                name, child = stmt.expr.args  # type: ignore[union-attr]
+                return [f"{target}.add_module({self.text(name)}, {self.text(child)})"]
             case n.ExprStmt():
                 return [f"{target}.append({self.text(stmt.expr)})"]
             case n.If():
@@ -300,6 +320,12 @@ class _ClassEmitter(PyPrinter):
                 head = f"for {', '.join(stmt.targets)} in {self.text(stmt.iterable)}:"
                 return [head, *_indent(self.block(stmt.body, target))]
             case n.ParamDecl():
+                if stmt.type.name == "Tensor":
+                    dims = self.text(n.TupleLit(stmt.type.args or (), stmt.type.span))
+                    init = "" if stmt.init is None else f", {self.text(stmt.init)}"
+                    line = f"self.{stmt.name} = rt.parameter({dims}{init})"
+                    quantized = stmt.name in self.linear_weights
+                    return [line, "self.weights = weights"] if quantized else [line]
                 out, in_ = (self.text(a) for a in stmt.type.args or ())
                 # The checker's rule: a TernaryTensor is ternary unless --precision says else.
                 weights = (
@@ -320,7 +346,7 @@ class _ClassEmitter(PyPrinter):
         )
 
     def sequential_member(self, var: str, seq: n.SeqExpr) -> list[str]:
-        if all(isinstance(s, n.ExprStmt) for s in seq.body):
+        if _positional(seq):
             return [f"{var} = {self.seq(seq)}"]
         return [f"{var} = nn.Sequential()", *self.block(seq.body, target=var)]
 
@@ -342,15 +368,18 @@ class _ClassEmitter(PyPrinter):
 
     def input_check(self, decl: n.InputDecl) -> str:
         dims = []
+        dtype = ""
         for arg in decl.type.args or ():
-            if isinstance(arg, n.Name) and arg.id in ("float32", "float16", "bfloat16"):
+            if isinstance(arg, n.Name) and arg.id in DTYPES:
+                dtype = "" if arg.id == "float32" else f", dtype={py_str(arg.id)}"
                 continue
             known = isinstance(arg, n.Name) and (
                 arg.id in self.definitions or self.is_value(arg.id)
             )
             dims.append(py_str(arg.id) if isinstance(arg, n.Name) and not known else self.text(arg))
         shape = f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
-        return f"rt.check_input(self, {py_str(decl.name)}, {decl.name}, {shape})"
+        name, where = py_str(decl.name), self.where(decl)
+        return f"rt.check_input(self, {name}, {decl.name}, {shape}{dtype}, where={where})"
 
     def forward_block(self, stmts: tuple[n.Stmt, ...]) -> list[str]:
         lines: list[str] = []
@@ -442,8 +471,10 @@ class _ClassEmitter(PyPrinter):
             return self.plain_call(self.text(func, 10), node)
         if callee in QUANTIZABLE:
             return self.plain_call(f"rt.{callee}", node, (f"weights={self.current}",))
+        if callee in LOCATED_LAYERS:
+            return self.plain_call(LOCATED_LAYERS[callee], node, (f"where={self.where(node)}",))
         if callee in LAYERS:
-            return self.plain_call(f"nn.{callee}", node)
+            return self.plain_call(f"{'rt' if callee in RUNTIME_LAYERS else 'nn'}.{callee}", node)
         if callee in self.definitions:
             target = self.definitions[callee]
             own = any(isinstance(s, n.WeightsDecl) for s in target.body)
@@ -464,6 +495,16 @@ class _ClassEmitter(PyPrinter):
             if isinstance(weight, n.Name) and weight.id in self.params:
                 return f"{w}({x})"  # a param is a bias-free ternary Linear
             return f"rt.ternary_matmul({x}, {w})"
+        if callee == "linear":
+            weight = node.args[1] if len(node.args) > 1 else None
+            own = isinstance(weight, n.Name) and weight.id in self.params
+            return self.plain_call("rt.linear", node, ("weights=self.weights",) if own else ())
+        if callee == "scaled_dot_product_attention":
+            return self.attention(node)
+        if callee in LOCATED_CALLS:
+            return self.plain_call(LOCATED_CALLS[callee], node, (f"where={self.where(node)}",))
+        if callee in INITIALIZERS:
+            return self.plain_call(f"rt.{callee}", node)
         if callee == "interpolate":
             node = _float_scale(node)
         if callee in FORWARD_CALLS:
@@ -472,8 +513,22 @@ class _ClassEmitter(PyPrinter):
             return self.plain_call(callee, node)
         return self.plain_call(callee, node)
 
+    def where(self, node: n.Call | n.InputDecl) -> str:
+        """The .tdsl place of a call or declaration, for runtime errors (a quoted literal)."""
+        return py_str(f"{source_label(self.checked.path)}, line {node.span.line}")
+
+    def attention(self, node: n.Call) -> str:
+        """``F.scaled_dot_product_attention``; dropout only while training, as nn layers do."""
+        args = [self.text(a) for a in node.args]
+        for kw in node.kwargs:
+            value = self.text(kw.value)
+            if kw.name == "dropout_p":
+                value = f"{self.text(kw.value, OR)} if self.training else 0.0"
+            args.append(f"{kw.name}={value}")
+        return f"rt.scaled_dot_product_attention({', '.join(args)})"
+
     def seq(self, node: n.SeqExpr) -> str:
-        if all(isinstance(s, n.ExprStmt) for s in node.body):
+        if _positional(node):
             items = ", ".join(self.text(s.expr) for s in node.body)  # type: ignore[union-attr]
             return f"nn.Sequential({items})"
         self.temps += 1
@@ -491,6 +546,24 @@ def source_label(path: str) -> str:
     name = PurePath(path).name
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._+-") else "_" for c in name)
     return cleaned[:120] or "program"
+
+
+def _is_named(expr: n.Expr) -> bool:
+    return isinstance(expr, n.Call) and expr.func == n.Name("named", expr.func.span)
+
+
+def _positional(seq: n.SeqExpr) -> bool:
+    """Whether every child of a Sequential is a plain expression (numbered 0, 1, ...)."""
+    return all(isinstance(s, n.ExprStmt) and not _is_named(s.expr) for s in seq.body)
+
+
+def _decodes(checked: CheckedProgram) -> bool:
+    """Whether the program attends with a KV cache or rotary positions anywhere."""
+    return any(
+        isinstance(node, n.Call) and isinstance(node.func, n.Name) and node.func.id in DECODING_OPS
+        for definition in checked.program.definitions
+        for node in n.walk(definition)
+    )
 
 
 def _is_constructor(node: n.Expr, definitions: dict[str, n.Definition]) -> bool:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from tritondsl.backend.precision import BUILDERS, NAMED, OPTION_WORDS, Precision, PrecisionError
 from tritondsl.compiler import tensor_ops as op
+from tritondsl.compiler import transformer as tf
 from tritondsl.compiler.nodes import Span
-from tritondsl.compiler.values import EvalError, Symbol, is_int, is_number, show_value
+from tritondsl.compiler.values import (
+    EvalError,
+    Module,
+    Named,
+    Symbol,
+    is_int,
+    is_number,
+    show_value,
+)
 
 MAX_RANGE = 100_000
 # Elementwise activations without options: each is a forward function and, spelled as in
@@ -98,6 +108,33 @@ def _abs(args: list[Any], kwargs: dict[str, Any], span: Span) -> int | float:
     _no_kwargs("abs", kwargs, span)
     _arity("abs", args, 1, 1, span)
     return abs(_number("abs", args[0], span))
+
+
+def _str(args: list[Any], kwargs: dict[str, Any], span: Span) -> str:
+    _no_kwargs("str", kwargs, span)
+    _arity("str", args, 1, 1, span)
+    if not is_int(args[0]) and not isinstance(args[0], str):
+        raise EvalError(f"str() expects an int or a string, got {show_value(args[0])}", span)
+    return str(args[0])
+
+
+CHILD_NAME = re.compile(r"[A-Za-z0-9_]{1,100}")
+
+
+def _named(args: list[Any], kwargs: dict[str, Any], span: Span) -> Named:
+    """``named(name, layer)``: a Sequential child under ``name`` instead of its position."""
+    _no_kwargs("named", kwargs, span)
+    _arity("named", args, 2, 2, span)
+    name, module = args
+    if not isinstance(name, str) or not CHILD_NAME.fullmatch(name):
+        raise EvalError(
+            "named(): the name must be 1 to 100 letters, digits or '_', got "
+            f"{show_value(name)}",
+            span,
+        )
+    if not isinstance(module, Module):
+        raise EvalError(f"named(): expects a layer or block, got {show_value(module)}", span)
+    return Named(name, module)
 
 
 def _len(args: list[Any], kwargs: dict[str, Any], span: Span) -> int:
@@ -190,11 +227,17 @@ COMPILE_TIME: dict[str, Builtin] = {
     "round": _round,
     "abs": _abs,
     "len": _len,
+    "str": _str,
+    "named": _named,
     "range": _range,
     "make_divisible": _make_divisible,
     "ceil": _rounding("ceil", math.ceil),
     "floor": _rounding("floor", math.floor),
     **{name: _precision_builder(name, build) for name, build in BUILDERS.items()},
+    "zeros": tf.initializer("zeros"),
+    "ones": tf.initializer("ones"),
+    "normal": tf.initializer("normal"),
+    "uniform": tf.initializer("uniform"),
 }
 
 # One entry per operation; codegen.FORWARD_CALLS says which torch function each becomes.
@@ -221,4 +264,13 @@ FORWARD_OPS: dict[str, Builtin] = {
     "adaptive_avg_pool2d": op.adaptive_pool("adaptive_avg_pool2d"),
     "adaptive_max_pool2d": op.adaptive_pool("adaptive_max_pool2d"),
     "interpolate": op.interpolate,
+    "gelu": tf.gelu,  # with approximate="tanh" (GeGLU)
+    "relu2": tf.activation("relu2"),
+    "linear": tf.linear,
+    "split_heads": tf.split_heads,
+    "merge_heads": tf.merge_heads,
+    "scaled_dot_product_attention": tf.scaled_dot_product_attention,
+    "causal_mask": tf.causal_mask,
+    "rotary": tf.rotary,
+    "kv_cache": tf.kv_cache,
 }

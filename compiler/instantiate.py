@@ -10,10 +10,15 @@ from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
 from tritondsl.compiler.functions import CONSTANTS
 from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.transformer import linear_weights
 from tritondsl.compiler.values import (
+    FLOAT_DTYPES,
+    INT_DTYPES,
     POISON,
     EvalError,
+    Init,
     Module,
+    Named,
     Poison,
     Tensor,
     TensorDecl,
@@ -24,7 +29,7 @@ from tritondsl.compiler.values import (
 )
 
 MAX_NESTING = 40
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = (*FLOAT_DTYPES, *INT_DTYPES)
 TRIT_VALUES = (-1, 0, 1)
 TENSOR_TYPES = ("Tensor", "TernaryTensor")
 
@@ -160,7 +165,9 @@ class Instantiator(ExprEvaluator):
                         raise
             case n.ExprStmt() if seq:
                 value = self.expr(stmt.expr, scope)
-                if not isinstance(value, Poison):
+                if isinstance(value, Named):
+                    self.attach(module, value.name, value.module, stmt.span)
+                elif not isinstance(value, Poison):
                     self.attach(module, str(len(module.children)), value, stmt.span)
             case n.If():
                 for cond, body in stmt.branches:
@@ -187,16 +194,39 @@ class Instantiator(ExprEvaluator):
                     )
                 module.weights_default = value
             case n.ParamDecl():
-                shape, _, ternary = self.poison_on_error(
-                    stmt.name, scope, lambda: self.param_type(stmt, scope)
-                )
-                decl = TensorDecl(stmt.name, shape, ternary, True, stmt.span)  # type: ignore[arg-type]
+                decl = self.poison_on_error(stmt.name, scope, lambda: self.param(stmt, scope))
                 scope.values[stmt.name] = decl
                 self.add_tensor(module, decl)
             case n.Forward():
                 return  # run later, by shape inference
             case _:
                 raise EvalError("this statement has no effect here", stmt.span)
+
+    def param(self, stmt: n.ParamDecl, scope: Scope) -> TensorDecl:
+        """``param W: TernaryTensor[out, in]`` or ``param pos: Tensor[...] = normal(0, 0.02)``."""
+        shape, dtype, ternary = self.param_type(stmt, scope)
+        if ternary and stmt.init is not None:
+            raise EvalError(
+                "a TernaryTensor param starts like a Linear weight; initializers are for "
+                "float params (param p: Tensor[...] = normal(0, 0.02))",
+                stmt.init.span,
+            )
+        if dtype not in FLOAT_DTYPES:
+            raise EvalError(
+                f"a param is a learnable float tensor; {dtype} cannot be learned", stmt.type.span
+            )
+        init = None if stmt.init is None else self.expr(stmt.init, scope)
+        if init is not None and not isinstance(init, Init | Poison):
+            raise EvalError(
+                f"a param starts from zeros(), ones(), normal(mean, std) or uniform(low, high), "
+                f"got {show_value(init)}",
+                stmt.init.span,  # type: ignore[union-attr]
+            )
+        if isinstance(init, Poison):
+            raise Abort()
+        decl = TensorDecl(stmt.name, shape, ternary, True, stmt.span)  # type: ignore[arg-type]
+        decl.init = init
+        return decl
 
     @staticmethod
     def poison_on_error(name: str, scope: Scope, compute: Any) -> Any:
@@ -323,13 +353,14 @@ class Instantiator(ExprEvaluator):
     def param_type(
         self, stmt: n.ParamDecl, scope: Scope
     ) -> tuple[tuple[int | str, ...], str, bool]:
-        """A ``param``'s type: a 2-D ``TernaryTensor[out, in]``, the weight of ternary_matmul."""
+        """A ``param``'s type: any float ``Tensor[...]``, or a 2-D ``TernaryTensor[out, in]``
+        (the weight of ternary_matmul)."""
         shape, dtype, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
-        if not ternary or len(shape) != 2:
+        if ternary and len(shape) != 2:
             got = f"{stmt.type.name}{show_shape(shape)}"
             raise EvalError(
-                f"a param must be a TernaryTensor[out, in] (the weight of ternary_matmul), "
-                f"got {got}",
+                f"a ternary param must be a TernaryTensor[out, in] (the weight of "
+                f"ternary_matmul), got {got}",
                 stmt.type.span,
                 "use a constant (let W: TernaryTensor[...] = [...]) for other shapes",
             )
@@ -453,6 +484,11 @@ def resolve_precisions(
         child_path = f"{path}.{name}" if path else name
         if isinstance(child, TensorDecl):
             child.path = child_path
-            child.precision = ternary_or_default(current) if child.ternary else FP32()
+            if child.ternary:
+                child.precision = ternary_or_default(current)
+            elif module.definition and child.name in linear_weights(module.definition):
+                child.precision = current or FP32()  # a float weight of linear(), like Linear's
+            else:
+                child.precision = FP32()
         else:
             resolve_precisions(child, current, child_path)

@@ -8,7 +8,15 @@ from typing import Any
 
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.nodes import Span
-from tritondsl.compiler.values import EvalError, Tensor, is_int, is_number, show_value
+from tritondsl.compiler.values import (
+    INT_DTYPES,
+    EvalError,
+    Module,
+    Tensor,
+    is_int,
+    is_number,
+    show_value,
+)
 
 REQUIRED = object()
 
@@ -18,7 +26,8 @@ class Arg:
     """One constructor parameter: its name, accepted kind and default."""
 
     name: str
-    kind: str  # "posint", "nonneg", "int", "float", "bool", "str", "pair", "pair0", "dims"
+    kind: str  # "posint", "nonneg", "int", "float", "bool", "str", "pair", "pair0", "dims",
+    # "embedding" (an Embedding layer of the same definition)
     default: Any = REQUIRED
 
 
@@ -70,6 +79,11 @@ def check_kind(kind: str, value: Any) -> bool:
             )
         case "dims":
             return is_int(value) or (isinstance(value, tuple | list) and all(map(is_int, value)))
+        case "posdims":
+            items = value if isinstance(value, tuple | list) else (value,)
+            return bool(items) and all(is_int(v) and v >= 1 for v in items)
+        case "embedding":
+            return isinstance(value, Module) and value.kind == "Embedding"
     return False
 
 
@@ -83,6 +97,8 @@ KIND_WORDS = {
     "pair": "a positive int or a pair of them",
     "pair0": "a non-negative int or a pair of them",
     "dims": "an int or a tuple of ints",
+    "posdims": "a positive int or a tuple of them",
+    "embedding": "an Embedding layer",
 }
 
 
@@ -306,6 +322,127 @@ FLATTEN = LayerSpec(
     lambda a, x, span: sh.flatten(x, a["start_dim"], a["end_dim"], span),
 )
 
+# ---------------------------------------------------------------- transformers
+
+def _embedding_check(a: dict[str, Any], span: Span) -> None:
+    pad = a["padding_idx"]
+    if pad is not None and not -a["num_embeddings"] <= pad < a["num_embeddings"]:
+        raise EvalError(
+            f"Embedding: padding_idx {pad} is outside the {a['num_embeddings']} embeddings", span
+        )
+
+
+def _embedding_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    if x.dtype not in INT_DTYPES:
+        raise EvalError(
+            f"Embedding expects integer token ids, got a {x.dtype} tensor {x.show()}",
+            span,
+            "declare the input with an integer dtype, e.g. 'input ids: Tensor[N, T, int64]'",
+        )
+    return Tensor((*x.shape, a["embedding_dim"]), "float32")
+
+
+EMBEDDING = LayerSpec(
+    "Embedding",
+    (
+        Arg("num_embeddings", "posint"),
+        Arg("embedding_dim", "posint"),
+        Arg("padding_idx", "int", None),
+    ),
+    lambda a: [StateEntry("weight", (a["num_embeddings"], a["embedding_dim"]))],
+    _embedding_shape,
+    check=_embedding_check,
+)
+
+
+def _dims(value: int | tuple | list) -> tuple[int, ...]:
+    return (value,) if is_int(value) else tuple(value)
+
+
+def _norm_shape(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
+    def shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+        dims = _dims(a["normalized_shape"])
+        tail = x.shape[len(x.shape) - len(dims) :] if len(x.shape) >= len(dims) else None
+        if x.dtype in INT_DTYPES or tail is None or any(
+            is_int(got) and got != want for got, want in zip(tail, dims, strict=True)
+        ):
+            raise EvalError(
+                f"{name} normalizes the last dimensions {list(dims)}, got a {x.dtype} tensor "
+                f"{x.show()}",
+                span,
+            )
+        return x
+
+    return shape
+
+
+def _norm_state(with_bias: bool) -> Callable[[dict[str, Any]], list[StateEntry]]:
+    def state(a: dict[str, Any]) -> list[StateEntry]:
+        if not a["elementwise_affine"]:
+            return []
+        dims = _dims(a["normalized_shape"])
+        bias = with_bias and a["bias"]
+        return [StateEntry("weight", dims), *([StateEntry("bias", dims)] if bias else [])]
+
+    return state
+
+
+def _eps_check(name: str) -> Callable[[dict[str, Any], Span], None]:
+    def check(a: dict[str, Any], span: Span) -> None:
+        if a["eps"] is not None and not a["eps"] > 0:
+            raise EvalError(f"{name}: eps must be positive, got {a['eps']}", span)
+
+    return check
+
+
+LAYERNORM = LayerSpec(
+    "LayerNorm",
+    (
+        Arg("normalized_shape", "posdims"),
+        Arg("eps", "float", 1e-5),
+        Arg("elementwise_affine", "bool", True),
+        Arg("bias", "bool", True),
+    ),
+    _norm_state(with_bias=True),
+    _norm_shape("LayerNorm"),
+    check=_eps_check("LayerNorm"),
+)
+RMSNORM = LayerSpec(
+    "RMSNorm",
+    (
+        Arg("normalized_shape", "posdims"),
+        Arg("eps", "float", None),
+        Arg("elementwise_affine", "bool", True),
+    ),
+    _norm_state(with_bias=False),
+    _norm_shape("RMSNorm"),
+    check=_eps_check("RMSNorm"),
+)
+
+
+def _tied_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    vocab, dim = a["embedding"].args["num_embeddings"], a["embedding"].args["embedding_dim"]
+    if not x.shape:
+        raise EvalError("TiedLinear expects a tensor with at least one dimension", span)
+    sh.expect_dim(x.shape[-1], dim, "TiedLinear", "input features", x, span)
+    return Tensor((*x.shape[:-1], vocab), x.dtype)
+
+
+# The weight is the embedding's own Parameter: listed under both names in a state_dict,
+# as in Hugging Face models with tie_word_embeddings, but counted once as a parameter.
+TIED_LINEAR = LayerSpec(
+    "TiedLinear",
+    (Arg("embedding", "embedding"),),
+    lambda a: [
+        StateEntry(
+            "weight",
+            (a["embedding"].args["num_embeddings"], a["embedding"].args["embedding_dim"]),
+            learnable=False,
+        )
+    ],
+    _tied_shape,
+)
+
 _GELU_MODES = ("none", "tanh")
 
 LAYERS: dict[str, LayerSpec] = {
@@ -318,6 +455,10 @@ LAYERS: dict[str, LayerSpec] = {
         AVGPOOL2D,
         ADAPTIVEAVGPOOL2D,
         FLATTEN,
+        EMBEDDING,
+        LAYERNORM,
+        RMSNORM,
+        TIED_LINEAR,
         _elementwise("ReLU", Arg("inplace", "bool", False)),
         _elementwise("ReLU6", Arg("inplace", "bool", False)),
         LayerSpec(
@@ -337,5 +478,6 @@ LAYERS: dict[str, LayerSpec] = {
             check=_dropout_check,
         ),
         _elementwise("Identity"),
+        _elementwise("SiLU", Arg("inplace", "bool", False)),
     )
 }

@@ -287,10 +287,11 @@ class WeightsDecl:
 
 @dataclass(frozen=True, slots=True)
 class ParamDecl:
-    """``param W: TernaryTensor[n, k]``: a learnable tensor of a layer."""
+    """``param W: TernaryTensor[n, k]`` or ``param pos: Tensor[1, T, D] = normal(0, 0.02)``."""
 
     name: str
     type: TypeExpr
+    init: Expr | None
     span: Span
 
 

@@ -371,7 +371,7 @@ class _AstBuilder(Transformer):
         return n.WeightsDecl(children[0], _span(meta))
 
     def param_decl(self, meta: Any, children: list) -> n.ParamDecl:
-        return n.ParamDecl(str(children[0]), children[1], _span(meta))
+        return n.ParamDecl(str(children[0]), children[1], children[2], _span(meta))
 
     def forward_def(self, meta: Any, children: list) -> n.Forward:
         *params, returns, body = children

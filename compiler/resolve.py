@@ -250,6 +250,8 @@ class _DefinitionChecker:
                     self.expr(stmt.precision, names, forward=False)
                 else:
                     self.type_expr(stmt.type)
+                    if stmt.init is not None:
+                        self.expr(stmt.init, names, forward=False)
             case n.Let():
                 if stmt.type is not None:
                     self.type_expr(stmt.type)

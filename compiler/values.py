@@ -15,6 +15,8 @@ from tritondsl.compiler import nodes as n
 from tritondsl.compiler.nodes import Span
 
 Dim = int | str  # a str is a symbolic dimension such as "N" or "(H + 1) // 2"
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+INT_DTYPES = ("int64", "int32")  # token ids and other integer inputs
 
 
 class EvalError(Exception):
@@ -52,6 +54,30 @@ class SymSize:
 def size_value(dim: Dim) -> int | SymSize:
     """A shape entry as a forward value: ints stay ints."""
     return dim if isinstance(dim, int) else SymSize(dim)
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    """How a ``param`` tensor starts: ``zeros()``, ``ones()``, ``normal(mean, std)``,
+    ``uniform(low, high)``."""
+
+    kind: str
+    a: float = 0.0
+    b: float = 0.0
+
+    def describe(self) -> str:
+        """The call that made it, e.g. ``normal(0, 0.02)``."""
+        if self.kind in ("zeros", "ones"):
+            return f"{self.kind}()"
+        return f"{self.kind}({self.a:g}, {self.b:g})"
+
+
+@dataclass(frozen=True, eq=False)
+class Named:
+    """``named("encoder_layer_0", block)``: a Sequential child with a name of its own."""
+
+    name: str
+    module: Module
 
 
 @dataclass(eq=False)
@@ -96,6 +122,7 @@ class TensorDecl:
     values: tuple[int, ...] | None = None
     precision: WeightPrecision | None = None
     path: str = ""
+    init: Init | None = None  # a float ``param``'s initializer (None: like nn.Linear's weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +159,8 @@ def type_name(value: Any) -> str:
             return "list"
         case WeightPrecision():
             return "precision"
+        case Init():
+            return "initializer"
         case Symbol():
             return "option"
         case SymSize():
@@ -157,8 +186,10 @@ def show_value(value: Any) -> str:
             return f"a tensor of shape {value.show()}"
         case Module():
             return f"a {value.label} layer"
-        case WeightPrecision():
+        case WeightPrecision() | Init():
             return value.describe()
+        case Named():
+            return f"named({value.name!r}, {show_value(value.module)})"
         case Symbol():
             return value.name
         case SymSize():

@@ -21,6 +21,7 @@ from torch import nn
 from tritondsl.compiler.check import CheckedProgram, check_file, check_source
 from tritondsl.compiler.codegen import generate, source_label
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
+from tritondsl.compiler.values import TensorDecl
 from tritondsl.models import ZOO, resolve, zoo_names, zoo_path
 
 
@@ -70,6 +71,27 @@ class CompiledProgram:
         built.tdsl_spec = ModelSpec(self.checked.source, self.checked.path, model, dict(params),
                                     self.precision)
         return built
+
+
+def where_declared(model: nn.Module, key: str) -> str:
+    """Where the layer owning state_dict ``key`` is created in the model's .tdsl source, as
+    ``" (Embedding at bitnet_b158.tdsl, line 58)"``; empty when that is unknown."""
+    spec = getattr(model, "tdsl_spec", None)
+    if not isinstance(spec, ModelSpec):
+        return ""
+    try:
+        info = check_source(spec.source, spec.path, {spec.model: spec.params}).models[spec.model]
+    except (CompileError, KeyError):
+        return ""
+    owner = key.rpartition(".")[0]
+    for module in info.modules():
+        params = [c for c in module.children.values() if isinstance(c, TensorDecl)]
+        for param in params:
+            if param.path == key:
+                return f" (param {param.name} at {source_label(spec.path)}, line {param.span.line})"
+        if module.path == owner:
+            return f" ({module.label} at {source_label(spec.path)}, line {module.span.line})"
+    return ""
 
 
 def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:

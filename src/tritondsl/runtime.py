@@ -27,7 +27,53 @@ from tritondsl.backend.precision import SparsityTarget as SparsityTarget
 from tritondsl.backend.precision import WeightPrecision as WeightPrecision
 from tritondsl.backend.precision import ternary as ternary
 from tritondsl.backend.precision import ternary_or_default as ternary_or_default
+from tritondsl.backend.quantizers import fake_quantize
+from tritondsl.compiler.functions import COMPILE_TIME
 from tritondsl.compiler.functions import make_divisible as make_divisible
+from tritondsl.compiler.values import EvalError, Init
+
+# Re-exported: generated code reaches everything through this module.
+from tritondsl.transformer import (  # noqa: F401
+    Embedding,
+    KVCache,
+    TiedLinear,
+    causal_mask,
+    decoding,
+    kv_cache,
+    merge_heads,
+    relu2,
+    rotary,
+    scaled_dot_product_attention,
+    split_heads,
+)
+
+
+def _builtin(name: str, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    """Run a compile-time builtin of the language; its errors become ValueErrors."""
+    try:
+        return COMPILE_TIME[name](list(args), options, None)  # type: ignore[arg-type]
+    except EvalError as error:
+        raise ValueError(error.message) from None
+
+
+def zeros() -> Init:
+    """A ``param`` initializer: all zeros."""
+    return _builtin("zeros", (), {})
+
+
+def ones() -> Init:
+    """A ``param`` initializer: all ones."""
+    return _builtin("ones", (), {})
+
+
+def normal(*args: float, **kwargs: float) -> Init:
+    """A ``param`` initializer: ``normal(mean=0, std=1)``."""
+    return _builtin("normal", args, kwargs)
+
+
+def uniform(*args: float, **kwargs: float) -> Init:
+    """A ``param`` initializer: ``uniform(low=0, high=1)``."""
+    return _builtin("uniform", args, kwargs)
 
 
 def Conv2d(
@@ -73,26 +119,70 @@ def ternary_weight(
     return Linear(in_features, out_features, bias=False, weights=weights)
 
 
-def check_input(model: Any, name: str, x: Any, shape: Any) -> None:
+def linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None = None, weights: WeightPrecision | None = None
+) -> Tensor:
+    """``x · Wᵀ + b``; a ``param`` weight of the block is quantized by its precision (STE)."""
+    if weights is not None and not isinstance(weights, FP32):
+        weight = fake_quantize(weights, weight).to(x.dtype)  # type: ignore[arg-type]
+    return F.linear(x, weight, bias)
+
+
+
+
+def parameter(shape: tuple[int, ...], init: Init | None = None) -> nn.Parameter:
+    """A learnable ``param`` tensor: ``init`` if given, else initialised like ``nn.Linear``."""
+    tensor = torch.empty(shape)
+    match init:
+        case None:
+            nn.init.kaiming_uniform_(tensor, a=5**0.5)
+        case Init(kind="zeros"):
+            nn.init.zeros_(tensor)
+        case Init(kind="ones"):
+            nn.init.ones_(tensor)
+        case Init(kind="normal", a=mean, b=std):
+            nn.init.normal_(tensor, mean, std)
+        case Init(kind="uniform", a=low, b=high):
+            nn.init.uniform_(tensor, low, high)
+        case _:
+            raise ValueError(f"unknown initializer {init!r}")
+    return nn.Parameter(tensor)
+
+
+def check_input(
+    model: Any, name: str, x: Any, shape: Any, dtype: str = "float32", where: str = ""
+) -> None:
     """Raise a clear error when ``x`` does not match the model's declared input."""
     # TorchScript cannot compile the checks (they take the module itself and build messages
     # with f-strings), so scripted models skip them; eager, traced and exported runs check.
     # The loose annotations are what lets torch.jit.script compile this call at all.
     if not torch.jit.is_scripting():
-        _check_input(model, name, x, shape)
+        _check_input(model, name, x, shape, dtype, where)
 
 
 @torch.jit.unused
-def _check_input(model: nn.Module, name: str, x: Any, shape: Sequence[int | str]) -> None:
+def _check_input(
+    model: nn.Module, name: str, x: Any, shape: Sequence[int | str], dtype: str, where: str
+) -> None:
     label = type(model).__name__
     declared = "[" + ", ".join(str(d) for d in shape) + "]"
+    at = f" (declared at {where})" if where else ""
     if not isinstance(x, Tensor):
         raise TypeError(
-            f"{label} expects '{name}' to be a tensor of shape {declared}, got {type(x).__name__}"
+            f"{label} expects '{name}' to be a tensor of shape {declared}{at}, "
+            f"got {type(x).__name__}"
         )
     bad_rank = x.dim() != len(shape)
     if bad_rank or any(isinstance(d, int) and d != x.shape[i] for i, d in enumerate(shape)):
-        raise ValueError(f"{label} expects '{name}' of shape {declared}, got {list(x.shape)}")
+        raise ValueError(
+            f"{label} expects '{name}' of shape {declared}{at}, got {list(x.shape)}"
+        )
+    integer = dtype.startswith("int")
+    if integer != (not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool):
+        kind = "an integer" if integer else "a floating-point"
+        raise TypeError(
+            f"{label} expects '{name}' to be {kind} tensor ({dtype}){at}, got {x.dtype}"
+        )
     reference = next(model.parameters(), None)
     if reference is not None and reference.device != x.device:
         raise RuntimeError(

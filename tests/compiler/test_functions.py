@@ -75,3 +75,53 @@ def test_ternary_rejects_bad_options(kwargs: dict, message: str) -> None:
     with pytest.raises(EvalError, match="ternary\\(\\): " + message) as info:
         COMPILE_TIME["ternary"]([], kwargs, SPAN)
     assert info.value.span == SPAN
+
+
+NAMED = """
+model M(depth: int = 3) {
+    input x: Tensor[N, 8]
+    layers = Sequential {
+        for i in range(depth) {
+            named("encoder_layer_" + str(i), Linear(8, 8))
+        }
+    }
+    forward(x) {
+        return layers(x)
+    }
+}
+"""
+
+
+def test_named_sequential_children_check_and_build_alike() -> None:
+    import torch
+
+    from tritondsl.compiler.check import check_source
+    from tritondsl.program import compile
+
+    predicted = [i.name for i in check_source(NAMED).models["M"].state_dict()]
+    model = compile(NAMED).build()
+    assert predicted == list(model.state_dict()) == [
+        f"layers.encoder_layer_{i}.{p}" for i in range(3) for p in ("weight", "bias")]
+    assert model(torch.zeros(2, 8)).shape == (2, 8)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["a.b", None], "letters, digits or '_'"),
+    (["", None], "letters, digits or '_'"),
+    (["ok", 3], "expects a layer or block"),
+])
+def test_named_refuses_bad_names(args: list, message: str) -> None:
+    with pytest.raises(EvalError, match=message):
+        COMPILE_TIME["named"](args, {}, SPAN)
+
+
+def test_str_and_table_repetition() -> None:
+    from tritondsl.compiler.check import check_source
+
+    assert COMPILE_TIME["str"]([12], {}, SPAN) == "12"
+    with pytest.raises(EvalError, match="expects an int or a string"):
+        COMPILE_TIME["str"]([1.5], {}, SPAN)
+    source = ("model M(n: int = 3) {\n    input x: Tensor[N, 4]\n    let t = [4] * n\n"
+              "    s = Sequential {\n        for w in t {\n            Linear(w, 4)\n        }\n"
+              "    }\n    forward(x) {\n        return s(x)\n    }\n}\n")
+    assert len(check_source(source).models["M"].state_dict()) == 6

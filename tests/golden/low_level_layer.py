@@ -52,5 +52,5 @@ class Tiny(nn.Module):
         self.project = FixedProjection(4, 2, weights=weights)
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 4))
+        rt.check_input(self, "x", x, ("N", 4), where="low_level_layer.tdsl, line 20")
         return self.project(F.relu(self.dense2(F.relu(self.dense1(x)))))

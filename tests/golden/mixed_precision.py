@@ -47,6 +47,6 @@ class MixedNet(nn.Module):
         self.head = rt.Linear(128, num_classes, weights=rt.Int8(per_channel=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 3, 32, 32))
+        rt.check_input(self, "x", x, ("N", 3, 32, 32), where="mixed_precision.tdsl, line 17")
         y = self.pw(F.relu(self.dw(F.relu(self.down(self.res(self.stem(x)))))))
         return self.head(torch.flatten(self.pool(y), 1))

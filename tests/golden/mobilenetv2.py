@@ -110,6 +110,6 @@ class MobileNetV2(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 3, "H", "W"))
+        rt.check_input(self, "x", x, ("N", 3, "H", "W"), where="mobilenetv2.tdsl, line 30")
         y = F.adaptive_avg_pool2d(self.features(x), 1)
         return self.classifier(torch.flatten(y, 1))

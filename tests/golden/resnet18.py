@@ -78,7 +78,7 @@ class ResNet18(nn.Module):
         self.fc = rt.Linear(512, num_classes, weights=rt.FP32())
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 3, "H", "W"))
+        rt.check_input(self, "x", x, ("N", 3, "H", "W"), where="resnet18.tdsl, line 29")
         y = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         y = self.layer4(self.layer3(self.layer2(self.layer1(y))))
         return self.fc(torch.flatten(self.avgpool(y), 1))

@@ -33,5 +33,5 @@ class TernaryMLP(nn.Module):
         self.out = rt.Linear(hidden[-1], num_classes, weights=rt.FP32())
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 784))
+        rt.check_input(self, "x", x, ("N", 784), where="ternary_mlp.tdsl, line 6")
         return self.out(self.layers(x))

@@ -124,7 +124,8 @@ def test_mobilenet_widths_match_torchvisions_parameter_counts(width: float) -> N
 
 def test_wrong_input_and_device_errors_name_what_was_expected() -> None:
     model = tritondsl.load_model("mobilenetv2", width_mult=0.5)
-    with pytest.raises(ValueError, match=r"MobileNetV2 expects 'x' of shape \[N, 3, H, W\], "
+    with pytest.raises(ValueError, match=r"MobileNetV2 expects 'x' of shape \[N, 3, H, W\] "
+                                         r"\(declared at mobilenetv2\.tdsl, line \d+\), "
                                          r"got \[1, 1, 32, 32\]"):
         model(torch.zeros(1, 1, 32, 32))
     meta_model = copy.deepcopy(model).to("meta")

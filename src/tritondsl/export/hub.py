@@ -77,6 +77,7 @@ from tritondsl.kernels.packing import (
     validate_packed,
 )
 from tritondsl.program import compile as compile_tdsl
+from tritondsl.program import where_declared
 
 __all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "save_pretrained",
            "write_model_card"]  # fmt: skip
@@ -446,6 +447,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], config: dict) 
             raise CorruptArtifactError(
                 WEIGHTS_NAME, f"tensor {key!r} is {dtype_name(tensor)} {list(tensor.shape)}, "
                 f"the model expects {dtype_name(want)} {list(want.shape)}"
+                f"{where_declared(model, key)}"
             )  # fmt: skip
     try:
         model.load_state_dict(state, strict=True)
