@@ -25,9 +25,10 @@ class Attention(nn.Module):
         eps: float,
         sub_norm: bool,
         *,
-        weights: rt.Precision = rt.FP32,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         head_dim = dim // heads
         self.q_proj = rt.Linear(dim, heads * head_dim, bias=False, weights=weights)
         self.k_proj = rt.Linear(dim, kv_heads * head_dim, bias=False, weights=weights)
@@ -74,9 +75,10 @@ class MLP(nn.Module):
         sub_norm: bool,
         squared_relu: bool,
         *,
-        weights: rt.Precision = rt.FP32,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.gate_proj = rt.Linear(dim, ffn, bias=False, weights=weights)
         self.up_proj = rt.Linear(dim, ffn, bias=False, weights=weights)
         self.down_proj = rt.Linear(ffn, dim, bias=False, weights=weights)
@@ -107,9 +109,10 @@ class DecoderLayer(nn.Module):
         sub_norm: bool,
         squared_relu: bool,
         *,
-        weights: rt.Precision = rt.FP32,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.self_attn = Attention(
             dim, heads, kv_heads, theta, context, eps, sub_norm, weights=weights
         )
@@ -138,9 +141,10 @@ class Decoder(nn.Module):
         sub_norms: tuple[bool, ...] | list[bool],
         squared_relu: bool,
         *,
-        weights: rt.Precision = rt.FP32,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
+        weights = rt.FP32() if weights is None else weights
         self.embed_tokens = rt.Embedding(vocab, dim, where="bitnet_b158.tdsl, line 52")
         self.layers = nn.Sequential()
         for sub_norm in sub_norms:
@@ -183,10 +187,10 @@ class BitNetB158(nn.Module):
         squared_relu: bool = True,
         tie_embeddings: bool = False,
         *,
-        weights: rt.Precision | None = None,
+        weights: rt.WeightPrecision | None = None,
     ) -> None:
         super().__init__()
-        weights = rt.ternary(method='absmean') if weights is None else weights
+        weights = rt.AbsMean(per_channel=False) if weights is None else weights
         chosen = per_layer_sub_norms if len(per_layer_sub_norms) > 0 else [sub_norms] * layers
         self.model = Decoder(
             vocab,
@@ -202,7 +206,7 @@ class BitNetB158(nn.Module):
             weights=weights,
         )
         self.lm_head = rt.TiedLinear(self.model.embed_tokens) if tie_embeddings else rt.Linear(
-            dim, vocab, bias=False, weights=rt.FP32
+            dim, vocab, bias=False, weights=rt.FP32()
         )
 
     def forward(self, ids: Tensor, cache: rt.KVCache | None = None) -> Tensor:
