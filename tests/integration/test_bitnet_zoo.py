@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
-from transformers.integrations.bitnet import pack_weights
 
 from tests.conftest import DATA
 from tritondsl.export.artifact import ArtifactError
@@ -19,6 +17,8 @@ from tritondsl.export.hub import from_pretrained, save_pretrained
 from tritondsl.program import load_model
 from tritondsl.runtime import KVCache
 
+# transformers is imported inside the tests: it imports triton, which must first see the
+# TRITON_INTERPRET=1 that tests/kernels/conftest.py sets when pytest collects that folder.
 REFERENCE = json.loads((DATA / "hf_bitnet_llama_tiny.json").read_text())
 LLAMA = {"sub_norms": False, "squared_relu": False}
 
@@ -36,6 +36,8 @@ def _params(kind: str) -> dict[str, Any]:
 
 
 def _hf(kind: str) -> nn.Module:
+    from transformers import BitNetConfig, BitNetForCausalLM, LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(0)
     config = dict(REFERENCE[kind]["config"], bos_token_id=None, eos_token_id=None)
     model = (BitNetForCausalLM(BitNetConfig(**config)) if kind == "bitnet"
@@ -132,6 +134,8 @@ def test_tied_embeddings_share_one_parameter() -> None:
 def _packed_checkpoint(hf: nn.Module) -> dict[str, torch.Tensor]:
     """What a published BitNet checkpoint holds: transformers' own packing of absmean codes,
     weight_scale = 1/γ (BitLinear divides by it), everything else in float."""
+    from transformers.integrations.bitnet import pack_weights
+
     state = {}
     for key, tensor in hf.state_dict().items():
         if key.endswith("_proj.weight"):
@@ -145,6 +149,8 @@ def _packed_checkpoint(hf: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_transformers_packing_round_trips_through_our_reader() -> None:
+    from transformers.integrations.bitnet import pack_weights
+
     codes = torch.randint(-1, 2, (10, 7), dtype=torch.int8)
     assert torch.equal(unpack_hf_ternary(pack_weights(codes.clone()), 10), codes)
 

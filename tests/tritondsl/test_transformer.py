@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from tritondsl import runtime as rt
 from tritondsl.transformer import KVCache, causal_mask, decoding, kv_cache, rotary
@@ -13,6 +11,10 @@ from tritondsl.transformer import KVCache, causal_mask, decoding, kv_cache, rota
 
 @pytest.mark.parametrize(("theta", "head_dim", "offset"), [(10000.0, 16, 0), (5e5, 8, 7)])
 def test_rotary_is_transformers_rotate_half(theta: float, head_dim: int, offset: int) -> None:
+    # Imported here: transformers imports triton, which must come after tests/kernels/conftest.py.
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
     config = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2,
                          rope_parameters={"rope_type": "default", "rope_theta": theta})
     q = torch.randn(2, 2, 5, head_dim)
