@@ -59,9 +59,13 @@ def test_doc_example_builds_with_the_inferred_shapes(source: str, line: int) -> 
 
     import tritondsl
 
-    sizes = {"N": 2, "H": 5, "W": 6}
+    sizes = {"N": 2, "H": 5, "W": 6, "T": 7}
     program = tritondsl.compile(source)
     for name, info in check_source(source, sizes=sizes).models.items():
-        shapes = [[sizes.get(d, d) for d in t.shape] for t in info.inputs.values()]
-        out = program.build(name)(*(torch.randn(s) for s in shapes))
+        inputs = [  # token ids 0 and 1 are inside any vocabulary
+            torch.randint(0, 2, shape) if t.dtype.startswith("int") else torch.randn(shape)
+            for t in info.inputs.values()
+            for shape in [[sizes.get(d, d) for d in t.shape]]
+        ]
+        out = program.build(name)(*inputs)
         assert tuple(out.shape) == tuple(sizes.get(d, d) for d in info.output.shape)
