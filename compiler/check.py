@@ -68,8 +68,11 @@ class ModelInfo:
                     for e in spec.state(module.args)
                 )
             for child in module.children.values():
-                if isinstance(child, TensorDecl) and child.learnable:  # a bias-free Linear
+                if isinstance(child, TensorDecl) and child.learnable and child.ternary:
+                    # a TernaryTensor param is a bias-free Linear
                     items.append(StateItem(f"{child.path}.weight", child.shape, "float32", True))
+                elif isinstance(child, TensorDecl) and child.learnable:  # a float param
+                    items.append(StateItem(child.path, child.shape, "float32", True))
                 elif isinstance(child, TensorDecl):
                     items.append(StateItem(child.path, child.shape, "int8", False))
         return items

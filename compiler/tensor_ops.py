@@ -30,11 +30,11 @@ def as_tensor(value: Any, op: str, span: Span) -> Tensor:
     """A tensor operand, or an error naming the operation."""
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, TensorDecl) and value.learnable:
+    if isinstance(value, TensorDecl) and value.learnable and value.ternary:
         raise EvalError(
             f"the param '{value.name}' can only be the weight of ternary_matmul(x, {value.name})",
             span,
-            "a param is a ternary weight, quantized by ternary_matmul",
+            "a TernaryTensor param is a ternary weight, quantized by ternary_matmul",
         )
     if isinstance(value, TensorDecl):
         return Tensor(value.shape)

@@ -63,6 +63,7 @@ class Program:
     declared: tuple[int | str, ...]  # the input's sizes after N, as declared
     sizes: dict[str, int]  # values of the symbolic sizes
     output: Shape | tuple[Shape, ...]  # what the generator expects (torch decides the truth)
+    tokens: int = 0  # > 0: the input is int64 token ids below this vocabulary size
 
     def input_shape(self, batch: int) -> tuple[int, ...]:
         """The concrete shape of an input batch."""
@@ -560,6 +561,18 @@ def _simple(name: str, *options: str) -> Callable[[Gen, Shape, bool], Drawn | No
     return draw
 
 
+def _norm(name: str, *options: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
+    def draw(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+        chosen = [o for o in options if g.chance(30)]
+        return Drawn(f"{name}({', '.join([g.size(shape[-1]), *chosen])})", shape)
+
+    return draw
+
+
+def _token_layer(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    return None  # Embedding and TiedLinear need token ids: programs() draws them (_tokens)
+
+
 LAYER_CASES: dict[str, Callable[[Gen, Shape, bool], Drawn | None]] = {
     "Conv2d": _conv,
     "Linear": _linear,
@@ -573,6 +586,11 @@ LAYER_CASES: dict[str, Callable[[Gen, Shape, bool], Drawn | None]] = {
     "GELU": _simple("GELU", 'approximate="tanh"'),
     "Dropout": _simple("Dropout", "p=0.25"),
     "Identity": _simple("Identity"),
+    "SiLU": _simple("SiLU"),
+    "LayerNorm": _norm("LayerNorm", "eps=0.001", "elementwise_affine=false", "bias=false"),
+    "RMSNorm": _norm("RMSNorm", "eps=0.001", "elementwise_affine=false"),
+    "Embedding": _token_layer,
+    "TiedLinear": _token_layer,
 }
 QUANTIZABLE = {"Conv2d", "Linear"}
 
@@ -742,6 +760,44 @@ def _interpolate(g: Gen, x: str, shape: Shape) -> Drawn | None:
                  (shape[0], shape[1] * factor, shape[2] * factor))  # fmt: skip
 
 
+def _linear_op(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    """``linear(x, W, b)`` with float ``param``s of the definition (W quantized like Linear)."""
+    out = g.integer(1, 6)
+    weight, bias = g.fresh("Wf"), g.fresh("bf")
+    init = str(g.choice(["", " = normal(0, 0.1)", " = uniform(-0.5, 0.5)"]))
+    g.scope.decls.append(f"param {weight}: Tensor[{out}, {shape[-1]}]{init}")
+    if g.chance(50):
+        g.scope.decls.append(f"param {bias}: Tensor[{out}] = {g.choice(['zeros()', 'ones()'])}")
+        return Drawn(f"linear({x}, {weight}, {bias})", (*shape[:-1], out))
+    return Drawn(f"linear({x}, {weight})", (*shape[:-1], out))
+
+
+def _split_heads(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if len(shape) < 2:  # the batch must stay in front
+        return None
+    heads = int(g.choice([h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]))
+    return Drawn(f"split_heads({x}, {heads})",
+                 (*shape[:-2], heads, shape[-2], shape[-1] // heads))  # fmt: skip
+
+
+def _merge_heads(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if len(shape) < 3:
+        return None
+    return Drawn(f"merge_heads({x})", (*shape[:-3], shape[-2], shape[-3] * shape[-1]))
+
+
+def _attention(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    options = [o for o in ("is_causal=true", "dropout_p=0.1", "scale=0.5") if g.chance(30)]
+    return Drawn(f"scaled_dot_product_attention({', '.join([x, x, x, *options])})", shape)
+
+
+def _rotary(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    if shape[-1] % 2:
+        return None
+    theta = f", theta={g.choice(['10000.0', '500000.0'])}" if g.chance(50) else ""
+    return Drawn(f"rotary({x}{theta})", shape)
+
+
 OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     **{name: _unary(name) for name in ("relu", "relu6", "gelu", "sigmoid", "tanh", "silu",
                                         "hardswish", "hardsigmoid", "mish", "sqrt", "exp")},
@@ -766,10 +822,20 @@ OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     "adaptive_avg_pool2d": _adaptive_op,
     "arithmetic": _arith,
     "conditional": _conditional,
+    "gelu": _option("gelu", "approximate", '"tanh"'),  # type: ignore[arg-type]
+    "relu2": _unary("relu2"),
+    "linear": _linear_op,
+    "split_heads": _split_heads,
+    "merge_heads": _merge_heads,
+    "scaled_dot_product_attention": _attention,
+    "causal_mask": _unary("causal_mask"),
+    "rotary": _rotary,
+    "kv_cache": lambda g, x, shape: Drawn(f"kv_cache({x}, {x})[{g.integer(0, 1)}]", shape),
 }
 KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
             "sqrt", "exp", "leaky_relu", "elu", "softmax", "log_softmax", "arithmetic",
-            "conditional"}  # fmt: skip
+            "conditional", "relu2", "scaled_dot_product_attention", "causal_mask", "rotary",
+            "kv_cache"}  # fmt: skip
 
 
 # ---------------------------------------------------------------- whole programs
@@ -779,6 +845,8 @@ KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "tanh", "silu", "hardswish", "ha
 def programs(draw: st.DrawFn, max_depth: int = 3) -> Program:
     """One valid model with the blocks and layers it uses."""
     g = Gen(draw, max_depth)
+    if not g.chance(85):  # written so that the simplest example is not a language model
+        return _tokens(g)
     image = g.chance(60)
     if image:
         c, h, w = g.integer(1, 4), g.integer(1, 9), g.integer(1, 9)
@@ -802,6 +870,27 @@ def programs(draw: st.DrawFn, max_depth: int = 3) -> Program:
     model = f"model {name}({signature}) {{\n{_indent(head + lines)}\n}}"
     source = "\n\n".join([*g.definitions, model]) + "\n"
     return Program(source, name, declared, sizes, output)
+
+
+def _tokens(g: Gen) -> Program:
+    """A language model: int64 token ids, an Embedding, a shape-keeping middle, a head that
+    is the Embedding itself (TiedLinear) or a Linear."""
+    vocab, dim, length = g.integer(2, 20), g.integer(1, 8), g.integer(1, 6)
+    symbolic = g.chance(40)
+    name = g.fresh("Net")
+    with g.definition():
+        with g.statement() as pre:
+            middle = g.module((length, dim), keep=True)
+        tied = g.chance(50)
+        head = "TiedLinear(embed)" if tied else f"Linear({dim}, {vocab})"
+        lines = [f"input x: Tensor[N, {'T' if symbolic else length}, int64]",
+                 f"embed = Embedding({vocab}, {dim})", *pre, f"middle = {middle.text}",
+                 f"head = {head}", "forward(x) {", "    return head(middle(embed(x)))", "}"]
+    model = f"model {name}() {{\n{_indent(lines)}\n}}"
+    source = "\n\n".join([*g.definitions, model]) + "\n"
+    declared: tuple[int | str, ...] = ("T",) if symbolic else (length,)
+    sizes = {"T": length} if symbolic else {}
+    return Program(source, name, declared, sizes, (length, vocab), tokens=vocab)
 
 
 def _indent(lines: list[str] | str) -> str:

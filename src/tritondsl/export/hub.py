@@ -42,6 +42,7 @@ from tritondsl.backend.precision import FP32, NAMED, ternary_or_default
 from tritondsl.backend.quantizers import is_ternary
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
+from tritondsl.compiler.transformer import linear_weights
 from tritondsl.compiler.values import TensorDecl
 from tritondsl.export.artifact import (
     CARD_FIELDS,
@@ -227,8 +228,11 @@ def layer_precisions(info: Any, override: str | None) -> dict[str, str]:
         for child in module.children.values():
             if isinstance(child, TensorDecl) and child.precision is not None:
                 precision = child.precision
-                if forced is not None:
-                    precision = ternary_or_default(forced) if child.ternary else FP32()
+                if forced is not None and child.ternary:
+                    precision = ternary_or_default(forced)
+                elif forced is not None:  # a float param follows it as the weight of linear()
+                    used = module.definition and child.name in linear_weights(module.definition)
+                    precision = forced if used else FP32()
                 layers[child.path] = precision.describe()
     return layers
 
