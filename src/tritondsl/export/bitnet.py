@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import QuantModule
-from tritondsl.backend.packing import pack
 from tritondsl.backend.quantizers import is_ternary
+from tritondsl.kernels.packing import pack
 from tritondsl.program import where_declared
 
 HF_TRITS_PER_BYTE = 4
