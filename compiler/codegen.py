@@ -485,7 +485,7 @@ class _ClassEmitter(PyPrinter):
             return self.precision_text(node)
         if callee in COMPILE_CALLS:
             return self.plain_call(COMPILE_CALLS[callee], node)
-        if callee in ("reshape", "permute"):
+        if callee in ("reshape", "permute", "expand"):
             # The method takes the sizes spread out or as one list, as the language does.
             shape = ", ".join(self.text(a) for a in node.args[1:])
             return f"{self.text(node.args[0], POSTFIX)}.{callee}({shape})"

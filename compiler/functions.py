@@ -273,4 +273,5 @@ FORWARD_OPS: dict[str, Builtin] = {
     "causal_mask": tf.causal_mask,
     "rotary": tf.rotary,
     "kv_cache": tf.kv_cache,
+    "expand": tf.expand,
 }

@@ -18,6 +18,7 @@ from tritondsl.compiler.values import (
     Dim,
     EvalError,
     Init,
+    SymSize,
     Tensor,
     is_int,
     is_number,
@@ -287,3 +288,47 @@ def linear_weights(definition: n.Definition) -> set[str]:
         and len(node.args) > 1
         and isinstance(node.args[1], n.Name)
     }
+
+
+def expand(args: list[Any], kwargs: dict[str, Any], span: Span) -> Tensor:
+    """``expand(x, N, -1, -1)``: torch's ``Tensor.expand`` (a class token per batch row).
+
+    -1 keeps a size; only size-1 dimensions grow; new leading dimensions may be added.
+    """
+    if kwargs or len(args) < 2:
+        raise EvalError("expand() expects a tensor and sizes, e.g. expand(t, x.shape[0], -1)", span)
+    x = as_tensor(args[0], "expand()", span)
+    sizes = list(args[1]) if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
+    target: list[Dim] = []
+    for size in sizes:
+        if isinstance(size, SymSize):
+            target.append(size.dim)
+        elif is_int(size) and (size == -1 or size >= 1):
+            target.append(size)
+        else:
+            raise EvalError(
+                f"expand(): sizes must be positive ints, -1 or tensor sizes, got "
+                f"{show_value(size)}",
+                span,
+            )
+    lead = len(target) - len(x.shape)
+    if lead < 0:
+        raise EvalError(
+            f"expand(): {len(target)} sizes for a {len(x.shape)}-D tensor {x.show()}", span
+        )
+    out: list[Dim] = []
+    for i, size in enumerate(target):
+        current = x.shape[i - lead] if i >= lead else None
+        if size == -1:
+            if current is None:
+                raise EvalError("expand(): a new leading dimension cannot be -1", span)
+            out.append(current)
+        elif current is None or current == 1 or _same(current, size):
+            out.append(size)
+        else:
+            raise EvalError(
+                f"expand(): dimension {i} of {x.show()} has size {current} and cannot become "
+                f"{size} (only size-1 dimensions expand)",
+                span,
+            )
+    return Tensor(tuple(out), x.dtype)

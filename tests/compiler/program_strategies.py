@@ -798,6 +798,16 @@ def _rotary(g: Gen, x: str, shape: Shape) -> Drawn | None:
     return Drawn(f"rotary({x}{theta})", shape)
 
 
+def _expand(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    """``expand`` of a size-1 dimension (made by a reduction) back to a size."""
+    dim = _dim(g, shape)
+    grown = g.integer(1, 4)
+    sizes = ["x.shape[0]" if g.chance(50) else "-1"]
+    sizes += [str(grown) if i == dim - 1 else "-1" for i in range(len(shape))]
+    out = tuple(grown if i == dim - 1 else d for i, d in enumerate(shape))
+    return Drawn(f"expand(amax({x}, {dim}, keepdim=true), {', '.join(sizes)})", out)
+
+
 OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     **{name: _unary(name) for name in ("relu", "relu6", "gelu", "sigmoid", "tanh", "silu",
                                         "hardswish", "hardsigmoid", "mish", "sqrt", "exp")},
@@ -831,6 +841,7 @@ OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     "causal_mask": _unary("causal_mask"),
     "rotary": _rotary,
     "kv_cache": lambda g, x, shape: Drawn(f"kv_cache({x}, {x})[{g.integer(0, 1)}]", shape),
+    "expand": _expand,
 }
 KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
             "sqrt", "exp", "leaky_relu", "elu", "softmax", "log_softmax", "arithmetic",
