@@ -420,6 +420,8 @@ class _ClassEmitter(PyPrinter):
                 return f"self.{ident}"
         elif ident in self.members or ident in self.tensors:
             return f"self.{ident}"
+        elif self.is_value(ident):  # a parameter or let, even one named like a built-in
+            return ident
         if ident in NAMED:
             return self.precision_text(node)
         if ident in CONSTANTS:  # option symbols such as per_channel
