@@ -10,7 +10,8 @@ from tritondsl.compiler import nodes as n
 from tritondsl.compiler import symbolic
 from tritondsl.compiler.values import EvalError, SymSize, is_int, is_number, size_value, type_name
 
-MAX_INT_BITS = 256
+MAX_INT_BITS = 256  # integers wider than this are errors, literals and results alike
+_TOO_LARGE = f"number is too large (integers are limited to {MAX_INT_BITS} bits)"
 ARITH = {
     "+": operator.add,
     "-": operator.sub,
@@ -78,8 +79,10 @@ def arith(node: n.Binary, left: int | float, right: int | float) -> int | float:
     if node.op == "**":
         if is_int(right) and right < 0 and left == 0:
             raise EvalError("zero cannot be raised to a negative power", node.span)
-        if abs(right) > 64 and abs(left) > 1:
-            raise EvalError("exponent is too large for compile time", node.span)
+        # Refuse before computing: |left| ** right has at least (bits(left) - 1) * right bits.
+        exact = is_int(left) and is_int(right) and right > 0
+        if exact and (abs(left).bit_length() - 1) * right > MAX_INT_BITS:
+            raise EvalError(_TOO_LARGE, node.span)
     try:
         result = ARITH[node.op](left, right)
     except OverflowError:
@@ -87,7 +90,7 @@ def arith(node: n.Binary, left: int | float, right: int | float) -> int | float:
     if isinstance(result, complex):
         raise EvalError("result is not a real number", node.span)
     if is_int(result) and result.bit_length() > MAX_INT_BITS:
-        raise EvalError("number is too large", node.span)
+        raise EvalError(_TOO_LARGE, node.span)
     if isinstance(result, float) and not math.isfinite(result):
         raise EvalError("result is not a finite number", node.span)
     return result

@@ -110,9 +110,10 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
         raise ValueError(f"precision must be one of {', '.join(NAMED)}, got {precision!r}")
     classes = []
     errors: list[Diagnostic] = []
+    read = attribute_names(checked.program)
     for definition in checked.program.definitions:
         try:
-            classes.append(_ClassEmitter(definition, checked, precision).emit_class())
+            classes.append(_ClassEmitter(definition, checked, precision, read).emit_class())
         except CodegenError as error:
             errors.append(Diagnostic(error.message, error.span))
     if errors:
@@ -180,7 +181,9 @@ def _template() -> jinja2.Template:
 class _ClassEmitter(PyPrinter):
     """Emits one definition; ``forward`` mode changes how names are printed."""
 
-    def __init__(self, d: n.Definition, checked: CheckedProgram, precision: str | None) -> None:
+    def __init__(
+        self, d: n.Definition, checked: CheckedProgram, precision: str | None, read: frozenset[str]
+    ) -> None:
         self.d, self.checked, self.override = d, checked, precision
         self.definitions = checked.definitions
         body = d.alias.body if isinstance(d.alias, n.SeqExpr) else d.body
@@ -206,6 +209,8 @@ class _ClassEmitter(PyPrinter):
         self.forward_mode = False
         self.locals: set[str] = set()
         self.stored: set[str] = set()  # compile-time values forward reads from self
+        # Parameters some `blk.param` in the program may read: kept on the instance.
+        self.readable = {p.name for p in d.params} & read
         self.current = "weights"  # the precision expression in effect
         self.temps = 0
         self.pre: list[str] = []
@@ -223,13 +228,14 @@ class _ClassEmitter(PyPrinter):
         where = f"{d.kind} {d.name} ({source_label(self.checked.path)!r}, line {d.span.line})"
         if isinstance(d.alias, n.SeqExpr):
             init = self.sequential_init(d.alias, prologue)
+            init += [f"self.{name} = {name}" for name in sorted(self.readable)]
             return ClassCode(d.name, "nn.Sequential", f"Generated from {where}.", init_def, init)
         init = ["super().__init__()", *prologue]
         init += self.block(d.body, target=None)
         forward = find_forward(d)
         assert forward is not None  # the checker requires one
         code = self.forward(forward)
-        init += [f"self.{name} = {name}" for name in sorted(self.stored)]
+        init += [f"self.{name} = {name}" for name in sorted(self.stored | self.readable)]
         # Compile-time values that forward reads are constants to TorchScript, so a branch
         # on them (`downsample(x) if project else x`) is resolved when scripting.
         constants = ", ".join(py_str(name) for name in sorted(self.stored))
@@ -476,7 +482,7 @@ class _ClassEmitter(PyPrinter):
         if callee in LOCATED_LAYERS:
             return self.plain_call(LOCATED_LAYERS[callee], node, (f"where={self.where(node)}",))
         if callee in LAYERS:
-            return self.plain_call(f"{'rt' if callee in RUNTIME_LAYERS else 'nn'}.{callee}", node)
+            return self.layer_call(callee, node)
         if callee in self.definitions:
             target = self.definitions[callee]
             own = any(isinstance(s, n.WeightsDecl) for s in target.body)
@@ -529,14 +535,32 @@ class _ClassEmitter(PyPrinter):
             args.append(f"{kw.name}={value}")
         return f"rt.scaled_dot_product_attention({', '.join(args)})"
 
+    def layer_call(self, callee: str, node: n.Call) -> str:
+        """``nn.Layer(...)`` without ``inplace``: the language has value semantics (in
+        ``x + act(x)`` both terms see the same x), which an in-place layer would break."""
+        names = [a.name for a in LAYERS[callee].signature]
+        args: list[str] = []
+        for name, arg in zip(names, node.args, strict=False):
+            if name == "inplace":
+                continue
+            spelled = self.text(arg)
+            args.append(f"{name}={spelled}" if len(args) < names.index(name) else spelled)
+        args += [f"{kw.name}={self.text(kw.value)}" for kw in node.kwargs if kw.name != "inplace"]
+        return f"{'rt' if callee in RUNTIME_LAYERS else 'nn'}.{callee}({', '.join(args)})"
+
     def seq(self, node: n.SeqExpr) -> str:
         if _positional(node):
             items = ", ".join(self.text(s.expr) for s in node.body)  # type: ignore[union-attr]
             return f"nn.Sequential({items})"
         self.temps += 1
-        var = f"seq{self.temps}_"
+        var = f"_seq{self.temps}"  # user names never start with '_' (resolve.py)
         self.pre += [f"{var} = nn.Sequential()", *self.block(node.body, target=var)]
         return var
+
+
+def attribute_names(program: n.Program) -> frozenset[str]:
+    """Every name read as ``value.name`` anywhere in ``program``."""
+    return frozenset(a.name for a in n.walk(program) if isinstance(a, n.Attribute))
 
 
 def source_label(path: str) -> str:

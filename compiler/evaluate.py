@@ -14,7 +14,7 @@ from tritondsl.compiler import nodes as n
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.arith import COMPARE, VERBS, arith, is_scalar, repeat, size_arith
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
-from tritondsl.compiler.layers import LAYERS, LayerSpec, bind
+from tritondsl.compiler.layers import LAYERS, LayerSpec, bind, read_argument
 from tritondsl.compiler.tensor_ops import as_tensor
 from tritondsl.compiler.values import (
     POISON,
@@ -345,6 +345,7 @@ class ExprEvaluator:
                 fn = FORWARD_OPS[name] if forward_only else COMPILE_TIME[name]
                 result = fn(args, kwargs, node.span)
                 if forward_only:
+                    sh.check_sizes(result, f"{name}()", node.span)
                     self.tensor_op(args, result)
                 return result
             case Module() if not scope.forward:
@@ -421,6 +422,9 @@ class ExprEvaluator:
                 )
             return tuple(size_value(d) for d in as_tensor(value, ".shape", node.span).shape)
         if isinstance(value, Module):
+            spec = LAYERS.get(value.kind)
+            if node.name in value.args and spec is not None and value.definition is None:
+                return read_argument(spec, value.args, node.name, node.span)
             if node.name in value.args:
                 return value.args[node.name]
             if node.name in value.children:

@@ -69,6 +69,9 @@ def _min_max(pick: Callable[..., Any], name: str) -> Builtin:
     def fn(args: list[Any], kwargs: dict[str, Any], span: Span) -> Any:
         _no_kwargs(name, kwargs, span)
         items = list(args[0]) if len(args) == 1 and isinstance(args[0], tuple | list) else args
+        if len(args) == 1 and not isinstance(args[0], tuple | list):
+            # As in Python (the generated code calls Python's min/max).
+            raise EvalError(f"{name}() needs two or more values, or one list of them", span)
         if not items:
             raise EvalError(f"{name}() needs at least one value", span)
         return pick(_number(name, v, span) for v in items)

@@ -8,6 +8,7 @@ from tritondsl.compiler import nodes as n
 from tritondsl.compiler.evaluate import Abort, Scope
 from tritondsl.compiler.instantiate import Instantiator, input_sizes
 from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.shapes import check_sizes
 from tritondsl.compiler.tensor_ops import as_tensor
 from tritondsl.compiler.values import (
     POISON,
@@ -65,6 +66,7 @@ class ShapeInference(Instantiator):
             else:
                 x = out
                 out = LAYERS[module.kind].shape(module.args, out, span)
+                check_sizes(out, module.label, span)
                 module.live_at_calls.append(self.live_tensors(x, out))
         module.out_shapes.append(out)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tritondsl.backend.precision import FP32, WeightPrecision, ternary_or_default
@@ -11,6 +12,7 @@ from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvalu
 from tritondsl.compiler.functions import CONSTANTS
 from tritondsl.compiler.layers import LAYERS
 from tritondsl.compiler.transformer import linear_weights
+from tritondsl.compiler.shapes import MAX_ELEMENTS, MAX_SIZE
 from tritondsl.compiler.values import (
     FLOAT_DTYPES,
     INT_DTYPES,
@@ -347,6 +349,11 @@ class Instantiator(ExprEvaluator):
                         f"a tensor dimension must be a positive int, got {show_value(dim)}",
                         arg.span,
                     )
+                if dim > MAX_SIZE:
+                    raise EvalError(
+                        f"a tensor dimension of {dim:,} is above the limit of {MAX_SIZE:,}",
+                        arg.span,
+                    )
                 shape.append(dim)
         return tuple(shape), dtype, type_.name == "TernaryTensor"
 
@@ -356,6 +363,12 @@ class Instantiator(ExprEvaluator):
         """A ``param``'s type: any float ``Tensor[...]``, or a 2-D ``TernaryTensor[out, in]``
         (the weight of ternary_matmul)."""
         shape, dtype, ternary = self.tensor_type(stmt.type, scope, symbolic=False)
+        if ternary and len(shape) == 2 and math.prod(shape) > MAX_ELEMENTS:  # type: ignore[arg-type]
+            raise EvalError(
+                f"{stmt.name} would have {math.prod(shape):,} elements, above the limit of "  # type: ignore[arg-type]
+                f"{MAX_ELEMENTS:,}",
+                stmt.type.span,
+            )
         if ternary and len(shape) != 2:
             got = f"{stmt.type.name}{show_shape(shape)}"
             raise EvalError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,25 @@ class LayerSpec:
     shape: Callable[[dict[str, Any], Tensor, Span], Tensor]
     quantizable: bool = False
     check: Callable[[dict[str, Any], Span], None] | None = None
+    # How torch shows the arguments as attributes, for `layer.arg` reads in a program
+    # (Conv2d keeps kernel_size as a pair); an argument mapped to UNREADABLE is a tensor in
+    # torch (`bias`). None: every argument reads back as given.
+    attributes: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+UNREADABLE = object()
+
+
+def read_argument(spec: LayerSpec, args: dict[str, Any], name: str, span: Span) -> Any:
+    """``layer.name`` as the generated module will see it (torch's attribute)."""
+    value = (spec.attributes(args) if spec.attributes else args)[name]
+    if value is UNREADABLE:
+        raise EvalError(
+            f"{spec.name}.{name} is a tensor in PyTorch, not the argument it was built with",
+            span,
+            "keep the argument in a 'let' and read that instead",
+        )
+    return value
 
 
 def check_kind(kind: str, value: Any) -> bool:
@@ -123,8 +143,24 @@ def bind(spec: LayerSpec, args: list[Any], kwargs: dict[str, Any], span: Span) -
                 f"got {show_value(bound[arg.name])}",
                 span,
             )
+    for arg in sig:
+        value = bound[arg.name]
+        ints = value if isinstance(value, tuple | list) else [value]
+        if arg.kind != "float" and any(is_int(v) and abs(v) > sh.MAX_SIZE for v in ints):
+            raise EvalError(
+                f"{spec.name}: '{arg.name}' is {show_value(value)}, above the limit of "
+                f"{sh.MAX_SIZE:,}",
+                span,
+            )
     if spec.check is not None:
         spec.check(bound, span)
+    for entry in spec.state(bound):
+        if math.prod(entry.shape) > sh.MAX_ELEMENTS:
+            raise EvalError(
+                f"{spec.name}: its {entry.name} would have {math.prod(entry.shape):,} elements, "
+                f"above the limit of {sh.MAX_ELEMENTS:,}",
+                span,
+            )
     return bound
 
 
@@ -178,6 +214,10 @@ CONV2D = LayerSpec(
     _conv_shape,
     quantizable=True,
     check=_conv_check,
+    attributes=lambda a: {
+        **a, **{k: pair(a[k]) for k in ("kernel_size", "stride", "padding", "dilation")},
+        "bias": UNREADABLE,
+    },
 )
 
 
@@ -200,6 +240,7 @@ LINEAR = LayerSpec(
     ],
     _linear_shape,
     quantizable=True,
+    attributes=lambda a: {**a, "bias": UNREADABLE},
 )
 
 
@@ -261,6 +302,19 @@ def _pool_shape(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
     return shape
 
 
+def _pool_attributes(a: dict[str, Any]) -> dict[str, Any]:
+    return {**a, "stride": a["kernel_size"] if a["stride"] is None else a["stride"]}
+
+
+def _no_indices(a: dict[str, Any], span: Span) -> None:
+    if a["return_indices"]:
+        raise EvalError(
+            "MaxPool2d(return_indices=true) returns a pair of tensors, which layers cannot "
+            "pass on; use return_indices=false",
+            span,
+        )
+
+
 MAXPOOL2D = LayerSpec(
     "MaxPool2d",
     (
@@ -273,6 +327,8 @@ MAXPOOL2D = LayerSpec(
     ),
     lambda a: [],
     _pool_shape("MaxPool2d"),
+    check=_no_indices,
+    attributes=_pool_attributes,
 )
 AVGPOOL2D = LayerSpec(
     "AvgPool2d",
@@ -285,6 +341,7 @@ AVGPOOL2D = LayerSpec(
     ),
     lambda a: [],
     _pool_shape("AvgPool2d"),
+    attributes=_pool_attributes,
 )
 
 

@@ -16,6 +16,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from tritondsl.compiler import nodes as n
+from tritondsl.compiler.arith import MAX_INT_BITS
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
 from tritondsl.compiler.syntax_errors import (
     DEF_KEYWORDS,
@@ -443,7 +444,16 @@ class _AstBuilder(Transformer):
         return n.Attribute(children[0], str(children[1]), _span(meta))
 
     def int_lit(self, meta: Any, children: list) -> n.Num:
-        return n.Num(int(children[0]), _span(meta))
+        digits = str(children[0]).lstrip("0") or "0"
+        # 78 digits hold every 256-bit number; longer ones are refused before converting
+        # (Python refuses to convert 4,300 digits or more).
+        value = int(digits) if len(digits) <= 78 else 0
+        if len(digits) > 78 or value.bit_length() > MAX_INT_BITS:
+            self.reporter.error(
+                f"number is too large (integers are limited to {MAX_INT_BITS} bits)", _span(meta)
+            )
+            value = 0
+        return n.Num(value, _span(meta))
 
     def float_lit(self, meta: Any, children: list) -> n.Num:
         value = float(children[0])

@@ -26,6 +26,25 @@ GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "math", "super", "Tensor", 
 # The generated classes take the precision as a keyword argument `weights`, so it cannot
 # also be a compile-time value (a parameter, let or loop variable of __init__).
 PRECISION_ARGUMENT = "weights"
+# Public attributes of torch.nn.Module and nn.Sequential instances (torch 2.13), plus the one
+# tritondsl sets on built models. A submodule or a value stored on the module (`self.NAME`)
+# under one of these names would shadow it or be shadowed by it (`self.to(x)` would call
+# Module.to). tests/compiler/test_check.py compares the list with torch itself. Names with
+# a leading '_' (PyTorch's internals, the generator's temporaries) are refused as a class.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "append", "apply", "bfloat16", "buffers", "call_super_init",
+    "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extend",
+    "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter",
+    "get_submodule", "half", "insert", "ipu", "load_state_dict", "modules", "mtia",
+    "named_buffers", "named_children", "named_modules", "named_parameters", "parameters", "pop",
+    "register_backward_hook", "register_buffer", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+    "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "training", "type", "xpu", "zero_grad", "tdsl_spec",
+})  # fmt: skip
 
 
 def unsafe_identifier(name: str) -> str | None:
@@ -425,6 +444,20 @@ def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:
         problem = unsafe_identifier(name)
         if problem:
             reporter.error(problem, span)
+    for name, span in _bound_names(definition):
+        if name.startswith("_"):
+            reporter.error(
+                f"'{name}' starts with '_': such names are reserved for PyTorch's module "
+                "internals and the generated code",
+                span,
+            )
+        elif name in MODULE_ATTRIBUTES:
+            reporter.error(
+                f"'{name}' is an attribute of torch.nn.Module; a submodule or value named so "
+                "would break the generated module",
+                span,
+                "choose another name",
+            )
     for name, span in _init_values(definition):
         if name == PRECISION_ARGUMENT:
             reporter.error(
@@ -436,11 +469,15 @@ def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:
 
 
 def _init_values(definition: n.Definition) -> list[tuple[str, n.Span]]:
-    """Names that become Python locals of the generated __init__ (params, let, for, param);
-    with `param` tensors, also the members (the class keeps the precision as an attribute)."""
+    """Names that become Python locals of the generated __init__ (params, let, for, param)."""
+    return _bound_names(definition, members=False)
+
+
+def _bound_names(definition: n.Definition, members: bool = True) -> list[tuple[str, n.Span]]:
+    """Names a definition binds outside forward: parameters, let, for, param and (with
+    ``members``) submodules; each may end up as an attribute of the generated module."""
     found = [(p.name, p.span) for p in definition.params]
     body = [definition.alias] if definition.alias is not None else definition.body
-    has_params = any(isinstance(s, n.ParamDecl) for s in body)
     for stmt in body:
         if isinstance(stmt, n.Forward):
             continue
@@ -448,7 +485,7 @@ def _init_values(definition: n.Definition) -> list[tuple[str, n.Span]]:
             match node:
                 case n.Let() | n.ParamDecl():
                     found.append((node.name, node.span))
-                case n.Assign() if has_params:
+                case n.Assign() if members:
                     found.append((node.name, node.span))
                 case n.For():
                     found.extend((t, node.span) for t in node.targets)

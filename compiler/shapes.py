@@ -9,6 +9,29 @@ from tritondsl.compiler import symbolic
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.values import Dim, EvalError, Tensor, show_shape
 
+MAX_SIZE = 2**31 - 1  # a size (channels, features, a dimension): torch kernels index with int32
+MAX_ELEMENTS = 2**34  # elements of one tensor or layer weight (64 GiB in fp32)
+
+
+def check_sizes(value: object, what: str, span: Span) -> None:
+    """Refuse a tensor (or a tuple of them) larger than anything torch could build."""
+    for tensor in value if isinstance(value, tuple | list) else (value,):
+        if not isinstance(tensor, Tensor):
+            continue
+        known = [d for d in tensor.shape if isinstance(d, int)]
+        if any(d > MAX_SIZE for d in known):
+            raise EvalError(
+                f"{what}: the output shape {tensor.show()} has a size above the limit of "
+                f"{MAX_SIZE:,}",
+                span,
+            )
+        if math.prod(known) > MAX_ELEMENTS:
+            raise EvalError(
+                f"{what}: the output shape {tensor.show()} has {math.prod(known):,} elements "
+                f"per batch item, above the limit of {MAX_ELEMENTS:,}",
+                span,
+            )
+
 
 def expect_choice(value: str, choices: Sequence[str], what: str, span: Span) -> None:
     """Raise unless ``value`` is one of ``choices``."""

@@ -177,15 +177,34 @@ def _check_input(
         raise ValueError(
             f"{label} expects '{name}' of shape {declared}{at}, got {list(x.shape)}"
         )
-    integer = dtype.startswith("int")
-    if integer != (not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool):
-        kind = "an integer" if integer else "a floating-point"
-        raise TypeError(
-            f"{label} expects '{name}' to be {kind} tensor ({dtype}){at}, got {x.dtype}"
-        )
     reference = next(model.parameters(), None)
+    _check_dtype(label, name, x, dtype, reference, at)
     if reference is not None and reference.device != x.device:
         raise RuntimeError(
             f"{label} is on {reference.device} but '{name}' is on {x.device}; "
             f"move one of them, e.g. x.to({str(reference.device)!r})"
+        )
+
+
+def _check_dtype(
+    label: str, name: str, x: Tensor, dtype: str, reference: Tensor | None, at: str
+) -> None:
+    """Integer inputs where floats are declared (or the reverse, or bools) never reach the
+    layers, where they would meet weights cast to their dtype; a float input must have the
+    weights' dtype (so ``model.half()`` takes half inputs)."""
+    integer = dtype.startswith("int")
+    integral = not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if (integer and not integral) or (not integer and not x.is_floating_point()):
+        kind = "an integer" if integer else "a floating-point"
+        hint = f"x.to(torch.{dtype})" if integer else "x.float()"
+        raise TypeError(
+            f"{label} expects '{name}' to be {kind} tensor ({dtype}){at}, got {x.dtype}; "
+            f"convert it, e.g. {hint}"
+        )
+    if x.is_floating_point() and reference is not None and reference.dtype != x.dtype:
+        weights = str(reference.dtype).removeprefix("torch.")
+        raise TypeError(
+            f"{label}'s weights are {weights} but '{name}' is "
+            f"{str(x.dtype).removeprefix('torch.')}; convert one of them, "
+            f"e.g. x.to(torch.{weights})"
         )

@@ -25,7 +25,7 @@ from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import QuantModule
 from tritondsl.compiler.check import ModelInfo, check_file
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.values import Dim, Module, Tensor
+from tritondsl.compiler.values import Dim, Module, Tensor, TensorDecl
 from tritondsl.models import resolve
 from tritondsl.program import compile as compile_program
 
@@ -67,8 +67,8 @@ class Summary:
 
     @property
     def compression(self) -> float:
-        """fp32 bytes / deployed bytes."""
-        return self.fp32_bytes / self.packed_bytes
+        """fp32 bytes / deployed bytes (1 for a model without any tensors)."""
+        return self.fp32_bytes / self.packed_bytes if self.packed_bytes else 1.0
 
 
 def summarize(
@@ -84,6 +84,7 @@ def summarize(
     deployed_modules = dict(deployed.named_modules())
     rows = []
     for module in info.modules():
+        rows += _param_rows(module, torch_modules, deployed_modules)
         spec = LAYERS.get(module.kind)
         if spec is None or module.sequential:
             continue
@@ -118,6 +119,21 @@ def summarize(
             info, batch, resident, param_bytes, weight_bytes, unpack, quantize
         )
     return result
+
+
+def _param_rows(
+    module: Module, torch_modules: dict[str, nn.Module], deployed_modules: dict[str, nn.Module]
+) -> list[LayerRow]:
+    """Rows for the ``param W: TernaryTensor`` weights of a layer-form definition."""
+    rows = []
+    for child in module.children.values():
+        if isinstance(child, TensorDecl) and child.learnable:
+            params = sum(p.numel() for p in torch_modules[child.path].parameters())
+            packed = _storage_bytes(deployed_modules[child.path])
+            precision = child.precision.describe() if child.precision else "-"
+            rows.append(LayerRow(child.path, "TernaryTensor", precision, params, packed,
+                                 params * BYTES_FP32, "-"))  # fmt: skip
+    return rows
 
 
 def _checked_model(path: str | Path, model: str | None, size: int) -> ModelInfo:
@@ -300,15 +316,18 @@ def render_summary(summary: Summary) -> str:
         if summary.batch:
             cells.append(f"{r.activation_bytes:,}" if r.activation_bytes is not None else "-")
         lines.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(c[i]) for c in lines)]) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*headers).rstrip(), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*cells).rstrip() for cells in lines]
     out.append("")
-    out.append(
-        f"{summary.model}: {summary.params:,} parameters; deployed {summary.packed_bytes:,} B "
-        f"vs fp32 {summary.fp32_bytes:,} B ({summary.compression:.1f}x smaller)"
+    sizes = (
+        f"deployed {summary.packed_bytes:,} B vs fp32 {summary.fp32_bytes:,} B "
+        f"({summary.compression:.1f}x smaller)"
+        if summary.fp32_bytes
+        else "no weights or buffers"
     )
+    out.append(f"{summary.model}: {summary.params:,} parameters; {sizes}")
     if summary.batch:
         out.append(
             f"batch {summary.batch}: estimated peak {summary.peak_inference / 2**20:.1f} MiB "

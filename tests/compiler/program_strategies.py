@@ -52,6 +52,7 @@ class Drawn:
 
     text: str
     shape: Shape
+    reads: tuple[tuple[str, int], ...] = ()  # int arguments readable as ``member.NAME``
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,7 @@ def block(g: Gen, shape: Shape, keep: bool) -> Drawn:
         passed.append(g.size(value) if positional else f"{param}={g.size(value)}")
     if flag:
         passed.append(f"{flag[0]}={g.condition(flag[1])}")
-    return Drawn(f"{name}({', '.join(passed)})", out)
+    return Drawn(f"{name}({', '.join(passed)})", out, tuple(args))
 
 
 def definition_body(g: Gen, shape: Shape, keep: bool, model: bool) -> tuple[list[str], Shape]:
@@ -412,6 +413,8 @@ def definition_body(g: Gen, shape: Shape, keep: bool, model: bool) -> tuple[list
 
 def _reads(name: str, item: Drawn) -> list[tuple[int, str]]:
     """Attribute reads of a member's arguments, with their values."""
+    if item.reads:
+        return [(value, f"{name}.{arg}") for arg, value in item.reads]
     if item.text.startswith("Conv2d("):
         return [(item.shape[0], f"{name}.out_channels")]
     if item.text.startswith("Linear("):
@@ -584,7 +587,7 @@ LAYER_CASES: dict[str, Callable[[Gen, Shape, bool], Drawn | None]] = {
     "ReLU": _simple("ReLU", "inplace=true"),
     "ReLU6": _simple("ReLU6"),
     "GELU": _simple("GELU", 'approximate="tanh"'),
-    "Dropout": _simple("Dropout", "p=0.25"),
+    "Dropout": _simple("Dropout", "p=0.25", "inplace=true"),
     "Identity": _simple("Identity"),
     "SiLU": _simple("SiLU"),
     "LayerNorm": _norm("LayerNorm", "eps=0.001", "elementwise_affine=false", "bias=false"),

@@ -153,3 +153,97 @@ def test_all_errors_of_a_file_are_reported() -> None:
         check_source(source)
     messages = [d.message for d in info.value.diagnostics]
     assert messages == ["unknown name 'Lineer'", "Linear has no parameter 'biass'"]
+
+
+def test_reserved_module_attributes_cover_torchs() -> None:
+    from torch import nn
+
+    from tritondsl.compiler.resolve import MODULE_ATTRIBUTES
+
+    for module in (nn.Module(), nn.Sequential()):
+        public = {name for name in (*dir(module), *vars(module)) if not name.startswith("_")}
+        assert public <= MODULE_ATTRIBUTES, sorted(public - MODULE_ATTRIBUTES)
+
+
+NAME_PLACES = {
+    "member": "    NAME = Linear(4, 4)\n",
+    "let": "    let NAME = 4\n",
+    "for target": "    s = Sequential {\n        for NAME in range(2) {\n            ReLU()\n"
+                  "        }\n    }\n",
+    "Sequential item": "    s = Sequential {\n        NAME = ReLU()\n    }\n",
+    "param tensor": "    param NAME: TernaryTensor[4, 4]\n",
+}
+
+
+@pytest.mark.parametrize("name", ["training", "parameters", "state_dict", "eval", "to", "cuda",
+                                  "_modules", "_x", "append", "tdsl_spec"])
+@pytest.mark.parametrize("place", NAME_PLACES, ids=NAME_PLACES)
+def test_module_attribute_names_are_refused_where_bound(name: str, place: str) -> None:
+    body = NAME_PLACES[place].replace("NAME", name)
+    forward = "    forward(x) {\n        return relu(x)\n    }\n}\n"
+    source = f"model Net() {{\n    input x: Tensor[N, 4]\n{body}{forward}"
+    with pytest.raises(CompileError) as info:
+        check_source(source)
+    [diag] = info.value.diagnostics
+    line = 3 + next(i for i, text in enumerate(body.split("\n")) if name in text)
+    assert diag.span is not None and diag.span.line == line
+    assert f"'{name}'" in diag.message
+    assert ("torch.nn.Module" in diag.message) != name.startswith("_")
+
+
+def test_a_block_parameter_named_like_a_module_attribute_is_refused() -> None:
+    source = """block B(training: bool = true) {
+    fc = Linear(4, 4)
+    forward(x) {
+        return fc(x) if training else x
+    }
+}
+model Net() {
+    input x: Tensor[N, 4]
+    b = B()
+    forward(x) {
+        return b(x)
+    }
+}
+"""
+    with pytest.raises(CompileError, match=r"'training' is an attribute of torch\.nn\.Module"):
+        check_source(source)
+
+
+SIZE_LIMITS = {
+    "Linear(64, 2 ** 64)": "Linear: 'out_features' is 18446744073709551616, above the limit",
+    "Conv2d(3, 2 ** 64, 3)": "Conv2d: 'out_channels' is 18446744073709551616, above the limit",
+    "Linear(64, " + "1" * 77 + ")": "above the limit of 2,147,483,647",
+    "Linear(2 ** 20, 2 ** 20)": "its weight would have 1,099,511,627,776 elements",
+    "Conv2d(64, 64, 2 ** 18)": "its weight would have",
+    "MaxPool2d(2, stride=2 ** 40)": "'stride' is 1099511627776, above the limit",
+}
+
+
+@pytest.mark.parametrize("layer", SIZE_LIMITS, ids=SIZE_LIMITS)
+def test_layer_sizes_torch_cannot_build_are_located_errors(layer: str) -> None:
+    source = (f"model Net() {{\n    input x: Tensor[N, 64, 8, 8]\n    big = {layer}\n"
+              "    forward(x) {\n        return x\n    }\n}\n")  # fmt: skip
+    with pytest.raises(CompileError) as info:
+        check_source(source)
+    [diag] = info.value.diagnostics
+    assert SIZE_LIMITS[layer] in diag.message
+    assert diag.span is not None and (diag.span.line, diag.span.column) == (3, 11)
+
+
+@pytest.mark.parametrize(("decl", "forward", "message"), [
+    ("Tensor[N, 2 ** 40]", "x", "a tensor dimension of 1,099,511,627,776 is above the limit"),
+    ("Tensor[N, 64, 8, 8]", "interpolate(x, scale_factor=100000)",
+     "interpolate(): the output shape [N, 64, 800000, 800000] has 40,960,000,000,000 elements"),
+    ("Tensor[N, 8]", "cat([x] * 2000, 1)", None),
+])  # fmt: skip
+def test_tensor_sizes_are_bounded(decl: str, forward: str, message: str | None) -> None:
+    source = (f"model Net() {{\n    input x: {decl}\n    forward(x) {{\n"
+              f"        return {forward}\n    }}\n}}\n")  # fmt: skip
+    if message is None:
+        assert check_source(source).models["Net"].output.shape == ("N", 16000)
+        return
+    with pytest.raises(CompileError) as info:
+        check_source(source)
+    [diag] = info.value.diagnostics
+    assert message in diag.message and diag.span is not None

@@ -4,6 +4,7 @@ The programs come from ``program_strategies.programs()`` (read its docstring to 
 layer or an operation). For each one: ``check`` accepts it, the generated module builds,
 a forward on a random input returns the inferred shape, the predicted state_dict is the
 real one, and the symbolic shapes (inputs with ``H``/``W``) evaluate to the concrete ones.
+Reading a layer's argument (``conv.kernel_size``) gives what torch's attribute holds.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import tritondsl
-from tests.compiler.program_strategies import LAYER_CASES, OP_CASES, Program, programs
+from tests.compiler.program_strategies import LAYER_CASES, OP_CASES, Gen, Program, programs
 from tritondsl.compiler.check import check_source, verify
 from tritondsl.compiler.diagnostics import CompileError
 from tritondsl.compiler.functions import FORWARD_OPS
-from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.values import Tensor
+from tritondsl.compiler.layers import LAYERS, read_argument
+from tritondsl.compiler.values import EvalError, Tensor
 
 BATCH = 2
 
@@ -108,3 +110,41 @@ def test_checked_programs_build_with_the_inferred_shapes(program: Program) -> No
     predicted = {i.name: i.shape for i in info.state_dict()}
     fp32 = tritondsl.compile(program.source, precision="fp32").build(program.model)
     assert {k: tuple(v.shape) for k, v in fp32.state_dict().items()} == predicted, program.source
+
+
+@st.composite
+def single_layers(draw: st.DrawFn) -> tuple[str, str]:
+    """A program with one built-in layer ``m``, and the layer's name."""
+    g = Gen(draw)
+    name = draw(st.sampled_from(sorted(LAYER_CASES)))
+    shape = draw(st.sampled_from([(3, 8, 8), (6,), (4, 5)]))
+    with g.statement() as lets:
+        layer = LAYER_CASES[name](g, shape, False)
+    assume(layer is not None)
+    assert layer is not None
+    body = "\n".join([*lets, f"input x: Tensor[N, {', '.join(map(str, shape))}]",
+                      f"m = {layer.text}", "forward(x) {", "    return m(x)", "}"])  # fmt: skip
+    return name, "model Net() {\n" + "\n".join("    " + line for line in body.split("\n")) + "\n}\n"
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(single_layers())
+def test_layer_arguments_read_back_as_torch_has_them(case: tuple[str, str]) -> None:
+    """``m.arg`` in a program is what ``self.m.arg`` gives the generated module."""
+    name, source = case
+    info = check_source(source).models["Net"]
+    (module,) = [m for m in info.modules() if m.path == "m"]
+    built = tritondsl.compile(source).build("Net").m
+    for arg in LAYERS[name].signature:
+        try:
+            value = read_argument(LAYERS[name], module.args, arg.name, module.span)
+        except EvalError:  # refused: torch holds a tensor there
+            assert isinstance(getattr(built, arg.name), torch.Tensor | None), (name, arg.name)
+            continue
+        got = getattr(built, arg.name)
+        assert _plain(got) == _plain(value), (name, arg.name, source)
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value

@@ -19,6 +19,7 @@ from tests.conftest import ROOT
 from tritondsl.backend.layers import QuantModule
 from tritondsl.compiler.check import check_file, check_source
 from tritondsl.compiler.codegen import generate
+from tritondsl.compiler.diagnostics import CompileError
 
 SOURCES = sources()
 
@@ -129,7 +130,7 @@ def test_hostile_file_names_never_become_code(
 
 
 HOSTILE = r"""
-block Payload(note: str = "\"); __import__('os').system('echo pwned') #", eval: int = 1) {
+block Payload(note: str = "\"); __import__('os').system('echo pwned') #", getattr: int = 1) {
     let exec = "\'\'\' \"\"\" \\ end\n"
     let open = [note, exec]
     lin = Linear(4, 4)
@@ -137,7 +138,7 @@ block Payload(note: str = "\"); __import__('os').system('echo pwned') #", eval: 
         return lin(x) if len(open) == 2 else x
     }
 }
-model Host(compile: str = "${HOME} `rm -rf /` %(x)s {0}") {
+model Host(globals: str = "${HOME} `rm -rf /` %(x)s {0}") {
     input x: Tensor[N, 4]
     system = Payload()
     forward(x) {
@@ -290,3 +291,45 @@ model Net() {
     assert keys[:2] == ["model.layer.block.0.weight", "model.layer.block.0.bias"]
     assert "weights.weight" in keys and "model.input.weight" in keys
     assert built(torch.randn(2, 4, 5, 5)).shape == (2, 2, 5, 5)
+
+
+def test_in_place_layers_keep_value_semantics() -> None:
+    source = """model Net() {
+    input x: Tensor[N, 4]
+    act = ReLU(true)
+    drop = Dropout(0.0, inplace=true)
+    forward(x) {
+        return x + drop(act(x))
+    }
+}
+"""
+    model = tritondsl.compile(source).build()
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x.clone()), x + torch.relu(x))
+    assert "inplace" not in tritondsl.compile(source).source
+
+
+def test_reading_layer_arguments_and_block_parameters() -> None:
+    source = """block Stage(cin: int, cout: int) {
+    conv = Conv2d(cin, cout, 3, padding=1)
+    forward(x) {
+        return conv(x)
+    }
+}
+model Net() {
+    input x: Tensor[N, 3, 8, 8]
+    stage = Stage(3, 6)
+    pool = MaxPool2d(2)
+    head = Conv2d(stage.cout, stage.conv.out_channels, stage.conv.kernel_size,
+                  padding=(stage.conv.kernel_size[0] - 1) // 2, stride=pool.stride)
+    forward(x) {
+        return head(pool(stage(x)))
+    }
+}
+"""
+    info = check_source(source).models["Net"]
+    model = tritondsl.compile(source).build()
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 6, 2, 2) == (2, *info.output.shape[1:])
+    assert model.stage.cout == 6 and model.head.kernel_size == (3, 3)
+    with pytest.raises(CompileError, match=r"Conv2d\.bias is a tensor in PyTorch"):
+        check_source(source.replace("stride=pool.stride", "bias=stage.conv.bias"))

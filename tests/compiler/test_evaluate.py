@@ -107,11 +107,24 @@ def test_runaway_compile_time_loops_are_stopped() -> None:
     assert _error(source) == ["compile-time evaluation takes more than 2,000,000 steps"]
 
 
-def test_huge_numbers_are_refused() -> None:
-    assert _error(
-        "model M() {\n  input x: Tensor[N]\n  let a = 10 ** 60 * 10 ** 60\n"
-        "  forward(x) { return x }\n}\n"
-    ) == ["number is too large"]
+TOO_LARGE = "number is too large (integers are limited to 256 bits)"
+
+
+@pytest.mark.parametrize("expr", ["10 ** 60 * 10 ** 60", "2 ** 256", "(2 ** 255) * 2",
+                                  "3 ** 10 ** 9", "1" + "0" * 78, "9" * 5_000,
+                                  "7 ** 1000000000000"])
+def test_integers_wider_than_256_bits_are_refused(expr: str) -> None:
+    # The documented limit is the real one: literals and results alike, any exponent.
+    source = f"model M() {{\n  input x: Tensor[N]\n  let a = {expr}\n"
+    source += "  forward(x) { return x }\n}\n"
+    assert _error(source) == [TOO_LARGE]
+
+
+@pytest.mark.parametrize("expr", ["2 ** 255", "2 ** 200 - 1", "-(2 ** 255)", "1" + "0" * 76,
+                                  "(-1) ** (2 ** 250)", "2 ** -300"])
+def test_integers_up_to_256_bits_are_values(expr: str) -> None:
+    info = _model(f"  let a = {expr}\n")
+    assert info.root.env["a"] == eval(expr)  # the same arithmetic as Python's
 
 
 def test_a_layer_cannot_be_used_twice() -> None:

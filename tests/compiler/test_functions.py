@@ -36,6 +36,8 @@ def test_round_and_int_follow_python() -> None:
     ("range", [10**9], "too large for compile time"),
     ("range", [0, 5, 0], "step must not be zero"),
     ("min", [], "needs at least one value"),
+    ("min", [32], "needs two or more values"),  # Python's min(32) fails: so does check
+    ("max", [2.5], "needs two or more values"),
     ("int", ["3"], "expects a number"),
     ("make_divisible", [16, 0], "divisor must be a positive int"),
     ("round", [float("inf")], "cannot round"),

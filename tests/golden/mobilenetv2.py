@@ -37,7 +37,7 @@ class ConvBNReLU(nn.Sequential):
                 weights=weights,
             ),
             nn.BatchNorm2d(out_ch),
-            nn.ReLU6(inplace=True),
+            nn.ReLU6(),
         )
 
 

@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
             in_ch, out_ch, 3, stride=stride, padding=1, bias=False, weights=weights
         )
         self.bn1 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.conv2 = rt.Conv2d(out_ch, out_ch, 3, padding=1, bias=False, weights=weights)
         self.bn2 = nn.BatchNorm2d(out_ch)
         if project:
@@ -68,7 +68,7 @@ class ResNet18(nn.Module):
         weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
         self.conv1 = rt.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, weights=rt.FP32())
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = Stage(64, 64, 1, weights=weights)
         self.layer2 = Stage(64, 128, 2, weights=weights)

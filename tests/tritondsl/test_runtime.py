@@ -196,3 +196,19 @@ def test_param_ternary_tensors_are_packed_by_deploy(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = deploy(copy.deepcopy(original))(x)
         torch.testing.assert_close(tritondsl.from_pretrained(folder)(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_an_integer_input_to_a_float_model_is_refused(dtype: torch.dtype) -> None:
+    model = tritondsl.load_model(LOW_LEVEL)  # cast to ints, its weights would give zeros
+    with pytest.raises(TypeError, match=rf"Tiny expects 'x' to be a floating-point tensor "
+                       rf"\(float32\) \(declared at .*\), got {dtype}; convert it"):
+        model(torch.ones(2, 4, dtype=dtype))
+
+
+def test_a_float_input_must_have_the_weights_dtype() -> None:
+    model = tritondsl.load_model(LOW_LEVEL)
+    with pytest.raises(TypeError, match="Tiny's weights are float32 but 'x' is float16"):
+        model(torch.ones(2, 4, dtype=torch.float16))
+    half = model.to(torch.bfloat16)  # a converted model takes inputs of its new dtype
+    assert half(torch.ones(2, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16

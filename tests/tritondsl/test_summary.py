@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
 import tritondsl
 from tests.conftest import ROOT
-from tritondsl.summary import Summary, measure_peak, summarize
+from tritondsl.summary import Summary, measure_peak, render_summary, summarize
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,22 @@ def test_memory_estimates_are_within_25_percent_of_measured(
     assert table.peak_inference is not None and table.peak_training is not None
     assert abs(table.peak_inference / measured_inference - 1) <= 0.25
     assert abs(table.peak_training / measured_training - 1) <= 0.25
+
+
+def test_models_without_conv_or_linear_are_summarized(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.tdsl"
+    bare.write_text("model Net() {\n    input x: Tensor[N, 4]\n    act = ReLU()\n"
+                    "    forward(x) {\n        return act(x)\n    }\n}\n")  # fmt: skip
+    table = summarize(bare, batch=2)
+    assert [(r.name, r.params, r.packed_bytes) for r in table.rows] == [("act", 0, 0)]
+    assert "Net: 0 parameters; no weights or buffers" in render_summary(table)
+
+
+def test_layer_form_weights_are_rows_with_their_packed_size() -> None:
+    table = summarize(ROOT / "examples" / "low_level_layer.tdsl")
+    rows = {r.name: r for r in table.rows}
+    # 64 x 4 ternary weights: 64 rows of one packed byte, plus one fp32 scale (per_tensor).
+    assert (rows["dense1.W"].kind, rows["dense1.W"].params) == ("TernaryTensor", 256)
+    assert rows["dense1.W"].packed_bytes == 64 + 4
+    assert rows["dense2.W"].packed_bytes == 4 * 16 + 4  # 4 x 64: 16 bytes per row
+    assert "Tiny: 512 parameters" in render_summary(table)
