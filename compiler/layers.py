@@ -63,6 +63,8 @@ UNREADABLE = object()
 
 def read_argument(spec: LayerSpec, args: dict[str, Any], name: str, span: Span) -> Any:
     """``layer.name`` as the generated module will see it (torch's attribute)."""
+    if name == "inplace":
+        return False  # generated layers compute out of place (codegen.layer_call)
     value = (spec.attributes(args) if spec.attributes else args)[name]
     if value is UNREADABLE:
         raise EvalError(
