@@ -11,8 +11,8 @@ from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
 from tritondsl.compiler.functions import CONSTANTS
 from tritondsl.compiler.layers import LAYERS
-from tritondsl.compiler.transformer import linear_weights
 from tritondsl.compiler.shapes import MAX_ELEMENTS, MAX_SIZE
+from tritondsl.compiler.transformer import linear_weights
 from tritondsl.compiler.values import (
     FLOAT_DTYPES,
     INT_DTYPES,
