@@ -465,6 +465,8 @@ LAYERNORM = LayerSpec(
     _norm_state(with_bias=True),
     _norm_shape("LayerNorm"),
     check=_eps_check("LayerNorm"),
+    attributes=lambda a: {**a, "normalized_shape": _dims(a["normalized_shape"]),
+                          "bias": UNREADABLE},
 )
 RMSNORM = LayerSpec(
     "RMSNorm",
@@ -476,6 +478,7 @@ RMSNORM = LayerSpec(
     _norm_state(with_bias=False),
     _norm_shape("RMSNorm"),
     check=_eps_check("RMSNorm"),
+    attributes=lambda a: {**a, "normalized_shape": _dims(a["normalized_shape"])},
 )
 
 
