@@ -5,7 +5,9 @@ Training mode holds exactly the tensors of ``nn.Linear`` / ``nn.Conv2d`` (latent
 ``strict=True``; the weight is fake-quantized on every forward with a straight-through
 estimator. A ``Learned`` quantizer adds two parameters, ``weight_scale_pos`` and
 ``weight_scale_neg`` (shape [1]); a checkpoint without them initialises both from its own
-weights, so strict loading still works.
+weights, so strict loading still works. Setting ``fake_quant = False`` makes a
+training-mode layer compute with its latent float weight (the trainer's fp32 warm-up);
+deploying always quantizes.
 
 ``deploy_()`` drops the latent weight and keeps, as buffers:
 
@@ -135,6 +137,7 @@ class QuantModule(InputQuantized):
     quantizer: QuantizerConfig
     deployed: bool
     weight_cache: CacheMode
+    fake_quant: bool
     weight_shape: tuple[int, ...]
     weight: Tensor
     bias: Tensor | None
@@ -150,6 +153,8 @@ class QuantModule(InputQuantized):
         self.deployed = False
         self.weight_cache = "int8"
         self._cache = WeightCache()
+        # False: training mode runs on the latent float weight (fp32 warm-up before QAT).
+        self.fake_quant = True
         self.weight_shape = tuple(self.weight.shape)
         if isinstance(quantizer, Learned):
             initial = decompose(quantizer, self.weight.detach())
@@ -185,6 +190,8 @@ class QuantModule(InputQuantized):
         """Float weight forward uses: STE fake quant when training, else the cached weight."""
         learned = self._learned_scales() or ()
         if not self.deployed:
+            if not self.fake_quant:
+                return self.weight
             needs_grad = torch.is_grad_enabled() and (
                 self.weight.requires_grad or any(s.requires_grad for s in learned)
             )

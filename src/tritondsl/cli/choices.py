@@ -34,6 +34,20 @@ class Schedule(StrEnum):
     constant = "constant"
 
 
+class SmallImages(StrEnum):
+    """``train --small-images`` (``train.dataspec.SMALL_IMAGES``)."""
+
+    resize = "resize"
+    pad = "pad"
+
+
+class BadImages(StrEnum):
+    """``train --bad-images`` (``train.dataspec.BAD_IMAGES``)."""
+
+    skip = "skip"
+    error = "error"
+
+
 class Format(StrEnum):
     """``tritondsl export --format``: one per entry of ``tritondsl.export.EXPORTERS``."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tritondsl.train.dataspec import BUILTIN_DATASETS as BUILTIN_DATASETS
+from tritondsl.train.dataspec import ImageOptions, parse
 from tritondsl.train.errors import TrainingError
 
 Optimizer = Literal["sgd", "adamw"]
@@ -19,15 +22,18 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adamw": 0.01}
 
 # Fields that decide what the weights become: a resumed run must use the checkpoint's
 # values, or "resume" would silently train something else. ``epochs`` may grow.
+# The teacher is compared by the digest of its weights (trainer_state.json), not its path.
 LOCKED_FIELDS = (
     "model", "params", "precision", "data", "batch_size", "optimizer", "lr", "momentum",
     "weight_decay", "schedule", "label_smoothing", "seed", "limit_train", "limit_test",
+    "images", "distill_temperature", "distill_weight", "fp32_warmup_epochs",
 )  # fmt: skip
 # Fields that describe one invocation, not the training: a resumed run does not inherit them.
-PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume", "out")
-# Datasets a checkpoint may name on its own; anything else (a module:function hook runs
-# code) must be given on the command line again when resuming.
-BUILTIN_DATASETS = ("fashion-mnist", "fashion-mnist-5k", "synthetic")
+# ``init`` and ``teacher`` name files to read: on resume the weights come from the
+# checkpoint, and a teacher only from the command line, never from the checkpoint.
+PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume", "out", "workers",
+                  "init", "init_strict", "reinit", "teacher", "teacher_params")  # fmt: skip
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -35,7 +41,7 @@ class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint."""
 
     source: str  # a .tdsl path, .tdsl text, or a zoo name ("resnet18")
-    data: str = "synthetic"  # fashion-mnist | fashion-mnist-5k | synthetic | module:function
+    data: str = "synthetic"  # a data spec: fashion-mnist, imagefolder:DIR, module:function...
     epochs: int = 1
     batch_size: int = 64  # global: split evenly over distributed processes
     lr: float | None = None  # None: 0.05 for sgd, 1e-3 for adamw
@@ -57,6 +63,16 @@ class TrainConfig:
     device: str | None = None  # None: cuda if available, else cpu
     progress: bool = True
     hub: Path | None = None  # write the best checkpoint here as a Hub folder when done
+    images: ImageOptions = field(default_factory=ImageOptions)  # for imagefolder:DIR
+    workers: int = DEFAULT_WORKERS  # DataLoader processes decoding images (0: in-process)
+    init: Path | None = None  # pretrained weights: a .pth/.pt/.safetensors file or a folder
+    init_strict: bool = True  # every tensor must match; False loads what fits and reports
+    reinit: list[str] = field(default_factory=list)  # modules kept fresh (a new classifier)
+    teacher: str | None = None  # "fp32" (the model in fp32 from --init), PATH, or MODEL=PATH
+    teacher_params: dict[str, Any] = field(default_factory=dict)  # for a MODEL=PATH teacher
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5  # loss = (1-w)·CE + w·T²·KL(teacher ‖ student)
+    fp32_warmup_epochs: int = 0  # train the ternary layers in fp32 for the first N epochs
     vanishing: float = 1e-7  # warn when a layer's mean gradient norm over an epoch is below
     exploding: float = 1e3  # warn when a layer's gradient norm ever exceeds this
 
@@ -64,6 +80,11 @@ class TrainConfig:
         self.out = Path(self.out)
         self.resume = None if self.resume is None else Path(self.resume)
         self.hub = None if self.hub is None else Path(self.hub)
+        self.init = None if self.init is None else Path(self.init)
+        if isinstance(self.images, dict):
+            self.images = ImageOptions(**self.images)
+        self.reinit = list(self.reinit)
+        parse(self.data)
         if self.optimizer not in OPTIMIZERS:
             raise TrainingError(f"unknown optimizer {self.optimizer!r}; choose sgd or adamw")
         if self.schedule not in SCHEDULES:
@@ -84,6 +105,18 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be >= 1, got {value}")
         if not 0 <= self.label_smoothing < 1:
             raise TrainingError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.workers < 0:
+            raise TrainingError(f"workers must be >= 0, got {self.workers}")
+        if not 0 <= self.fp32_warmup_epochs < self.epochs:
+            raise TrainingError(f"fp32_warmup_epochs must be in [0, epochs) = [0, {self.epochs})"
+                                f", got {self.fp32_warmup_epochs}")  # fmt: skip
+        if not self.distill_temperature > 0:
+            raise TrainingError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if not 0 < self.distill_weight <= 1:
+            raise TrainingError(f"distill_weight must be in (0, 1], got {self.distill_weight}")
+        if self.teacher == "fp32" and self.init is None and self.resume is None:
+            raise TrainingError("--teacher fp32 is the model in fp32 with the --init weights: "
+                                "give --init too")  # fmt: skip
 
     @property
     def peak_lr(self) -> float:
@@ -100,7 +133,7 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""
         out = dataclasses.asdict(self)
-        for name in ("out", "resume", "hub"):
+        for name in ("out", "resume", "hub", "init"):
             out[name] = None if out[name] is None else str(out[name])
         return out
 
@@ -115,8 +148,9 @@ class TrainConfig:
     def locked_differences(self, saved: TrainConfig) -> list[str]:
         """Lines ``field: checkpoint X, this run Y`` for every locked field that differs."""
         lines = []
+        mine_json, theirs_json = self.to_json(), saved.to_json()
         for name in LOCKED_FIELDS:
-            mine, theirs = getattr(self, name), getattr(saved, name)
+            mine, theirs = mine_json[name], theirs_json[name]
             # Compare as JSON sees them: a tuple given here is a list once saved.
             if json.loads(json.dumps(mine)) != json.loads(json.dumps(theirs)):
                 lines.append(f"{name}: checkpoint {theirs!r}, this run {mine!r}")

@@ -1,7 +1,9 @@
-"""Datasets for training: fashion-mnist, fashion-mnist-5k, synthetic, or ``module:function``.
+"""Datasets for training: fashion-mnist, fashion-mnist-5k, synthetic, an image folder, or
+a ``module:function`` hook (the specs: ``tritondsl.train.dataspec``).
 
 Built-in datasets are ``TensorDataset``s held in memory (a batch is one index operation);
-a hook may return any map-style torch datasets of ``(x, label)`` pairs.
+image folders decode on access (``train/imagefolder.py``) through DataLoader workers; a
+hook may return any map-style torch datasets of ``(x, label)`` pairs.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from tritondsl.train.config import BUILTIN_DATASETS
+from tritondsl.train import dataspec, imagefolder
+from tritondsl.train.dataspec import ImageOptions
 from tritondsl.train.errors import DataError
+from tritondsl.train.imagefolder import ImageFolder
 
 FASHION_ENV = "TRITONDSL_FASHION_MNIST"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts it
@@ -139,25 +143,28 @@ def from_hook(spec: str) -> Datasets:
 
 def load_datasets(
     name: str,
-    sample_shape: Sequence[int],
+    sample_shape: Sequence[int | str],
     num_classes: int,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    images: ImageOptions | None = None,
 ) -> Datasets:
-    """The named dataset (synthetic data takes the model's input shape and class count)."""
-    if name == "fashion-mnist":
+    """The datasets of a data spec, for a model whose input sample is ``sample_shape``
+    (symbolic sizes allowed: synthetic data makes them 32, an image folder's images
+    decide them) and that has ``num_classes`` outputs."""
+    spec = dataspec.parse(name)
+    if spec.kind == "imagefolder":
+        train, test = imagefolder.load(spec.folder, sample_shape, images or ImageOptions())
+        datasets = Datasets(name, train, test)
+    elif spec.kind == "hook":
+        datasets = from_hook(name)
+    elif name == "fashion-mnist":
         datasets = fashion_mnist()
     elif name == "fashion-mnist-5k":
         datasets = fashion_mnist_5k()
-    elif name == "synthetic":
-        datasets = synthetic(sample_shape, num_classes)
-    elif ":" in name:
-        datasets = from_hook(name)
     else:
-        raise DataError(
-            f"unknown dataset {name!r}; choose {', '.join(BUILTIN_DATASETS)} "
-            "or give module:function"
-        )
+        concrete = tuple(d if isinstance(d, int) else SYMBOLIC_SIZE for d in sample_shape)
+        datasets = synthetic(concrete, num_classes)
     datasets.train = _limit(datasets.train, limit_train)
     datasets.test = _limit(datasets.test, limit_test)
     return datasets
@@ -190,9 +197,11 @@ def input_adapter(declared: Sequence[int | str], sample: Sequence[int], where: s
 
 
 def batches(
-    dataset: Dataset[Any], indices: Sequence[int], batch_size: int, device: torch.device
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(x, y)`` batches of ``dataset`` in the order of ``indices``, on ``device``."""
+    dataset: Dataset[Any], indices: Sequence[int], batch_size: int, device: torch.device,
+    workers: int = 0,
+) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+    """``(x, y)`` batches of ``dataset`` in the order of ``indices``, on ``device``
+    (decoded by ``workers`` DataLoader processes, if the dataset is not in memory)."""
     if isinstance(dataset, TensorDataset):
         x_all, y_all = dataset.tensors[:2]
         order = torch.as_tensor(indices, dtype=torch.long, device=x_all.device)
@@ -203,11 +212,20 @@ def batches(
     # Any other dataset goes through a DataLoader with its own generator: the global RNG,
     # which dropout uses, must not depend on how the data was read (bit-exact resume).
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=list(indices),
-        generator=torch.Generator().manual_seed(0),
+        dataset, batch_size=batch_size, sampler=list(indices), num_workers=workers,
+        generator=torch.Generator().manual_seed(0), pin_memory=device.type == "cuda",
     )  # fmt: skip
     for x, y in loader:
-        yield x.to(device), torch.as_tensor(y).to(device)
+        labels = torch.as_tensor(y)
+        if isinstance(dataset, ImageFolder):
+            dataset.check(labels)
+        yield x.to(device), labels.to(device)
+
+
+def set_epoch(dataset: Dataset[Any], epoch: int, seed: int) -> None:
+    """Tell a dataset with random augmentations which epoch it serves."""
+    if isinstance(dataset, ImageFolder):
+        dataset.set_epoch(epoch, seed)
 
 
 def to_device(datasets: Datasets, device: torch.device) -> None:
@@ -232,6 +250,8 @@ def _limit(dataset: Dataset[Any], limit: int | None) -> Dataset[Any]:
         return dataset
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[:limit] for t in dataset.tensors))
+    if isinstance(dataset, ImageFolder):
+        return dataset.head(limit)
     return Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
 
 

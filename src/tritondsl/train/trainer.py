@@ -24,13 +24,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from tritondsl.backend.layers import QuantModule
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train import data as tdata
 from tritondsl.train import distributed as tdist
 from tritondsl.train import logs, plots
+from tritondsl.train import teacher as tteacher
+from tritondsl.train import weights as tweights
 from tritondsl.train.build import build_model, declared_input, resolve_source
 from tritondsl.train.config import TrainConfig
 from tritondsl.train.errors import CheckpointError, DataError, NonFiniteError, TrainingError
+from tritondsl.train.imagefolder import ImageFolder
+from tritondsl.train.images import normalization
 from tritondsl.train.monitor import (
     GradientMonitor,
     first_nonfinite_module,
@@ -87,6 +92,12 @@ class Trainer:
         self.model = build_model(
             resolve_source(config.source), config.model, config.params, config.precision
         )
+        self.init_report = None
+        if config.init is not None and self.resumed is None:
+            # On resume the weights come from the checkpoint: --init is not read again.
+            self.init_report = tweights.load_into(
+                self.model, tweights.read(config.init), config.init_strict, config.reinit
+            )
         if model_transform is not None:
             model_transform(self.model)
         if self.ctx.distributed:
@@ -96,15 +107,19 @@ class Trainer:
         self.input_name, self.declared = declared_input(self.model)
         self.num_classes = self._probe_classes()
         self.data = tdata.load_datasets(
-            config.data, tdata.sample_shape_for(self.declared), self.num_classes,
-            config.limit_train, config.limit_test,
+            config.data, self.declared[1:], self.num_classes, config.limit_train,
+            config.limit_test, config.images,
         )  # fmt: skip
         self._check_labels()
-        self.adapt = tdata.input_adapter(
-            self.declared, self.data.sample_shape(), f"dataset {config.data!r}"
-        )
+        sample_shape = self.data.sample_shape()
+        self.adapt = tdata.input_adapter(self.declared, sample_shape, f"dataset {config.data!r}")
+        self.teacher = None
+        if config.teacher is not None:
+            self.teacher = tteacher.build(config, sample_shape, self.num_classes)
+            self.teacher.model.to(self.ctx.device)
         if self.resumed is not None:
             ckpt.check_model(self.resumed, self.model)
+            self._check_teacher(self.resumed)
         self.model.to(self.ctx.device)
         if self.ctx.device.type == "cuda":
             tdata.to_device(self.data, self.ctx.device)
@@ -163,6 +178,8 @@ class Trainer:
         per_rank = config.batch_size // ctx.world_size
         steps = math.ceil(len(indices) / per_rank)
         total_steps = steps * config.epochs
+        self._set_fake_quant(epoch > config.fp32_warmup_epochs)
+        tdata.set_epoch(self.data.train, epoch, config.seed)
         self.ddp_model.train()
         self.grads.reset()
         if ctx.device.type == "cuda":
@@ -171,15 +188,15 @@ class Trainer:
         lr = config.peak_lr
         start = time.perf_counter()
         with self.report.epoch_bar(epoch, config.epochs, steps) as bar:
-            batches = tdata.batches(self.data.train, indices, per_rank, ctx.device)
+            batches = tdata.batches(self.data.train, indices, per_rank, ctx.device,
+                                    config.workers)  # fmt: skip
             for batch, (x, y) in enumerate(batches, 1):
                 lr = lr_at(config.schedule, config.peak_lr, self.step, total_steps)
                 self.step += 1
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                x = self.adapt(x)
-                output = self.ddp_model(x)
-                loss = self.criterion(output, y)
+                output = self.ddp_model(self.adapt(x))
+                loss = self._loss(output, y, x)
                 stats = torch.stack([loss.detach() * len(y),
                                      (output.argmax(1) == y).sum().to(loss.dtype),
                                      torch.tensor(float(len(y)), device=loss.device)])  # fmt: skip
@@ -216,7 +233,9 @@ class Trainer:
         criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing,
                                         reduction="sum")  # fmt: skip
         batch_size = max(self.config.batch_size // ctx.world_size, 256)
-        for x, y in tdata.batches(self.data.test, indices, batch_size, ctx.device):
+        batches = tdata.batches(self.data.test, indices, batch_size, ctx.device,
+                                self.config.workers)  # fmt: skip
+        for x, y in batches:
             output = model(self.adapt(x))
             sums[0] += criterion(output, y).double()
             sums[1] += (output.argmax(1) == y).sum()
@@ -233,7 +252,10 @@ class Trainer:
         record["warnings"] = self.grads.warnings(config.vanishing, config.exploding)
         self.history.append(record)
         self.epoch = record["epoch"]
-        improved = record["test_acc"] > self.best_acc
+        # An fp32 warm-up epoch is not a candidate for best: deployed, the model is ternary.
+        warmup = self.epoch <= config.fp32_warmup_epochs
+        record["fp32_warmup"] = warmup
+        improved = not warmup and record["test_acc"] > self.best_acc
         if improved:
             self.best_acc, self.best_epoch = record["test_acc"], self.epoch
         rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
@@ -280,6 +302,21 @@ class Trainer:
             f"{prefix}: {detail}. {_AFTER_NONFINITE}", self.step, where[1] if where else None,
         )  # fmt: skip
 
+    def _loss(self, output: Tensor, labels: Tensor, x: Tensor) -> Tensor:
+        """Cross-entropy, plus the distillation term when the run has a teacher."""
+        loss = self.criterion(output, labels)
+        if self.teacher is None:
+            return loss
+        config = self.config
+        soft = tteacher.distill_loss(output, self.teacher.logits(x), config.distill_temperature)
+        return (1 - config.distill_weight) * loss + config.distill_weight * soft
+
+    def _set_fake_quant(self, on: bool) -> None:
+        """Quantized layers compute in fp32 during the warm-up epochs, ternary after."""
+        for module in self.model.modules():
+            if isinstance(module, QuantModule):
+                module.fake_quant = on
+
     def _check_gradients(self, epoch: int, batch: int, layer_norms: Tensor) -> None:
         if bool(torch.isfinite(layer_norms).all()):
             return
@@ -303,6 +340,25 @@ class Trainer:
             raise CheckpointError(
                 f"{resumed.path} already has {done} epochs; --epochs {self.config.epochs} is less"
             )
+
+    def _check_teacher(self, resumed: ckpt.Checkpoint) -> None:
+        """A resumed run distills from the same teacher, given again on the command line."""
+        saved = resumed.state.get("teacher")
+        mine = None if self.teacher is None else self.teacher.digest
+        theirs = saved.get("digest") if isinstance(saved, dict) else None
+        if mine == theirs:
+            return
+        if mine is None:
+            raise CheckpointError(
+                f"{resumed.path} was distilled from a teacher ({saved.get('description')}); "
+                "a checkpoint never chooses files to read: pass --teacher again to resume"
+            )
+        if theirs is None:
+            raise CheckpointError(f"{resumed.path} was trained without a teacher; drop --teacher")
+        raise CheckpointError(
+            f"--teacher {self.config.teacher} is not the teacher {resumed.path} was distilled "
+            f"from ({saved.get('description')}): its weights differ"
+        )
 
     def _check_out_dir(self) -> None:
         """Refuse to write into a folder that holds another run (nothing is overwritten)."""
@@ -332,6 +388,13 @@ class Trainer:
     def _check_labels(self) -> None:
         for split in ("train", "test"):
             dataset = getattr(self.data, split)
+            if isinstance(dataset, ImageFolder) and len(dataset.classes) > self.num_classes:
+                raise DataError(
+                    f"{dataset.name} has {len(dataset.classes)} classes; the model has "
+                    f"{self.num_classes} outputs (a num_classes parameter? --param "
+                    f"num_classes={len(dataset.classes)}, and --reinit for a pretrained "
+                    f"classifier)"
+                )
             if isinstance(dataset, TensorDataset) and len(dataset):
                 labels = dataset.tensors[1]
                 low, high = int(labels.min()), int(labels.max())
@@ -364,6 +427,8 @@ class Trainer:
             "spec": {"source": spec.source, "model": spec.model, "params": spec.params,
                      "precision": spec.precision},
             "history": self.history,
+            "teacher": None if self.teacher is None else
+            {"digest": self.teacher.digest, "description": self.teacher.description},
         }  # fmt: skip
 
     def _announce(self, last: int) -> None:
@@ -379,6 +444,30 @@ class Trainer:
             f"{ctx.device}, {config.optimizer} lr {config.peak_lr:g} {config.schedule}, "
             f"epochs {self.epoch + 1}..{last} of {config.epochs}{start}"
         )
+        if self.init_report is not None:
+            self.report.line(f"init: {self.init_report.line()}")
+        if self.resumed is not None and config.init is not None:
+            self.report.line("init: the weights come from the checkpoint (--init not read)")
+        if isinstance(self.data.train, ImageFolder):
+            transform = self.data.train.transform
+            mean, std = normalization(config.images, transform.channels)
+            self.report.line(
+                f"images: {len(self.data.train.classes)} classes, input "
+                f"{transform.channels}x{transform.height}x{transform.width}, mean "
+                f"{_floats(mean)} std {_floats(std)}, {config.workers} worker(s)"
+            )
+        if self.teacher is not None:
+            self.report.line(
+                f"teacher: {self.teacher.description}; loss = {1 - config.distill_weight:g}·CE"
+                f" + {config.distill_weight:g}·T²·KL at T={config.distill_temperature:g}"
+            )
+        if config.fp32_warmup_epochs:
+            self.report.line(f"fp32 warm-up: epochs 1..{config.fp32_warmup_epochs} train the "
+                             "quantized layers in fp32, ternary from the next")  # fmt: skip
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
 def _seed_everything(seed: int) -> None:
