@@ -80,20 +80,28 @@ def scan(folder: Path, options: ImageOptions) -> tuple[Scan, Scan]:
 def load(
     folder: Path, sample_shape: Sequence[int | str], options: ImageOptions
 ) -> tuple[ImageFolder, ImageFolder]:
-    """Train and validation datasets of ``folder`` shaped for a model's ``[C, H, W]`` input."""
-    if len(sample_shape) != 3:
-        shown = "[N, " + ", ".join(map(str, sample_shape)) + "]"
-        raise DataError(f"imagefolder:{folder}: images feed models with an [N, C, H, W] input; "
-                        f"this one takes {shown}")  # fmt: skip
-    channels, height, width = sample_shape
+    """Train and validation datasets of ``folder`` shaped for a model's ``[C, H, W]`` input
+    (symbolic sizes allowed; a flat input gets gray images of the data's size)."""
+    if len(sample_shape) == 3:
+        channels, height, width = sample_shape
+    else:
+        # A flat input (an MLP): gray images at the data's size, flattened by the trainer.
+        channels, height, width = 1, "H", "W"
     if isinstance(channels, str):
         channels = 3
     if channels not in (1, 3):
-        raise DataError(f"imagefolder:{folder}: images are gray or RGB; the model takes "
-                        f"{channels} channels")  # fmt: skip
+        raise DataError(
+            f"imagefolder:{folder}: images are gray or RGB; the model takes {channels} channels"
+        )
+    fixed = not (isinstance(height, str) or isinstance(width, str))
+    if options.size is not None and fixed and (height, width) != (options.size, options.size):
+        raise DataError(
+            f"the model's input is {height}x{width}; --size {options.size} is for models with "
+            "symbolic H, W"
+        )
     train, val = scan(folder, options)
-    if isinstance(height, str) or isinstance(width, str):
-        # Symbolic H, W: the input size follows the data (or --image-size).
+    if not fixed:
+        # Symbolic H, W: the input size follows the data (or --size).
         side = options.size or input_size(train.samples)
         height = side if isinstance(height, str) else height
         width = side if isinstance(width, str) else width

@@ -49,6 +49,13 @@ class Transform:
     train: bool
     options: ImageOptions
 
+    def __post_init__(self) -> None:
+        mean, std = normalization(self.options, self.channels)  # DataError now, not per image
+        object.__setattr__(self, "_mean", torch.tensor(mean)[:, None, None])
+        object.__setattr__(self, "_std", torch.tensor(std)[:, None, None])
+        fill = tuple(round(m * 255) for m in mean)
+        object.__setattr__(self, "_fill", fill[0] if self.channels == 1 else fill)
+
     def __call__(self, image: Image.Image, rng: random.Random) -> Tensor:
         """The transformed image (``rng`` draws the augmentation of a training sample)."""
         image = image.convert("L" if self.channels == 1 else "RGB")
@@ -68,10 +75,8 @@ class Transform:
         width, height = image.size
         if width >= self.width and height >= self.height:
             return image
-        mean, _ = normalization(self.options, self.channels)
-        fill = tuple(round(m * 255) for m in mean)
-        canvas = Image.new(image.mode, (max(width, self.width), max(height, self.height)),
-                           fill[0] if self.channels == 1 else fill)  # fmt: skip
+        size = (max(width, self.width), max(height, self.height))
+        canvas = Image.new(image.mode, size, self._fill)  # type: ignore[attr-defined]
         canvas.paste(image, ((canvas.width - width) // 2, (canvas.height - height) // 2))
         return canvas
 
@@ -113,6 +118,5 @@ class Transform:
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
         if pixels.dim() == 2:
             pixels = pixels[:, :, None]
-        mean, std = normalization(self.options, self.channels)
         x = pixels.permute(2, 0, 1).float() / 255.0
-        return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+        return (x - self._mean) / self._std  # type: ignore[attr-defined]

@@ -161,3 +161,42 @@ def test_resume_writes_only_into_its_run_folder_or_out(tmp_path: Path) -> None:
         config_for_cli(MLP, {"resume": loose, "epochs": 2})
     given = config_for_cli(MLP, {"resume": loose, "epochs": 2, "out": tmp_path / "new"})
     assert given.out == tmp_path / "new" and not elsewhere.exists()
+
+
+def test_resume_never_reads_weights_or_a_teacher_the_checkpoint_names(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(b"would be read")
+    Trainer(tiny(tmp_path / "run", stop_after=1)).fit()
+    run = _tamper(tmp_path / "run", init=str(evil), teacher=str(evil), reinit=["out"])
+    config = config_for_cli(MLP, {"resume": run, "epochs": 2})
+    assert (config.init, config.teacher, config.reinit) == (None, None, [])
+    state_file = run / "checkpoints" / "last" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["teacher"] = {"digest": "0" * 16, "description": f"from {evil}"}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="pass --teacher again"):
+        Trainer(config_for_cli(MLP, {"resume": run, "epochs": 2}))
+
+
+def test_init_and_image_folder_from_the_command_line(tmp_path: Path) -> None:
+    from tests import fashion_folder
+
+    folder = fashion_folder.write(tmp_path / "images", 64, 40)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(b"\x80\x04cposix\nsystem\n.")  # a pickle naming os.system
+    base = [MLP, "--data", f"imagefolder:{folder}", "--param", "hidden=[16]", "--no-progress",
+            "--workers", "0"]  # fmt: skip
+    code, output = train(*base, "--init", str(evil), "-o", str(tmp_path / "a"))
+    assert code == 1 and "refused: it holds a Python object (posix.system)" in output
+    code, output = train(*base, "--teacher", "fp32", "-o", str(tmp_path / "b"))
+    assert code == 1 and "give --init too" in output
+    code, output = train(*base, "--mean", "0.5,x", "-o", str(tmp_path / "c"))
+    assert code == 1 and "expected numbers separated by commas" in output
+    code, output = train(*base, "--mean", "0.3", "--std", "0.4", "--no-flip", "--val-fraction",
+                         "0.2", "-o", str(tmp_path / "d"))  # fmt: skip
+    assert code == 0, output
+    assert "images: 10 classes, input 1x28x28, mean (0.300) std (0.400), 0 worker(s)" in output
+    saved = json.loads((tmp_path / "d" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    images = saved["config"]["images"]
+    assert (images["flip"], images["mean"], images["val_fraction"]) == (False, [0.3], 0.2)
+    assert not {"a", "b", "c"} & {p.name for p in tmp_path.iterdir()}  # refused: nothing written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def train_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The training log lines of the test (the CLI, once run, stops propagation to root)."""
+    logger = logging.getLogger("tritondsl")
+    saved = logger.propagate
+    logger.propagate = True
+    with caplog.at_level(logging.INFO, logger="tritondsl.train"):
+        yield caplog
+    logger.propagate = saved
 
 
 def tiny(out: Path, **overrides: Any) -> TrainConfig:
