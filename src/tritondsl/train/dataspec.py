@@ -27,6 +27,7 @@ IMAGEFOLDER = "imagefolder"
 SMALL_IMAGES = ("resize", "pad")
 BAD_IMAGES = ("skip", "error")
 Kind = Literal["builtin", "imagefolder", "hook"]
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,14 @@ class ImageOptions:
             raise DataError(f"std must be > 0, got {list(self.std)}")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise DataError(f"mean {list(self.mean)} and std {list(self.std)} differ in length")
+
+    def normalization(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) per channel: the stated ones, or ImageNet's (averaged for gray)."""
+        mean = self.mean or (IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,))
+        std = self.std or (IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,))
+        for name, values in (("mean", mean), ("std", std)):
+            if len(values) not in (1, channels):
+                raise DataError(
+                    f"--{name} has {len(values)} values; the model takes {channels} channel(s)"
+                )
+        return tuple(mean) * (channels // len(mean)), tuple(std) * (channels // len(std))

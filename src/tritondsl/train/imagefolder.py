@@ -18,15 +18,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from tritondsl.train.dataspec import ImageOptions
 from tritondsl.train.errors import DataError
-from tritondsl.train.images import Transform
+
+if TYPE_CHECKING:
+    from tritondsl.train.images import Transform
 
 log = logging.getLogger("tritondsl.train")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif",
@@ -47,6 +50,7 @@ class Scan:
 
 def scan(folder: Path, options: ImageOptions) -> tuple[Scan, Scan]:
     """The train and validation samples of an image folder; DataError for a bad layout."""
+    _pil()
     if not folder.is_dir():
         raise DataError(f"imagefolder:{folder}: no such folder")
     train_dir = _first_dir(folder, TRAIN_DIRS)
@@ -99,6 +103,8 @@ def load(
             f"the model's input is {height}x{width}; --size {options.size} is for models with "
             "symbolic H, W"
         )
+    from tritondsl.train.images import Transform  # after scan(): Pillow is known to exist
+
     train, val = scan(folder, options)
     if not fixed:
         # Symbolic H, W: the input size follows the data (or --size).
@@ -117,7 +123,7 @@ def input_size(samples: list[tuple[Path, int]]) -> int:
     """The most common shorter side among (up to SIZE_SAMPLE of) the images."""
     sides = Counter()
     for path, _ in samples[:SIZE_SAMPLE]:
-        with Image.open(path) as image:
+        with _pil().open(path) as image:
             sides[min(image.size)] += 1
     return sides.most_common(1)[0][0]
 
@@ -136,10 +142,11 @@ class ImageFolder(Dataset[tuple[Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
         rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+        pil = _pil()
         try:
-            with Image.open(path) as image:
+            with pil.open(path) as image:
                 return self.transform(image, rng), label
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        except (OSError, ValueError, pil.DecompressionBombError):
             # Raised in a worker, an exception reaches the caller wrapped in a traceback;
             # a FAILED label lets the main process name the file in one line (check()).
             t = self.transform
@@ -199,10 +206,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _reason(path: Path) -> str | None:
     """Why an image cannot be read (None if it can): the file is opened and verified."""
+    pil = _pil()
     try:
-        with Image.open(path) as image:
+        with pil.open(path) as image:
             image.verify()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError, SyntaxError, pil.DecompressionBombError) as error:
         return str(error) or type(error).__name__
     return None
 
@@ -223,3 +231,14 @@ def _divide(whole: Scan, fraction: float, folder: Path) -> tuple[Scan, Scan]:
         train += samples[:-cut]
         val += samples[-cut:]
     return Scan(train, whole.classes), Scan(val, whole.classes)
+
+
+def _pil() -> ModuleType:
+    """``PIL.Image``, or a DataError saying how to install Pillow (the ``images`` extra)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError(
+            "image folders need Pillow: pip install 'tritondsl[images]' (or pillow)"
+        ) from None
+    return Image

@@ -1,5 +1,7 @@
 """Image transforms with Pillow and torch (no torchvision): crops, flips, resizing, padding.
 
+Pillow is the ``images`` extra: this module is imported only when an image folder is read.
+
 Each training sample draws its augmentation from its own ``random.Random`` seeded by
 (seed, epoch, index), so the images of a step do not depend on DataLoader workers, and a
 resumed run sees exactly the crops the uninterrupted run would have.
@@ -17,26 +19,9 @@ from PIL import Image
 from torch import Tensor
 
 from tritondsl.train.dataspec import ImageOptions
-from tritondsl.train.errors import DataError
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RATIO = (3 / 4, 4 / 3)  # aspect ratios of RandomResizedCrop
 CROP_ATTEMPTS = 10
-
-
-def normalization(options: ImageOptions, channels: int) -> tuple[tuple[float, ...], ...]:
-    """The (mean, std) per channel the options state, or ImageNet's (averaged for gray)."""
-    mean, std = options.mean, options.std
-    if mean is None:
-        mean = IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,)
-    if std is None:
-        std = IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,)
-    for name, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, channels):
-            raise DataError(
-                f"--{name} has {len(values)} values; the model takes {channels} channel(s)"
-            )
-    return tuple(mean) * (channels // len(mean)), tuple(std) * (channels // len(std))
 
 
 @dataclass(frozen=True)
@@ -50,7 +35,7 @@ class Transform:
     options: ImageOptions
 
     def __post_init__(self) -> None:
-        mean, std = normalization(self.options, self.channels)  # DataError now, not per image
+        mean, std = self.options.normalization(self.channels)  # DataError now, not per image
         object.__setattr__(self, "_mean", torch.tensor(mean)[:, None, None])
         object.__setattr__(self, "_std", torch.tensor(std)[:, None, None])
         fill = tuple(round(m * 255) for m in mean)

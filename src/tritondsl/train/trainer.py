@@ -35,7 +35,6 @@ from tritondsl.train.build import build_model, declared_input, resolve_source
 from tritondsl.train.config import TrainConfig
 from tritondsl.train.errors import CheckpointError, DataError, NonFiniteError, TrainingError
 from tritondsl.train.imagefolder import ImageFolder
-from tritondsl.train.images import normalization
 from tritondsl.train.monitor import (
     GradientMonitor,
     first_nonfinite_module,
@@ -450,7 +449,7 @@ class Trainer:
             self.report.line("init: the weights come from the checkpoint (--init not read)")
         if isinstance(self.data.train, ImageFolder):
             transform = self.data.train.transform
-            mean, std = normalization(config.images, transform.channels)
+            mean, std = config.images.normalization(transform.channels)
             self.report.line(
                 f"images: {len(self.data.train.classes)} classes, input "
                 f"{transform.channels}x{transform.height}x{transform.width}, mean "

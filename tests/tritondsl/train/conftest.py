@@ -28,13 +28,9 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture
 def train_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """The training log lines of the test (the CLI, once run, stops propagation to root)."""
-    logger = logging.getLogger("tritondsl")
-    saved = logger.propagate
-    logger.propagate = True
+    """The training log lines (info and up) of the test."""
     with caplog.at_level(logging.INFO, logger="tritondsl.train"):
         yield caplog
-    logger.propagate = saved
 
 
 def tiny(out: Path, **overrides: Any) -> TrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,8 @@ from PIL import Image
 from tests import fashion_folder
 from tritondsl.train import DataError
 from tritondsl.train import data as tdata
-from tritondsl.train.dataspec import DataSpec, ImageOptions, parse
+from tritondsl.train.dataspec import IMAGENET_MEAN, IMAGENET_STD, DataSpec, ImageOptions, parse
 from tritondsl.train.imagefolder import ImageFolder
-from tritondsl.train.images import IMAGENET_MEAN, IMAGENET_STD
 
 CPU = torch.device("cpu")
 
@@ -174,3 +174,11 @@ def test_unreadable_images_are_skipped_and_counted_or_refused(
         with pytest.raises(DataError, match=f"cannot decode {later}") as caught:
             _all(train, workers)
         assert "Traceback" not in str(caught.value)
+
+
+def test_without_pillow_the_error_says_what_to_install(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "PIL", None)  # what an install without the extra sees
+    with pytest.raises(DataError, match=r"need Pillow: pip install 'tritondsl\[images\]'"):
+        _load(f"imagefolder:{folder}")
