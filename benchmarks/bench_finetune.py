@@ -83,39 +83,30 @@ def final(run: Path) -> dict[str, Any]:
 
 
 def fashion(out: Path, quick: bool) -> dict[str, Any]:
-    """The all-ternary FashionCNN comparison; returns accuracies and commands."""
+    """The all-ternary FashionCNN comparison: per variant, test accuracy, seconds, command."""
     source = str(all_ternary_source(out))
     limits = ["--limit-train", "2000", "--limit-test", "500"] if quick else []
-    width = ["--param", f"width={4 if quick else 16}"]
-    common = ["--data", "fashion-mnist", *width, *limits]
-    fp32_run = out / "fp32"
-    first = {
-        "fp32 (3 epochs)": _command(source, fp32_run, {**FASHION, "epochs": "3",
-                                                       "precision": "fp32"}, *common),
-        "ternary from scratch": _command(source, out / "scratch", {**FASHION, "epochs": "1"},
-                                         *common),
-        "ternary, fp32 warm-up 3 epochs": _command(
-            source, out / "warmup", {**FASHION, "epochs": "4", "fp32-warmup-epochs": "3"},
-            *common),
+    common = ["--data", "fashion-mnist", "--param", f"width={4 if quick else 16}", *limits]
+    init = {"init": str(out / "fp32")}
+    first = {  # folder: (label, options)
+        "fp32": ("fp32 (3 epochs)", {**FASHION, "epochs": "3", "precision": "fp32"}),
+        "scratch": ("ternary from scratch", {**FASHION, "epochs": "1"}),
+        "warmup": ("ternary, fp32 warm-up 3 epochs",
+                   {**FASHION, "epochs": "4", "fp32-warmup-epochs": "3"}),
     }  # fmt: skip
-    then = {
-        "ternary fine-tuned": _command(source, out / "finetuned",
-                                       {**FINETUNE, "epochs": "1", "init": str(fp32_run)},
-                                       *common),
-        "ternary fine-tuned + distillation": _command(
-            source, out / "distilled",
-            {**FINETUNE, **DISTILL, "epochs": "1", "init": str(fp32_run), "teacher": "fp32"},
-            *common),
+    then = {  # these start from the fp32 run
+        "finetuned": ("ternary fine-tuned", {**FINETUNE, **init, "epochs": "1"}),
+        "distilled": ("ternary fine-tuned + distillation",
+                      {**FINETUNE, **DISTILL, **init, "epochs": "1", "teacher": "fp32"}),
     }  # fmt: skip
-    seconds = run_all(first, out)
-    seconds.update(run_all(then, out))
-    runs = {"fp32 (3 epochs)": "fp32", "ternary from scratch": "scratch",
-            "ternary fine-tuned": "finetuned", "ternary fine-tuned + distillation": "distilled",
-            "ternary, fp32 warm-up 3 epochs": "warmup"}  # fmt: skip
-    commands = {**first, **then}
-    return {name: {"test_acc": final(out / folder)["test_acc"], "seconds": seconds[name],
-                   "command": shown(commands[name])}
-            for name, folder in runs.items()}  # fmt: skip
+    commands, seconds = {}, {}
+    for stage in (first, then):
+        batch = {f: _command(source, out / f, opts, *common) for f, (_, opts) in stage.items()}
+        commands.update(batch)
+        seconds.update(run_all(batch, out))
+    return {label: {"test_acc": final(out / folder)["test_acc"], "seconds": seconds[folder],
+                    "command": shown(commands[folder])}
+            for folder, (label, _) in {**first, **then}.items()}  # fmt: skip
 
 
 def resnet(out: Path, quick: bool) -> dict[str, Any]:

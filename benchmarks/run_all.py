@@ -1,6 +1,7 @@
 """Every benchmark side by side in one run, reported as ratios; writes RESULTS.md and a chart.
 
-    python benchmarks/run_all.py            # full run (several minutes on 2 cores)
+    python benchmarks/run_all.py            # full run (about an hour on 2 cores: the
+                                            # fine-tuning runs of bench_finetune.py)
     python benchmarks/run_all.py --quick    # small sizes, a smoke test of the whole pipeline
 
 Each comparison alternates its variants run by run and reports medians, so machine noise
@@ -22,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -134,6 +136,16 @@ def bench_onnx(quick: bool) -> list[tuple[str, float, float, int, int]]:
     return bench_onnx.measure(quick=quick)
 
 
+def bench_finetune(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    """From fp32 to ternary: fine-tuning accuracy and the ResNet18 flow's time, with the
+    markdown tables (see benchmarks/bench_finetune.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_finetune as finetune  # type: ignore[import-not-found]
+
+    results = finetune.measure(quick=quick)
+    return results, finetune.tables(results)
+
+
 def machine() -> str:
     """A one-line description of this machine."""
     cpu = platform.processor() or "unknown CPU"
@@ -221,6 +233,15 @@ def main() -> None:
                          f"{int2 / fp32:.2f} | {fp32_size:,} B | {int2_size:,} B |")
             chart[f"onnxruntime int2/fp32 {label}"] = int2 / fp32
         sections["ONNX Runtime (target: int2 <= 1.1x fp32)"] = table
+
+    finetune, table = bench_finetune(quick)
+    sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
+             "ahead of from-scratch; ResNet18 flow <= 300 s)"] = table
+    rows = finetune["fashion"]
+    chart["FashionCNN all-ternary accuracy, fine-tuned + distillation / fp32"] = (
+        rows["ternary fine-tuned + distillation"]["test_acc"] / rows["fp32 (3 epochs)"]["test_acc"])
+    chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
+        finetune["resnet"]["flow_s"] / 300)
 
     out = args.out if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
     write_report(sections, chart, out)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from tritondsl.backend.layers import QuantModule
+from tritondsl.backend.quantizers import is_ternary
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train import data as tdata
 from tritondsl.train import distributed as tdist
@@ -433,7 +434,8 @@ class Trainer:
     def _announce(self, last: int) -> None:
         config, ctx = self.config, self.ctx
         params = sum(p.numel() for p in self.model.parameters())
-        ternary = len(ternary_stats(self.model))
+        ternary = sum(isinstance(m, QuantModule) and is_ternary(m.quantizer)
+                      for m in self.model.modules())  # fmt: skip
         name = self.model.tdsl_spec.model
         start = f", resuming after epoch {self.epoch}" if self.resumed is not None else ""
         self.report.line(
