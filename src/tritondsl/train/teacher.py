@@ -83,6 +83,12 @@ def _model(config: TrainConfig, spec: str) -> tuple[nn.Module, str]:
             raise TrainingError("--teacher fp32 is the model in fp32 with the --init weights: "
                                 "give --init too (on --resume as well: it is read for the "
                                 "teacher only)")  # fmt: skip
+        if config.reinit:
+            raise TrainingError(
+                f"--teacher fp32 is the --init model as it is, but --reinit "
+                f"{' '.join(config.reinit)} leaves part of it untrained: fine-tune it in fp32 "
+                "first (--precision fp32) and --init from that run, or give --teacher PATH"
+            )
         model = _fp32(config.source, config.model, config.params)
         _load(model, config.init, "--teacher fp32 (the --init weights)")
         return model, f"{model.tdsl_spec.model} in fp32 from {config.init}"

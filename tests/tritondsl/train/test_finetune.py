@@ -98,6 +98,8 @@ def test_teacher_fp32_distills_without_changing_the_teacher(
     assert not _equal(_weights(tmp_path / "kd"), _weights(tmp_path / "plain"))
     with pytest.raises(TrainingError, match=r"--teacher fp32 .* give --init too"):
         tiny(tmp_path / "x", teacher="fp32")
+    with pytest.raises(TrainingError, match="--reinit out leaves part of it untrained"):
+        Trainer(tiny(tmp_path / "y", init=fp32_weights, reinit=["out"], teacher="fp32"))
 
 
 def test_distilled_runs_resume_only_with_the_same_teacher_given_again(
