@@ -85,6 +85,7 @@ def _map(fn: Any, shapes: Any) -> Any:
     return fn(shapes)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(programs())

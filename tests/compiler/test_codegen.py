@@ -114,19 +114,32 @@ def test_hostile_file_names_never_become_code(
     # What is called, not its arguments: the cleaned name may appear inside string literals.
     calls = [ast.unparse(c.func) for c in ast.walk(tree) if isinstance(c, ast.Call)]
     assert not [c for c in calls if "environ" in c or "import" in c]
-    out = tmp_path / "generated.py"
-    command = [sys.executable, "-m", "tritondsl", "compile", os.fsencode(hostile), "-o", out]
-    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
-    assert result.returncode == 0, result.stderr
-    probe = "import os, runpy; runpy.run_path(os.environ['OUT']); print(os.getenv('TDSL_PWNED'))"
-    env = {k: v for k, v in os.environ.items() if k != "TDSL_PWNED"}
-    imported = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env={**env, "OUT": str(out)}
-    )
-    assert (imported.returncode, imported.stdout.strip()) == (0, "None"), imported.stderr
     model = tritondsl.load_model(hostile)  # compiles and executes in this process
     assert model(torch.zeros(2, 784)).shape == (2, 10)
     assert "TDSL_PWNED" not in os.environ
+
+
+def test_hostile_file_names_never_become_code_through_the_cli(tmp_path: Path) -> None:
+    outputs = []
+    for i, name in enumerate(HOSTILE_FILE_NAMES):
+        (tmp_path / str(i)).mkdir()
+        hostile, out = tmp_path / str(i) / name, tmp_path / str(i) / "generated.py"
+        hostile.write_bytes((ROOT / "examples" / "ternary_mlp.tdsl").read_bytes())
+        command = [sys.executable, "-m", "tritondsl", "compile", os.fsencode(hostile), "-o", out]
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+        assert result.returncode == 0, (ascii(name), result.stderr)
+        outputs.append(str(out))
+    # One interpreter imports every generated module (torch is imported once).
+    probe = (
+        "import os, runpy, sys\n"
+        "for path in sys.argv[1:]:\n    runpy.run_path(path)\n"
+        "print(os.getenv('TDSL_PWNED'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TDSL_PWNED"}
+    imported = subprocess.run(
+        [sys.executable, "-c", probe, *outputs], capture_output=True, text=True, env=env
+    )
+    assert (imported.returncode, imported.stdout.strip()) == (0, "None"), imported.stderr
 
 
 HOSTILE = r"""

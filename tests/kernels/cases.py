@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -12,10 +12,25 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LinearCase = tuple[int, int, int, str, bool]
 
 
-def linear_cases(cases: Sequence[LinearCase]) -> pytest.MarkDecorator:
-    """Parametrize (m, k, n, dtype, bias) with ids such as ``M17-K300-N65-fp16-bias``."""
+def linear_cases(
+    cases: Sequence[LinearCase], fast: Callable[[LinearCase], bool] = lambda _: True
+) -> pytest.MarkDecorator:
+    """Parametrize (m, k, n, dtype, bias) with ids such as ``M17-K300-N65-fp16-bias``.
+
+    Cases ``fast`` rejects are marked slow: ``make test`` runs them all, the fast tier a
+    subset that still covers every size and dtype.
+    """
     return pytest.mark.parametrize(
         ("m", "k", "n", "dtype", "bias"),
-        cases,
+        [pytest.param(*case, marks=() if fast(case) else pytest.mark.slow) for case in cases],
         ids=[f"M{m}-K{k}-N{n}-{d}-{'bias' if b else 'nobias'}" for m, k, n, d, b in cases],
     )
+
+
+def diagonal(case: LinearCase) -> bool:
+    """A subset of a full (m, k, n, dtype, bias) product in which every size and every dtype
+    occurs: one dtype and bias setting per shape, cycling, and no 64 x 1024 products (the
+    interpreter's slowest)."""
+    m, k, n, dtype, bias = case
+    index = (m + k + n) % len(DTYPES)
+    return list(DTYPES)[index] == dtype and bias == (index != 1) and m * k <= 64 * 300

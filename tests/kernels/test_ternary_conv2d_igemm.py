@@ -33,11 +33,13 @@ GEOMETRIES = {
     "kernel-equals-input": ((3, 2, 4, 5), (3, 2, 4, 5), 1, 0, 1, 1),
 }
 CASES = list(itertools.product(GEOMETRIES, DTYPES, [True, False]))
+# Fast tier: each geometry once, the dtype and bias cycling (make test runs all of CASES).
+FAST = {(g, list(DTYPES)[i % 3], i % 2 == 0) for i, g in enumerate(GEOMETRIES)}
 
 
 @pytest.mark.parametrize(
     ("geometry", "dtype", "bias"),
-    CASES,
+    [pytest.param(*case, marks=() if case in FAST else pytest.mark.slow) for case in CASES],
     ids=[f"{g}-{d}-{'bias' if b else 'nobias'}" for g, d, b in CASES],
 )
 def test_conv2d_igemm_matches_reference(

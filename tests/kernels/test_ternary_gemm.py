@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from tests.kernels.cases import DTYPES, linear_cases
+from tests.kernels.cases import DTYPES, diagonal, linear_cases
 from tritondsl.kernels.reference import ternary_linear_reference
 from tritondsl.kernels.ternary_gemm import GPU_CONFIGS, prune_configs, ternary_gemm
 
@@ -21,7 +21,7 @@ CASES = [
 ]
 
 
-@linear_cases(CASES)
+@linear_cases(CASES, fast=diagonal)
 def test_gemm_matches_reference(
     matches_linear_reference: Callable[..., None], m: int, k: int, n: int, dtype: str, bias: bool
 ) -> None:

@@ -158,3 +158,9 @@ def test_shell_completion_lists_choices() -> None:
            "COMP_WORDS": "tritondsl export x --format "}  # fmt: skip
     result = runner.invoke(app, [], prog_name="tritondsl", env=env)
     assert result.output.split() == ["onnx", "torchscript", "pt2", "hub", "release"]
+
+
+def test_usage_errors_exit_2() -> None:
+    assert runner.invoke(app, ["check"]).exit_code == 2
+    assert runner.invoke(app, ["check", "--no-such-flag", "x.tdsl"]).exit_code == 2
+    assert runner.invoke(app, ["frobnicate"]).exit_code == 2

@@ -165,6 +165,7 @@ def test_cli_takes_weights_from_a_checkpoint(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "holds model MixedNet" in result.output
 
 
+@pytest.mark.slow
 def test_subprocess_export(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     proc = subprocess.run(

@@ -135,6 +135,7 @@ def test_onnxslim_unfolds_packed_weights_back_to_float(models: dict, files: dict
     np.testing.assert_allclose(got, _expected(models["resnet18"], x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torch_export_keeps_symbolic_sizes_dynamic(models: dict, tmp_path: Path) -> None:
     from tritondsl.export.torch_export import export_pt2
 

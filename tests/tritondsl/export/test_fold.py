@@ -146,6 +146,7 @@ def test_bn_after_a_shared_output_is_left_alone() -> None:
     np.testing.assert_allclose(_run(proto, x), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_zoo_resnet18_folds_every_batchnorm() -> None:
     import tritondsl
 

@@ -277,6 +277,7 @@ def test_loads_from_a_hub_cache_dir(
         assert torch.equal(loaded(IMAGE), deployed_copy(mixed)(IMAGE))
 
 
+@pytest.mark.slow
 def test_loads_offline_from_the_cache_named_by_env_vars(
     mixed: nn.Module, saved: dict[str, Path], tmp_path: Path
 ) -> None:
