@@ -119,6 +119,7 @@ def test_hostile_file_names_never_become_code(
     assert "TDSL_PWNED" not in os.environ
 
 
+@pytest.mark.slow  # eleven CLI processes; the in-process test above covers the escaping
 def test_hostile_file_names_never_become_code_through_the_cli(tmp_path: Path) -> None:
     outputs = []
     for i, name in enumerate(HOSTILE_FILE_NAMES):

@@ -38,8 +38,12 @@ HALF_CASES = [
 CASES = FP32_CASES + HALF_CASES
 
 
-# Fast tier: every half-precision case and a third of the fp32 product (all sizes occur).
-@linear_cases(CASES, fast=lambda case: case[3] != "fp32" or sum(case[:3]) % 3 == 0)
+# Fast tier: every half-precision case and a third of the fp32 product (all sizes occur),
+# without the interpreter's slowest (64 rows of 1024).
+@linear_cases(
+    CASES,
+    fast=lambda case: (case[3] != "fp32" or sum(case[:3]) % 3 == 0) and case[0] * case[1] < 64**2,
+)
 def test_gemv_matches_reference(
     matches_linear_reference: Callable[..., None], m: int, k: int, n: int, dtype: str, bias: bool
 ) -> None:

@@ -18,7 +18,9 @@ from tritondsl.export.torch_export import deployed_copy
 
 from .test_hub import MIXED, randomize_norms
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Every zoo model exported in every form and read by other tools: make test, not the fast tier.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
 MODELS = ("resnet18", "mobilenetv2", "mixed_precision")
 FORMS = ("int2", "packed", "float")
 OTHER_SIZE = (3, 3, 48, 40)  # not the example's batch, height or width
