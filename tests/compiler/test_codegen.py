@@ -240,7 +240,9 @@ def test_generated_model_forward_backward_and_shapes(source: Path, name: str) ->
     [
         ("resnet18", reference_nets.resnet18, {}),
         ("mobilenetv2", reference_nets.mobilenet_v2, {}),
-        ("mobilenetv2", reference_nets.mobilenet_v2, {"width_mult": 0.5}),
+        pytest.param(
+            "mobilenetv2", reference_nets.mobilenet_v2, {"width_mult": 0.5}, marks=pytest.mark.slow
+        ),
     ],
     ids=["resnet18", "mobilenetv2", "mobilenetv2-width0.5"],
 )

@@ -38,7 +38,7 @@ from torch import nn
 
 from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantModule
-from tritondsl.backend.precision import FP32, NAMED, ternary_or_default
+from tritondsl.backend.precision import FP32, NAMED, WeightPrecision, ternary_or_default
 from tritondsl.backend.quantizers import is_ternary
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
@@ -85,7 +85,6 @@ __all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "sav
 # Formats whose loaders can run code; a folder holding one is refused (see module doc).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 MAX_FOLDER_ENTRIES = 10_000
-_SCALE = re.compile(r"\bscale=(\w+)")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 # --------------------------------------------------------------------------- saving
@@ -116,7 +115,8 @@ def save_pretrained(
     stored, tensors = _stored_tensors(clone, pack)
     weights = save_safetensors(stored, metadata={"format": "pt", "tritondsl_packing": pack})
     source = spec.source.encode("utf-8")
-    layers = layer_precisions(_check(spec.source, spec.model, spec.params), spec.precision)
+    configs = layer_configs(_check(spec.source, spec.model, spec.params), spec.precision)
+    layers = {path: p.describe() for path, p in configs.items()}
     config = {
         "model_type": MODEL_TYPE,
         "architectures": [spec.model],
@@ -133,7 +133,7 @@ def save_pretrained(
         "layers": layers,
         "tensors": tensors,
         "fp32_bytes": fp32_bytes(clone),
-        "quantization_config": quantization_config(layers, pack),
+        "quantization_config": quantization_config(configs, pack),
     }
     if card:
         unknown = sorted(set(card) - set(CARD_FIELDS))
@@ -199,10 +199,14 @@ def _stored_tensors(model: nn.Module, pack: str) -> tuple[dict[str, torch.Tensor
     return stored, entries
 
 
-def quantization_config(layers: Mapping[str, str], pack: str) -> dict[str, Any]:
+def quantization_config(layers: Mapping[str, WeightPrecision], pack: str) -> dict[str, Any]:
     """The ``quantization_config`` block Hugging Face quantized models carry (see artifact.py)."""
-    ternary = {path: p for path, p in layers.items() if p.startswith("ternary")}
-    scales = {m.group(1) if (m := _SCALE.search(p)) else "per_tensor" for p in ternary.values()}
+    ternary = {path: p for path, p in layers.items() if p.kind == "ternary"}
+    # Learned has one pair of scales per layer and no per_channel option.
+    scales = {
+        "per_channel" if getattr(p, "per_channel", False) else "per_tensor"
+        for p in ternary.values()
+    }
     granularity = None if not scales else scales.pop() if len(scales) == 1 else "mixed"
     return {
         "quant_method": "tritondsl",
@@ -215,16 +219,21 @@ def quantization_config(layers: Mapping[str, str], pack: str) -> dict[str, Any]:
 
 
 def layer_precisions(info: Any, override: str | None) -> dict[str, str]:
-    """Each weight-bearing layer's precision config, spelled: the front end's, or the override.
+    """Each weight-bearing layer's precision, spelled (``describe()``) for config.json."""
+    return {path: p.describe() for path, p in layer_configs(info, override).items()}
+
+
+def layer_configs(info: Any, override: str | None) -> dict[str, WeightPrecision]:
+    """Each weight-bearing layer's precision config: the front end's, or the override.
 
     The override replaces every precision the program writes, so a ``param`` ternary tensor
     gets what the runtime gives it then (the override if ternary, else the default TWN).
     """
     forced = NAMED[override] if override else None
-    layers: dict[str, str] = {}
+    layers: dict[str, WeightPrecision] = {}
     for module in info.modules():
         if module.precision is not None:
-            layers[module.path] = (forced or module.precision).describe()
+            layers[module.path] = forced or module.precision
         for child in module.children.values():
             if isinstance(child, TensorDecl) and child.precision is not None:
                 precision = child.precision
@@ -233,7 +242,7 @@ def layer_precisions(info: Any, override: str | None) -> dict[str, str]:
                 elif forced is not None:  # a float param follows it as the weight of linear()
                     used = module.definition and child.name in linear_weights(module.definition)
                     precision = forced if used else FP32()
-                layers[child.path] = precision.describe()
+                layers[child.path] = precision
     return layers
 
 
