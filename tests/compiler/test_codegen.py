@@ -219,7 +219,12 @@ def test_generated_model_forward_backward_and_shapes(source: Path, name: str) ->
         info = check_file(source, sizes=sizes).models[name]
         batch = 2
         (declared,) = info.inputs.values()
-        x = torch.randn(*[batch if d == "N" else d for d in declared.shape])
+        shape = [batch if d == "N" else d for d in declared.shape]
+        if declared.dtype == "int64":  # token ids: below every embedding's vocabulary
+            vocab = min(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding))
+            x = torch.randint(0, vocab, shape)
+        else:
+            x = torch.randn(*shape)
         model.train()
         model.zero_grad()
         out = model(x)

@@ -68,11 +68,11 @@ def main() -> None:
     parser.add_argument("--variant", choices=VARIANTS, action="append")
     args = parser.parse_args()
     for variant in args.variant or VARIANTS:
-        accuracy, trainer = run(variant, args.epochs, args.out, args.data)
+        accuracy, trainer = run(variant, args.epochs, args.output, args.data)
         result = {"variant": variant, "data": args.data, "epochs": args.epochs,
                   "test_accuracy": accuracy,
                   "values_per_scale_group": sorted(set(ternary_value_counts(trainer.model)))}
-        (args.out / f"{variant}.json").write_text(json.dumps(result, indent=2))
+        (args.output / f"{variant}.json").write_text(json.dumps(result, indent=2))
         print(f"{variant}: {accuracy:.2%}", flush=True)
 
 
