@@ -143,6 +143,7 @@ def test_float_form_spends_32_bits(exported: dict) -> None:
     assert stats.code_bits_per_weight == 32.0 and stats.scale_bytes == 0
 
 
+@pytest.mark.slow
 def test_resnet18_int2_file_is_at_most_a_ninth_of_fp32(tmp_path: Path) -> None:
     model = tritondsl.load_model("resnet18")  # 1000 classes: fp32 first conv and classifier
     x = _input((1, 3, 32, 32))

@@ -62,6 +62,7 @@ def test_scriptable_twins_decode_every_storage_kind(mixed: nn.Module) -> None:
     assert kinds == {0, 1, 2, 3}  # TWN/AbsMean, Learned, int8, fp16 all present
 
 
+@pytest.mark.slow
 def test_torchscript_scripts_mobilenetv2_and_reloads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = tritondsl.load_model("mobilenetv2", num_classes=10)

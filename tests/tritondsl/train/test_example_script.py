@@ -6,9 +6,12 @@ import json
 import runpy
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_example_script(tmp_path: Path) -> None:
     script = runpy.run_path(str(ROOT / "examples" / "train_fashion_mnist.py"))
     best = script["main"](["--data", "synthetic", "--limit-train", "64", "--output", str(tmp_path)])
