@@ -202,3 +202,25 @@ def test_hub_checkpoint_and_save_pretrained_folders(tmp_path: Path) -> None:
         tw.read(plain)
     with pytest.raises(CheckpointError, match="not a Hub, checkpoint or save_pretrained"):
         tw.read(tmp_path)
+
+
+def test_learned_scales_come_from_the_fp32_weights() -> None:
+    source = """
+model Learned() {
+    input x: Tensor[N, 8]
+    fc = Linear(8, 4) @ternary(learned=true)
+    forward(x) { return fc(x) }
+}
+"""
+    fp32 = _randomized(tritondsl.compile(source, "fp32").build())
+    state = {k: v.clone() for k, v in fp32.state_dict().items()}
+    model = tritondsl.compile(source).build()
+    assert {"fc.weight_scale_pos", "fc.weight_scale_neg"} <= model.state_dict().keys()
+    report = tw.load_into(model, tw.Weights(Path("fp32.pth"), state))  # strict
+    assert report.loaded == ["fc.bias", "fc.weight"] and not report.missing
+    derived = model.fc.decomposition()
+    expected = derived.codes.abs().bool()
+    # Both scales start at the mean |W| of the weights that stay non-zero (TWN's alpha).
+    alpha = state["fc.weight"].abs()[expected].mean()
+    assert torch.allclose(model.fc.weight_scale_pos, alpha) and torch.equal(
+        model.fc.weight_scale_pos, model.fc.weight_scale_neg)  # fmt: skip
