@@ -1,4 +1,4 @@
-"""Quantized Linear / Conv2d layers with a training mode and a deployed mode.
+"""Quantized Linear / Conv2d / ConvTranspose2d layers with a training mode and a deployed mode.
 
 Training mode holds exactly the tensors of ``nn.Linear`` / ``nn.Conv2d`` (latent fp32
 ``weight`` and ``bias``), so float checkpoints such as torchvision's load with
@@ -394,6 +394,57 @@ class QuantConv2d(QuantModule, nn.Conv2d):
                 self.stride, self.padding, self.dilation, self.groups,
             )  # fmt: skip
         return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantConvTranspose2d(QuantModule, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` whose weight is quantized by ``quantizer``.
+
+    The weight is laid out ``[in, out/groups, kh, kw]`` as in torch, so per-channel scales
+    and packed rows follow the input channels (dim 0), like every other quantized layer.
+    There is no Triton kernel for it: forward is ``F.conv_transpose2d`` with the
+    dequantized weight."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        quantizer: QuantizerConfig = _DEFAULT_QUANTIZER,
+        input_quantizer: ActivationPrecision | None = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, output_padding, groups,
+            bias, dilation, padding_mode, device, dtype,
+        )  # fmt: skip
+        self._init_quantizer(quantizer)
+        self._init_input_quant(input_quantizer)
+
+    def _uses_kernel(self, x: Tensor) -> bool:
+        """No kernel computes a transposed convolution from packed codes."""
+        return False
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        """Transposed 2-D convolution of the (quantized) input with the quantized weight
+        (``output_size`` as in torch)."""
+        x = self.quantize_input(x)
+        output_padding = self._output_padding(
+            x, output_size, list(self.stride), list(self.padding), list(self.kernel_size),
+            2, list(self.dilation),
+        )  # fmt: skip
+        return F.conv_transpose2d(
+            x, self.quantized_weight(), self.bias, self.stride, self.padding, output_padding,
+            self.groups, self.dilation,
+        )  # fmt: skip
 
 
 class TernaryLinear(QuantLinear):

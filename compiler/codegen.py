@@ -29,7 +29,7 @@ from tritondsl.compiler.diagnostics import CompileError, Diagnostic
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
 from tritondsl.compiler.infer import find_forward
 from tritondsl.compiler.instantiate import DTYPES, input_sizes
-from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.layers import LAYERS, RUNTIME_LAYERS
 from tritondsl.compiler.pyexpr import OR, POSTFIX, CodegenError, PyPrinter, py_str, wrap
 from tritondsl.compiler.transformer import linear_weights
 
@@ -68,11 +68,10 @@ FORWARD_CALLS = {
     "kv_cache": "rt.kv_cache",
 }
 # Compile-time built-ins that are not Python built-ins.
-COMPILE_CALLS = {"make_divisible": "rt.make_divisible", "ceil": "math.ceil", "floor": "math.floor"}
+COMPILE_CALLS = {"make_divisible": "rt.make_divisible", "ceil": "rt.ceil", "floor": "rt.floor"}
 # Operations whose runtime errors name the .tdsl line they come from.
 LOCATED_CALLS = {"rotary": "rt.rotary"}
 LOCATED_LAYERS = {"Embedding": "rt.Embedding"}
-RUNTIME_LAYERS = ("TiedLinear",)  # layers torch.nn does not have
 INITIALIZERS = ("zeros", "ones", "normal", "uniform")
 # A model that calls one of these takes a KV cache (see tritondsl.transformer.KVCache).
 DECODING_OPS = ("kv_cache", "rotary")
@@ -122,7 +121,6 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
     imports = [
         line
         for line, used in (
-            ("import math", "math." in body),
             ("import torch", "torch." in body),
             ("import torch.nn.functional as F", "F." in body),
             ("from torch import Tensor, nn", True),
@@ -291,10 +289,14 @@ class _ClassEmitter(PyPrinter):
     def block(self, stmts: tuple[n.Stmt, ...], target: str | None) -> list[str]:
         """Statements of a block body (target None) or of a Sequential body (target var)."""
         lines: list[str] = []
+        # A Sequential built inside a statement is hoisted before it (self.pre); an inner
+        # body has its own, so the enclosing statement's hoisted lines are kept aside.
+        outer = self.pre
         for stmt in stmts:
             self.pre = []
             produced = self.statement(stmt, target)
             lines += self.pre + produced
+        self.pre = outer
         return lines
 
     def statement(self, stmt: n.Stmt, target: str | None) -> list[str]:
@@ -476,7 +478,7 @@ class _ClassEmitter(PyPrinter):
             callee in self.locals or self.is_value(callee) or callee in self.members
         )
         if callee is None or shadowed:
-            return self.plain_call(self.text(func, 10), node)
+            return self.plain_call(self.text(func, POSTFIX), node)
         if callee in QUANTIZABLE:
             return self.plain_call(f"rt.{callee}", node, (f"weights={self.current}",))
         if callee in LOCATED_LAYERS:
@@ -554,7 +556,8 @@ class _ClassEmitter(PyPrinter):
             return f"nn.Sequential({items})"
         self.temps += 1
         var = f"_seq{self.temps}"  # user names never start with '_' (resolve.py)
-        self.pre += [f"{var} = nn.Sequential()", *self.block(node.body, target=var)]
+        body = self.block(node.body, target=var)
+        self.pre += [f"{var} = nn.Sequential()", *body]
         return var
 
 

@@ -7,7 +7,6 @@ may escape the front end for any input text.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -88,13 +87,45 @@ def printable(text: str) -> str:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
-    """A 'did you mean' hint for a misspelt ``name``, or None."""
+    """A 'did you mean' hint for a misspelt ``name``, or None.
+
+    Only plausible typos count: the same name in another case, a few letters off (one edit
+    per four letters, a swap of neighbours is one), or a prefix of four letters or more in
+    either direction, in any case (``BatchNorm`` -> ``BatchNorm2d``, ``maxpool`` ->
+    ``MaxPool2d``). So ``softmax`` never suggests ``max``, nor ``mean`` ``absmean``."""
     pool = sorted(set(candidates))
     lowered = {c.lower(): c for c in pool}
     if name.lower() in lowered and lowered[name.lower()] != name:
         return f"did you mean '{lowered[name.lower()]}'?"
-    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    return f"did you mean '{matches[0]}'?" if matches else None
+    allowed = max(1, len(name) // 4)
+    scored = []
+    for candidate in pool:
+        if candidate == name:
+            continue
+        short, long = sorted((name.lower(), candidate.lower()), key=len)
+        if len(short) >= 4 and long.startswith(short):
+            scored.append((len(long) - len(short) - 0.5, candidate))
+        elif (distance := _edits(name, candidate, allowed)) <= allowed:
+            scored.append((distance, candidate))
+    return f"did you mean '{min(scored)[1]}'?" if scored else None
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance of ``a`` and ``b`` (limit + 1 once it exceeds it)."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous, current = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, previous, current = previous, current, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                assert before is not None
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+    return current[-1]
 
 
 def _render(

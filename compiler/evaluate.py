@@ -267,7 +267,7 @@ class ExprEvaluator:
         if spec is not None and not spec.quantizable:
             raise EvalError(
                 f"{module.kind} has no weights to quantize; '@{precision.describe()}'"
-                " applies to Conv2d, Linear, blocks and Sequential",
+                " applies to Conv2d, ConvTranspose2d, Linear, blocks and Sequential",
                 node.span,
             )
         module.explicit = precision
@@ -275,6 +275,11 @@ class ExprEvaluator:
 
     def tensor_op(self, inputs: list[Any], result: Any) -> None:
         """Called after each tensor operation (shape inference records liveness here)."""
+
+    def forward_op(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], span: n.Span, result: Any
+    ) -> None:
+        """Called after each forward operation succeeded (shape inference records it)."""
 
     def tensor_binary(self, node: n.Binary, left: Any, right: Any) -> Tensor:
         """Elementwise ops with broadcasting, and ``@`` as matmul."""
@@ -347,6 +352,7 @@ class ExprEvaluator:
                 if forward_only:
                     sh.check_sizes(result, f"{name}()", node.span)
                     self.tensor_op(args, result)
+                    self.forward_op(name, args, kwargs, node.span, result)
                 return result
             case Module() if not scope.forward:
                 raise EvalError(

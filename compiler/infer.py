@@ -14,6 +14,7 @@ from tritondsl.compiler.values import (
     POISON,
     EvalError,
     Module,
+    OpCall,
     Poison,
     Tensor,
     show_shape,
@@ -65,11 +66,19 @@ class ShapeInference(Instantiator):
                     out = self.call_module(child, [out], {}, span)  # type: ignore[arg-type]
             else:
                 x = out
+                module.in_shapes.append(x)
                 out = LAYERS[module.kind].shape(module.args, out, span)
                 check_sizes(out, module.label, span)
                 module.live_at_calls.append(self.live_tensors(x, out))
         module.out_shapes.append(out)
         return out
+
+    def forward_op(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], span: n.Span, result: Any
+    ) -> None:
+        """Record a forward operation on the module whose forward runs it."""
+        if self.callers:
+            self.callers[-1].op_calls.append(OpCall(name, tuple(args), kwargs, span, result))
 
     def tensor_op(self, inputs: list[Any], result: Any) -> None:
         """Record what is alive while a forward operation (relu, +, cat...) runs."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.nodes import Span
+from tritondsl.compiler.tensor_ops import interpolated
 from tritondsl.compiler.values import (
     INT_DTYPES,
     EvalError,
@@ -106,6 +107,9 @@ def check_kind(kind: str, value: Any) -> bool:
             return bool(items) and all(is_int(v) and v >= 1 for v in items)
         case "embedding":
             return isinstance(value, Module) and value.kind == "Embedding"
+        case "scale":
+            items = list(value) if isinstance(value, tuple | list) else [value]
+            return len(items) in (1, 2) and all(is_number(v) and v > 0 for v in items)
     return False
 
 
@@ -121,6 +125,7 @@ KIND_WORDS = {
     "dims": "an int or a tuple of ints",
     "posdims": "a positive int or a tuple of them",
     "embedding": "an Embedding layer",
+    "scale": "a positive number or a pair of them",
 }
 
 
@@ -174,11 +179,11 @@ def pair(value: int | tuple | list) -> tuple[int, int]:
 # ---------------------------------------------------------------- Conv2d
 
 
-def _conv_check(a: dict[str, Any], span: Span) -> None:
+def _conv_check(a: dict[str, Any], span: Span, name: str = "Conv2d") -> None:
     for key in ("in_channels", "out_channels"):
         if a[key] % a["groups"]:
             raise EvalError(
-                f"Conv2d: {key} ({a[key]}) must be divisible by groups ({a['groups']})", span
+                f"{name}: {key} ({a[key]}) must be divisible by groups ({a['groups']})", span
             )
 
 
@@ -220,6 +225,62 @@ CONV2D = LayerSpec(
         **a, **{k: pair(a[k]) for k in ("kernel_size", "stride", "padding", "dilation")},
         "bias": UNREADABLE,
     },
+)
+
+
+# ---------------------------------------------------------------- ConvTranspose2d
+
+
+def _deconv_check(a: dict[str, Any], span: Span) -> None:
+    _conv_check(a, span, "ConvTranspose2d")
+    for op, stride, dilation in zip(
+        pair(a["output_padding"]), pair(a["stride"]), pair(a["dilation"]), strict=True
+    ):
+        if op >= stride and op >= dilation:
+            raise EvalError(
+                f"ConvTranspose2d: output_padding {a['output_padding']} must be smaller than "
+                f"the stride {a['stride']} or the dilation {a['dilation']}",
+                span,
+            )
+
+
+def _deconv_state(a: dict[str, Any]) -> list[StateEntry]:
+    kh, kw = pair(a["kernel_size"])
+    out = [StateEntry("weight", (a["in_channels"], a["out_channels"] // a["groups"], kh, kw))]
+    if a["bias"]:
+        out.append(StateEntry("bias", (a["out_channels"],)))
+    return out
+
+
+def _deconv_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+    batch, c, h, w = sh.expect_image(x, "ConvTranspose2d", span)
+    sh.expect_dim(c, a["in_channels"], "ConvTranspose2d", "input channels", x, span)
+    sizes = zip(
+        (h, w),
+        *(pair(a[k]) for k in ("kernel_size", "stride", "padding", "dilation", "output_padding")),
+        strict=True,
+    )
+    out = [sh.transposed_out(*size, x, span) for size in sizes]
+    return Tensor((*batch, a["out_channels"], *out), x.dtype)
+
+
+CONVTRANSPOSE2D = LayerSpec(
+    "ConvTranspose2d",
+    (
+        Arg("in_channels", "posint"),
+        Arg("out_channels", "posint"),
+        Arg("kernel_size", "pair"),
+        Arg("stride", "pair", 1),
+        Arg("padding", "pair0", 0),
+        Arg("output_padding", "pair0", 0),
+        Arg("groups", "posint", 1),
+        Arg("bias", "bool", True),
+        Arg("dilation", "pair", 1),
+    ),
+    _deconv_state,
+    _deconv_shape,
+    quantizable=True,
+    check=_deconv_check,
 )
 
 
@@ -308,10 +369,10 @@ def _pool_attributes(a: dict[str, Any]) -> dict[str, Any]:
     return {**a, "stride": a["kernel_size"] if a["stride"] is None else a["stride"]}
 
 
-def _no_indices(a: dict[str, Any], span: Span) -> None:
+def _no_indices(name: str, a: dict[str, Any], span: Span) -> None:
     if a["return_indices"]:
         raise EvalError(
-            "MaxPool2d(return_indices=true) returns a pair of tensors, which layers cannot "
+            f"{name}(return_indices=true) returns a pair of tensors, which layers cannot "
             "pass on; use return_indices=false",
             span,
         )
@@ -329,7 +390,7 @@ MAXPOOL2D = LayerSpec(
     ),
     lambda a: [],
     _pool_shape("MaxPool2d"),
-    check=_no_indices,
+    check=lambda a, span: _no_indices("MaxPool2d", a, span),
     attributes=_pool_attributes,
 )
 AVGPOOL2D = LayerSpec(
@@ -347,14 +408,35 @@ AVGPOOL2D = LayerSpec(
 )
 
 
-def _adaptive_shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
-    batch, c, _, _ = sh.expect_image(x, "AdaptiveAvgPool2d", span)
-    oh, ow = pair(a["output_size"])
-    return Tensor((*batch, c, oh, ow), x.dtype)
+def _adaptive(name: str, *extra: Arg) -> LayerSpec:
+    def shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+        batch, c, _, _ = sh.expect_image(x, name, span)
+        return Tensor((*batch, c, *pair(a["output_size"])), x.dtype)
+
+    check = (lambda a, span: _no_indices(name, a, span)) if extra else None
+    return LayerSpec(name, (Arg("output_size", "pair"), *extra), lambda a: [], shape, check=check)
 
 
-ADAPTIVEAVGPOOL2D = LayerSpec(
-    "AdaptiveAvgPool2d", (Arg("output_size", "pair"),), lambda a: [], _adaptive_shape
+def _upsample_check(a: dict[str, Any], span: Span) -> None:
+    sh.expect_choice(a["mode"], sh.INTERPOLATE_MODES, "Upsample: mode", span)
+    if (a["size"] is None) == (a["scale_factor"] is None):
+        raise EvalError("Upsample: give either size or scale_factor", span)
+    if a["align_corners"] is not None and a["mode"] not in ("bilinear", "bicubic"):
+        raise EvalError("Upsample: align_corners applies to bilinear and bicubic modes only", span)
+
+
+UPSAMPLE = LayerSpec(
+    "Upsample",
+    (
+        Arg("size", "pair", None),
+        Arg("scale_factor", "scale", None),
+        Arg("mode", "str", "nearest"),
+        Arg("align_corners", "bool", None),
+        Arg("recompute_scale_factor", "bool", None),
+    ),
+    lambda a: [],
+    lambda a, x, span: interpolated(a, x, "Upsample", span),
+    check=_upsample_check,
 )
 
 
@@ -369,9 +451,30 @@ def _elementwise(name: str, *signature: Arg) -> LayerSpec:
     return LayerSpec(name, signature, lambda a: [], _same)
 
 
-def _dropout_check(a: dict[str, Any], span: Span) -> None:
-    if not 0 <= a["p"] <= 1:
-        raise EvalError(f"Dropout: p must be between 0 and 1, got {a['p']}", span)
+def _probability(name: str) -> Callable[[dict[str, Any], Span], None]:
+    def check(a: dict[str, Any], span: Span) -> None:
+        if not 0 <= a["p"] <= 1:
+            raise EvalError(f"{name}: p must be between 0 and 1, got {a['p']}", span)
+        if "mode" in a:
+            sh.expect_choice(a["mode"], ("row", "batch"), f"{name}: mode", span)
+
+    return check
+
+
+def _image(name: str) -> Callable[[dict[str, Any], Tensor, Span], Tensor]:
+    def shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+        sh.expect_image(x, name, span)
+        return x
+
+    return shape
+
+
+def _along_dim(name: str) -> LayerSpec:
+    def shape(a: dict[str, Any], x: Tensor, span: Span) -> Tensor:
+        sh.reduce(x, a["dim"], False, name, span)  # checks that dim exists
+        return x
+
+    return LayerSpec(name, (Arg("dim", "int"),), lambda a: [], shape)
 
 
 FLATTEN = LayerSpec(
@@ -507,22 +610,35 @@ TIED_LINEAR = LayerSpec(
 
 _GELU_MODES = ("none", "tanh")
 
+_INPLACE = Arg("inplace", "bool", False)
+
 LAYERS: dict[str, LayerSpec] = {
     spec.name: spec
     for spec in (
         CONV2D,
+        CONVTRANSPOSE2D,
         LINEAR,
         BATCHNORM2D,
         MAXPOOL2D,
         AVGPOOL2D,
-        ADAPTIVEAVGPOOL2D,
+        _adaptive("AdaptiveAvgPool2d"),
+        _adaptive("AdaptiveMaxPool2d", Arg("return_indices", "bool", False)),
+        UPSAMPLE,
         FLATTEN,
         EMBEDDING,
         LAYERNORM,
         RMSNORM,
         TIED_LINEAR,
-        _elementwise("ReLU", Arg("inplace", "bool", False)),
-        _elementwise("ReLU6", Arg("inplace", "bool", False)),
+        *(
+            _elementwise(name, _INPLACE)
+            for name in ("ReLU", "ReLU6", "SiLU", "Hardswish", "Hardsigmoid", "Mish")
+        ),
+        _elementwise("Tanh"),
+        _elementwise("Sigmoid"),
+        _elementwise("LeakyReLU", Arg("negative_slope", "float", 0.01), _INPLACE),
+        _elementwise("ELU", Arg("alpha", "float", 1.0), _INPLACE),
+        _along_dim("Softmax"),
+        _along_dim("LogSoftmax"),
         LayerSpec(
             "GELU",
             (Arg("approximate", "str", "none"),),
@@ -534,12 +650,28 @@ LAYERS: dict[str, LayerSpec] = {
         ),
         LayerSpec(
             "Dropout",
-            (Arg("p", "float", 0.5), Arg("inplace", "bool", False)),
+            (Arg("p", "float", 0.5), _INPLACE),
             lambda a: [],
             _same,
-            check=_dropout_check,
+            check=_probability("Dropout"),
+        ),
+        LayerSpec(
+            "Dropout2d",
+            (Arg("p", "float", 0.5), _INPLACE),
+            lambda a: [],
+            _image("Dropout2d"),
+            check=_probability("Dropout2d"),
+        ),
+        # torchvision.ops.StochasticDepth: drops whole residual branches while training.
+        LayerSpec(
+            "StochasticDepth",
+            (Arg("p", "float"), Arg("mode", "str")),
+            lambda a: [],
+            _same,
+            check=_probability("StochasticDepth"),
         ),
         _elementwise("Identity"),
-        _elementwise("SiLU", Arg("inplace", "bool", False)),
     )
 }
+# Layers that are not in torch.nn: generated code takes them from tritondsl.runtime.
+RUNTIME_LAYERS = ("TiedLinear", "StochasticDepth")

@@ -9,20 +9,42 @@ from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.functions import COMPILE_TIME, CONSTANTS, FORWARD_OPS
 from tritondsl.compiler.instantiate import TENSOR_TYPES, TYPE_NAMES, input_sizes
-from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.layers import LAYERS, REQUIRED
 
+# relu -> ReLU(), leaky_relu -> LeakyReLU(): the layer form of a forward operation.
+_LAYER_OF_OP = {
+    name.lower(): f"{name}(...)"
+    if any(a.default is REQUIRED for a in spec.signature)
+    else f"{name}()"
+    for name, spec in LAYERS.items()
+} | {"interpolate": "Upsample(...)"}
 RESERVED = {"Sequential", "Tensor", "TernaryTensor", *TYPE_NAMES}
 GLOBALS = {*LAYERS, *COMPILE_TIME, *FORWARD_OPS, *CONSTANTS, "Sequential"}
 # Words of the grammar; the contextual lexer would accept some of them as names where no
 # keyword can appear (`let true = 3`), binding a name that can never be read.
-LANGUAGE_KEYWORDS = {"let", "if", "elif", "else", "for", "in", "forward", "fn", "return",
-                     "param", "and", "or", "not", "true", "false"}
+LANGUAGE_KEYWORDS = {
+    "let",
+    "if",
+    "elif",
+    "else",
+    "for",
+    "in",
+    "forward",
+    "fn",
+    "return",
+    "param",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+}
 # Keywords that are also names wherever the grammar cannot mistake them (tdsl.lark's
 # `_member_name`), so torchvision's `features.1.block` or Hugging Face's `model.layers`
 # can be written.
 SOFT_KEYWORDS = {"block", "model", "layer", "input", "weights"}
 # Names the generated Python module itself uses; a .tdsl name may not shadow them.
-GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "math", "super", "Tensor", "annotations"}
+GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
 # The generated classes take the precision as a keyword argument `weights`, so it cannot
 # also be a compile-time value (a parameter, let or loop variable of __init__).
 PRECISION_ARGUMENT = "weights"
@@ -243,7 +265,8 @@ class _DefinitionChecker:
                 if stmt.returns is not None:
                     self.type_expr(stmt.returns)
                 sizes = {
-                    name for name in input_sizes(self.d)
+                    name
+                    for name in input_sizes(self.d)
                     if name not in names and name not in self.definitions and name not in CONSTANTS
                 }
                 self.pending = self.assigned_names(stmt) - names - set(params) - sizes
@@ -335,6 +358,7 @@ class _DefinitionChecker:
     def expr(self, expr: n.Expr, names: set[str], forward: bool) -> None:
         """Check every name and call inside ``expr`` (Sequential bodies as statements)."""
         stack: list[object] = [expr]
+        called: set[int] = set()  # the Name nodes that are called
         while stack:
             node = stack.pop()
             match node:
@@ -345,20 +369,17 @@ class _DefinitionChecker:
                         self.statements(node.body, "seq")
                     continue
                 case n.Name():
-                    self.name(node, names, forward)
-                case n.Call(func=n.Name(id=callee)) if callee not in names:
-                    self.call(node, callee, forward)
+                    self.name(node, names, forward, called=id(node) in called)
+                case n.Call(func=n.Name(id=callee) as func):
+                    called.add(id(func))
+                    if callee not in names:
+                        self.call(node, callee, forward)
             stack.extend(n.children(node))
 
-    def name(self, node: n.Name, names: set[str], forward: bool) -> None:
+    def name(self, node: n.Name, names: set[str], forward: bool, called: bool = False) -> None:
         if node.id in names or node.id in self.definitions or node.id in GLOBALS:
             if not forward and node.id in FORWARD_OPS and node.id not in names:
-                layer = {
-                    "relu": "ReLU()",
-                    "relu6": "ReLU6()",
-                    "gelu": "GELU()",
-                    "flatten": "Flatten()",
-                }.get(node.id)
+                layer = _LAYER_OF_OP.get(node.id.replace("_", ""))
                 self.reporter.error(
                     f"{node.id}() is a forward operation",
                     node.span,
@@ -368,8 +389,28 @@ class _DefinitionChecker:
         if node.id in self.pending:
             self.reporter.error(f"'{node.id}' is used before it is assigned", node.span)
             return
-        pool = names | set(self.definitions) | GLOBALS
-        self.reporter.error(f"unknown name '{node.id}'", node.span, suggest(node.id, pool))
+        self.unknown(node, names, forward, called)
+
+    def unknown(self, node: n.Name, names: set[str], forward: bool, called: bool) -> None:
+        """``unknown name``, suggesting only names of the kind that fits where it is used:
+        a capitalized call is a layer or a block, a call a function or a member, anything
+        else a value; an unknown layer or function also lists the ones there are."""
+        notes: list[tuple[str, n.Span | None]] = []
+        definitions = sorted(self.definitions)
+        if called and node.id[:1].isupper():
+            pool = {*LAYERS, "Sequential", *definitions}
+            notes.append((f"layers: {', '.join(sorted(LAYERS))}", None))
+            if definitions:
+                notes.append((f"defined in this file: {', '.join(definitions)}", None))
+        elif called:
+            functions = FORWARD_OPS if forward else COMPILE_TIME
+            pool = {*names, *functions, *COMPILE_TIME} if forward else set(functions)
+            where = "forward operations" if forward else "compile-time functions"
+            notes.append((f"{where}: {', '.join(sorted(functions))}", None))
+        else:
+            pool = names | set(CONSTANTS)
+        hint = suggest(node.id, pool)
+        self.reporter.error(f"unknown name '{node.id}'", node.span, hint, notes)
 
     def call(self, node: n.Call, callee: str, forward: bool) -> None:
         if forward and (callee in LAYERS or callee in self.definitions):
@@ -401,7 +442,7 @@ class _DefinitionChecker:
     def type_expr(self, type_: n.TypeExpr) -> None:
         if type_.name not in TYPE_NAMES:
             self.reporter.error(
-                f"unknown type '{type_.name}'", type_.span, suggest(type_.name, TYPE_NAMES)
+                f"unknown type '{type_.name}'", type_.span, _suggest_type(type_.name, TYPE_NAMES)
             )
         elif type_.name in ("tuple", "list"):
             self.element_types(type_)
@@ -424,8 +465,19 @@ class _DefinitionChecker:
                 )
             elif arg.id not in allowed:
                 self.reporter.error(
-                    f"unknown element type '{arg.id}'", arg.span, suggest(arg.id, allowed)
+                    f"unknown element type '{arg.id}'", arg.span, _suggest_type(arg.id, allowed)
                 )
+
+
+# Type names of other languages, and the language's name for them.
+_TYPE_SYNONYMS = {"integer": "int", "boolean": "bool", "string": "str", "double": "float"}
+
+
+def _suggest_type(name: str, allowed: Iterable[str]) -> str | None:
+    synonym = _TYPE_SYNONYMS.get(name)
+    if synonym in allowed:
+        return f"did you mean '{synonym}'?"
+    return suggest(name, allowed)
 
 
 def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:

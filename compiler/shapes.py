@@ -353,3 +353,24 @@ def interpolate(
     if 0 in (oh, ow):
         raise EvalError(f"{op}: input of shape {x.show()} scales to an empty output", span)
     return Tensor((*batch, c, oh, ow), x.dtype)
+
+
+def transposed_out(
+    size: Dim, k: int, s: int, p: int, d: int, op: int, x: Tensor, span: Span
+) -> Dim:
+    """Output length of a transposed convolution: (size - 1)·s - 2p + d(k - 1) + op + 1."""
+    extra = d * (k - 1) - 2 * p + op + 1 - s  # out = size·s + extra
+    if isinstance(size, str):
+        return (
+            symbolic.combine(symbolic.multiply([size, s]), "+", extra)
+            if extra >= 0
+            else symbolic.combine(symbolic.multiply([size, s]), "-", -extra)
+        )
+    out = size * s + extra
+    if out < 1:
+        raise EvalError(
+            f"ConvTranspose2d: input of shape {x.show()} gives an empty output "
+            f"(kernel {k}, stride {s}, padding {p})",
+            span,
+        )
+    return out

@@ -103,11 +103,24 @@ class Module:
     # reporting follow-on errors.
     broken: bool = False
     live_at_calls: list[list[Tensor]] = field(default_factory=list)  # tensors alive per call
+    in_shapes: list[Tensor] = field(default_factory=list)  # a built-in layer's inputs, per call
+    op_calls: list[OpCall] = field(default_factory=list)  # forward operations its forward ran
 
     @property
     def label(self) -> str:
         """The name shown in messages: the block name or the layer kind."""
         return self.kind
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """One forward operation as shape inference ran it (exporters look for unexportable ones)."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    span: Span
+    result: Any  # the output Tensor (or tuple of them)
 
 
 @dataclass(eq=False)

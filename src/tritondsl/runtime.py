@@ -7,13 +7,15 @@ they use is in this module, so the generated source stays short and readable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import ceil as ceil  # the language's compile-time ceil() and floor()
+from math import floor as floor
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tritondsl.backend.layers import QuantConv2d, QuantLinear
+from tritondsl.backend.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
 
 # Generated code constructs precisions by their class names (rt.TWN(...)) and calls the
 # language's precision builders (rt.ternary(...)) where options are computed at run time.
@@ -102,6 +104,56 @@ def Linear(
     if isinstance(weights, FP32):
         return nn.Linear(in_features, out_features, bias)
     return QuantLinear(in_features, out_features, bias, quantizer=weights)
+
+
+def ConvTranspose2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    output_padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    bias: bool = True,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    weights: WeightPrecision = FP32(),
+) -> nn.Module:
+    """``nn.ConvTranspose2d`` at fp32, otherwise a ``QuantConvTranspose2d``."""
+    args = (in_channels, out_channels, kernel_size, stride, padding, output_padding, groups,
+            bias, dilation)  # fmt: skip
+    if isinstance(weights, FP32):
+        return nn.ConvTranspose2d(*args)
+    return QuantConvTranspose2d(*args, quantizer=weights)
+
+
+class StochasticDepth(nn.Module):
+    """``torchvision.ops.StochasticDepth``: while training, zero the input per sample
+    (``mode="row"``) or all at once (``"batch"``) with probability ``p`` and scale what
+    survives by 1 / (1 - p); the identity in eval mode."""
+
+    def __init__(self, p: float, mode: str) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"drop probability has to be between 0 and 1, but got {p}")
+        if mode not in ("batch", "row"):
+            raise ValueError(f"mode has to be either 'batch' or 'row', but got {mode}")
+        self.p, self.mode = p, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Drop, or pass ``x`` through unchanged in eval mode."""
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        """``p=0.2, mode=row``, as torchvision prints it."""
+        return f"p={self.p}, mode={self.mode}"
 
 
 def ternary_matmul(x: Tensor, weight: Tensor | nn.Module) -> Tensor:

@@ -17,6 +17,7 @@ from torch.testing import assert_close
 from tritondsl.backend.layers import (
     LEARNED_SCALE_NAMES,
     QuantConv2d,
+    QuantConvTranspose2d,
     QuantLinear,
     QuantModule,
     TernaryConv2d,
@@ -108,6 +109,14 @@ LAYERS: list[tuple[str, Callable[[QuantizerConfig], QuantModule], tuple[int, ...
         (1, 4, 7, 6),
     ),
     ("conv-1x1", lambda q: QuantConv2d(5, 3, 1, quantizer=q), (2, 5, 4, 4)),
+    (
+        "deconv-grouped-strided",
+        lambda q: QuantConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                       groups=2, dilation=1, quantizer=q),
+        (2, 4, 5, 7),
+    ),
+    ("deconv-2x2-nobias", lambda q: QuantConvTranspose2d(6, 3, 2, 2, bias=False, quantizer=q),
+     (1, 6, 3, 3)),
 ]
 LAYER_PARAMS = [pytest.param(make, shape, id=name) for name, make, shape in LAYERS]
 CONFIG_PARAMS = [pytest.param(q, id=repr(q)) for q in ALL]
@@ -124,6 +133,11 @@ CONFIG_PARAMS = [pytest.param(q, id=repr(q)) for q in ALL]
             lambda q: QuantConv2d(4, 6, (3, 2), 2, 1, 1, 2, False, quantizer=q),
             lambda: nn.Conv2d(4, 6, (3, 2), 2, 1, 1, 2, False),
             id="conv-positional-args",
+        ),
+        pytest.param(
+            lambda q: QuantConvTranspose2d(4, 6, (3, 2), 2, 1, 1, 2, False, 2, quantizer=q),
+            lambda: nn.ConvTranspose2d(4, 6, (3, 2), 2, 1, 1, 2, False, 2),
+            id="deconv-positional-args",
         ),
     ],
 )
@@ -383,3 +397,16 @@ def test_cuda_kernel_path_matches_cpu(config: QuantizerConfig) -> None:
     got = model.cuda()(IMAGE.cuda())
     assert "tritondsl.kernels" in sys.modules
     assert_close(got.cpu(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_transposed_conv_computes_torchs_layer_with_the_quantized_weight() -> None:
+    torch.manual_seed(3)
+    ours = QuantConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0),
+                                output_padding=(1, 2), groups=2, dilation=(1, 2), quantizer=TWN())
+    plain = nn.ConvTranspose2d(4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2),
+                               groups=2, dilation=(1, 2))
+    plain.load_state_dict({"weight": ours.quantized_weight().detach(), "bias": ours.bias})
+    x = torch.randn(2, 4, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x))
+        assert torch.equal(ours(x, output_size=[10, 14]), plain(x, output_size=[10, 14]))

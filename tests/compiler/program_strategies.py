@@ -81,6 +81,7 @@ class Scope:
     pre: list[str] = field(default_factory=list)  # lets to emit before the next statement
     decls: list[str] = field(default_factory=list)  # param/constant tensors (top of the body)
     in_forward: bool = False  # no new lets while writing forward
+    model: bool = False  # the model's own definition (its forward reads N, H, W)
 
 
 PRECISIONS = [
@@ -183,6 +184,10 @@ class Gen:
             f"({value} if true else 0)",
             f"[{low}, {value}][1]",
             f"({value},)[0]",
+            f"ceil({value} - 0.5)",
+            f"floor({value} + 0.75)",
+            f"([{value}] * 3)[-1]",
+            f"[0, {value}, 1][1:][0]",
         ]
         if value <= 5:
             forms.append(f"len({tuple(range(value))!r})".replace(",)", ")") if value != 1
@@ -533,12 +538,81 @@ def _pool(name: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
     return draw
 
 
-def _adaptive(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+def _adaptive(name: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
+    def draw(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+        if len(shape) != 3:
+            return None
+        oh = shape[1] if keep else g.integer(1, 4)
+        ow = shape[2] if keep else oh if g.chance(50) else g.integer(1, 4)
+        return Drawn(f"{name}({_pair(g, oh, ow)})", (shape[0], oh, ow))
+
+    return draw
+
+
+def _deconv(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
     if len(shape) != 3:
         return None
-    oh = shape[1] if keep else g.integer(1, 4)
-    ow = shape[2] if keep else oh if g.chance(50) else g.integer(1, 4)
-    return Drawn(f"AdaptiveAvgPool2d({_pair(g, oh, ow)})", (shape[0], oh, ow))
+    c, h, w = shape
+    out = c if keep else g.integer(1, 8)
+    common = [d for d in range(1, min(c, out) + 1) if c % d == 0 and out % d == 0]
+    groups = int(g.choice(common))
+    if keep:  # stride 1: out = size + d(k - 1) - 2p
+        k = int(g.choice([1, 3]))
+        kh, kw, s, d, p, op = k, k, 1, 1, k // 2, 0
+    else:
+        kh, kw, s, d = g.integer(1, 3), g.integer(1, 3), g.integer(1, 3), g.integer(1, 2)
+        p, op = g.integer(0, 1), g.integer(0, max(s, d) - 1)
+    oh = (h - 1) * s - 2 * p + d * (kh - 1) + op + 1
+    ow = (w - 1) * s - 2 * p + d * (kw - 1) + op + 1
+    if min(oh, ow) < 1:
+        return None
+    args = [g.size(c), g.size(out), _pair(g, kh, kw)]
+    if s != 1 or g.chance(20):
+        args.append(f"stride={g.size(s)}")
+    if p or g.chance(20):
+        args.append(f"padding={p}")
+    if op:
+        args.append(f"output_padding={op}")
+    if groups != 1:
+        args.append(f"groups={g.size(groups)}")
+    if d != 1:
+        args.append(f"dilation={d}")
+    if g.chance(30):
+        args.append(f"bias={g.choice(['true', 'false'])}")
+    return Drawn(f"ConvTranspose2d({', '.join(args)})", (out, oh, ow))
+
+
+def _upsample(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    mode = str(g.choice(["", ', mode="nearest"', ', mode="bilinear", align_corners=true',
+                         ', mode="bicubic"', ', mode="nearest-exact"']))  # fmt: skip
+    if keep or g.chance(50):
+        oh, ow = (h, w) if keep else (g.integer(1, 6), g.integer(1, 6))
+        return Drawn(f"Upsample(size={_pair(g, oh, ow)}{mode})", (c, oh, ow))
+    fh, fw = g.integer(1, 3), g.integer(1, 3)
+    factor = g.size(fh) if fh == fw else f"({fh}, {fw})"
+    return Drawn(f"Upsample(scale_factor={factor}{mode})", (c, h * fh, w * fw))
+
+
+def _softmax(name: str) -> Callable[[Gen, Shape, bool], Drawn | None]:
+    def draw(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+        dim = g.integer(0, len(shape))
+        written = dim if g.chance(50) else dim - len(shape) - 1
+        return Drawn(f"{name}({'dim=' if g.chance(50) else ''}{written})", shape)
+
+    return draw
+
+
+def _stochastic_depth(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
+    p, mode = g.choice(["0.2", "0.0", "1.0"]), g.choice(['"row"', '"batch"'])
+    return Drawn(f"StochasticDepth({p}, {mode})" if g.chance(50) else
+                 f"StochasticDepth(mode={mode}, p={p})", shape)  # fmt: skip
+
+
+def _image_only(draw: Callable[[Gen, Shape, bool], Drawn | None]) -> Callable[..., Drawn | None]:
+    return lambda g, shape, keep: draw(g, shape, keep) if len(shape) == 3 else None
 
 
 def _flatten_layer(g: Gen, shape: Shape, keep: bool) -> Drawn | None:
@@ -582,20 +656,34 @@ LAYER_CASES: dict[str, Callable[[Gen, Shape, bool], Drawn | None]] = {
     "BatchNorm2d": _batchnorm,
     "MaxPool2d": _pool("MaxPool2d"),
     "AvgPool2d": _pool("AvgPool2d"),
-    "AdaptiveAvgPool2d": _adaptive,
+    "AdaptiveAvgPool2d": _adaptive("AdaptiveAvgPool2d"),
+    "AdaptiveMaxPool2d": _adaptive("AdaptiveMaxPool2d"),
+    "ConvTranspose2d": _deconv,
+    "Upsample": _upsample,
     "Flatten": _flatten_layer,
     "ReLU": _simple("ReLU", "inplace=true"),
     "ReLU6": _simple("ReLU6"),
     "GELU": _simple("GELU", 'approximate="tanh"'),
     "Dropout": _simple("Dropout", "p=0.25", "inplace=true"),
     "Identity": _simple("Identity"),
-    "SiLU": _simple("SiLU"),
     "LayerNorm": _norm("LayerNorm", "eps=0.001", "elementwise_affine=false", "bias=false"),
     "RMSNorm": _norm("RMSNorm", "eps=0.001", "elementwise_affine=false"),
     "Embedding": _token_layer,
     "TiedLinear": _token_layer,
+    "Tanh": _simple("Tanh"),
+    "Sigmoid": _simple("Sigmoid"),
+    "SiLU": _simple("SiLU", "inplace=true"),
+    "Hardswish": _simple("Hardswish", "inplace=true"),
+    "Hardsigmoid": _simple("Hardsigmoid"),
+    "Mish": _simple("Mish"),
+    "LeakyReLU": _simple("LeakyReLU", "negative_slope=0.3"),
+    "ELU": _simple("ELU", "alpha=0.5"),
+    "Softmax": _softmax("Softmax"),
+    "LogSoftmax": _softmax("LogSoftmax"),
+    "Dropout2d": _image_only(_simple("Dropout2d", "p=0.25")),
+    "StochasticDepth": _stochastic_depth,
 }
-QUANTIZABLE = {"Conv2d", "Linear"}
+QUANTIZABLE = {"Conv2d", "ConvTranspose2d", "Linear"}
 
 
 # ---------------------------------------------------------------- forward operations
@@ -811,6 +899,44 @@ def _expand(g: Gen, x: str, shape: Shape) -> Drawn | None:
     return Drawn(f"expand(amax({x}, {dim}, keepdim=true), {', '.join(sizes)})", out)
 
 
+def _slice(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    """``x[:, a:b:s]`` on one dimension, or an int index dropping it (never the batch)."""
+    dim = _dim(g, shape)
+    size = shape[dim - 1]
+    lead = ":, " * dim
+    if g.chance(25) and len(shape) > 1 and not g.symbolic:
+        i = g.integer(-size, size - 1)
+        return Drawn(f"({x})[{lead}{i}]", tuple(d for j, d in enumerate(shape) if j != dim - 1))
+    if g.symbolic and dim > 1:  # a symbolic size: bounds it surely reaches
+        start = g.integer(0, 1) if size > 1 else 0
+        return Drawn(f"({x})[{lead}{start}:]", tuple(
+            d - start if j == dim - 1 else d for j, d in enumerate(shape)))
+    start, stop, step = g.integer(-size, size - 1), g.integer(-size, size), g.integer(1, 3)
+    length = len(range(size)[start:stop:step])
+    if length == 0:
+        return None
+    text = f"{start}:{stop}" + (f":{step}" if step != 1 or g.chance(30) else "")
+    return Drawn(f"({x})[{lead}{text}]", tuple(
+        length if j == dim - 1 else d for j, d in enumerate(shape)))
+
+
+def _sizes_reshape(g: Gen, x: str, shape: Shape) -> Drawn | None:
+    """``reshape`` written with run-time sizes: ``x.shape[i]``, ``N``, ``H``, ``W``."""
+    if len(shape) < 2:
+        return None
+    model = g.scope.model
+    first = str(g.choice(["N", f"({x}).shape[0]", "-1"] if model else [f"({x}).shape[0]", "-1"]))
+    if len(shape) == 3:
+        # The input's own symbols only where they are its sizes: the model's input itself.
+        forms = ["H * W", "W * H", f"({x}).shape[2] * W"] if model and x == "x" and g.symbolic \
+            else [f"({x}).shape[2] * ({x}).shape[-1]"]
+        rest = str(g.choice(forms))
+        return Drawn(f"reshape({x}, {first}, {g.size(shape[0])}, {rest})",
+                     (shape[0], shape[1] * shape[2]))
+    last = math.prod(shape[1:])
+    return Drawn(f"reshape({x}, {first}, ({x}).shape[1] * {g.size(last)})", (shape[0] * last,))
+
+
 OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     **{name: _unary(name) for name in ("relu", "relu6", "gelu", "sigmoid", "tanh", "silu",
                                         "hardswish", "hardsigmoid", "mish", "sqrt", "exp")},
@@ -845,6 +971,8 @@ OP_CASES: dict[str, Callable[[Gen, str, Shape], Drawn | None]] = {
     "rotary": _rotary,
     "kv_cache": lambda g, x, shape: Drawn(f"kv_cache({x}, {x})[{g.integer(0, 1)}]", shape),
     "expand": _expand,
+    "slice": _slice,
+    "sizes": _sizes_reshape,
 }
 KEEP_OPS = {"relu", "relu6", "gelu", "sigmoid", "tanh", "silu", "hardswish", "hardsigmoid", "mish",
             "sqrt", "exp", "leaky_relu", "elu", "softmax", "log_softmax", "arithmetic",
@@ -875,6 +1003,7 @@ def programs(draw: st.DrawFn, max_depth: int = 3) -> Program:
     name = g.fresh("Net")
     params = [(g.fresh("width"), g.integer(1, 8)) for _ in range(g.integer(0, 2))]
     with g.definition() as scope:
+        scope.model = True
         scope.ints.update(params)
         head = [f"input x: Tensor[N, {', '.join(map(str, declared))}]"]
         if g.chance(50):

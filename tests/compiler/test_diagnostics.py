@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic, suggest
 from tritondsl.compiler.nodes import Span
 
@@ -44,3 +47,35 @@ def test_suggest_prefers_case_insensitive_matches() -> None:
     assert suggest("conv2D", ["Conv2d", "Conv1"]) == "did you mean 'Conv2d'?"
     assert suggest("BatchNorm", ["BatchNorm2d", "Linear"]) == "did you mean 'BatchNorm2d'?"
     assert suggest("zzz", ["Conv2d"]) is None
+
+
+@pytest.mark.parametrize(("name", "pool", "expected"), [
+    ("Lienar", ["Linear", "LeakyReLU"], "Linear"),  # a swap of neighbours is one edit
+    ("in_chanels", ["in_channels", "out_channels"], "in_channels"),
+    ("padd", ["padding", "dilation"], "padding"),  # a prefix
+    ("maxpool", ["max", "MaxPool2d"], "MaxPool2d"),  # a prefix in another case
+    ("softmax", ["max", "min"], None),  # implausible: no hint at all
+    ("mean", ["absmean", "amax"], None),
+    ("relu7", ["relu", "relu6"], "relu"),
+])
+def test_suggest_offers_only_plausible_typos(name: str, pool: list[str],
+                                             expected: str | None) -> None:
+    assert suggest(name, pool) == (f"did you mean '{expected}'?" if expected else None)
+
+
+def test_unknown_names_get_hints_of_their_own_kind() -> None:
+    source = (
+        "model M() {\n    input x: Tensor[N, 4]\n    fc = Lienar(4, 4)\n"
+        "    forward(x) {\n        let scale = 1\n"
+        "        return softmx(fc(x), 1) + scal\n    }\n}\n"
+    )
+    with pytest.raises(CompileError) as info:
+        check_source(source)
+    layer, function, value = info.value.diagnostics
+    assert (layer.help, function.help, value.help) == (
+        "did you mean 'Linear'?", "did you mean 'softmax'?", "did you mean 'scale'?")
+    assert layer.notes[0][0].startswith("layers: AdaptiveAvgPool2d, AdaptiveMaxPool2d")
+    assert "ConvTranspose2d" in layer.notes[0][0] and "defined in this file: M" in layer.notes[1][0]
+    assert function.notes[0][0].startswith("forward operations: ") and "softmax" in (
+        function.notes[0][0])
+    assert value.notes == ()

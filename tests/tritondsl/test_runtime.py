@@ -18,6 +18,7 @@ from torch import nn
 
 import tritondsl
 from tests.conftest import ROOT
+from tritondsl import runtime as rt
 from tritondsl.backend.deploy import deploy, is_deployed
 from tritondsl.backend.layers import QuantLinear, QuantModule
 from tritondsl.backend.precision import (
@@ -212,3 +213,24 @@ def test_a_float_input_must_have_the_weights_dtype() -> None:
         model(torch.ones(2, 4, dtype=torch.float16))
     half = model.to(torch.bfloat16)  # a converted model takes inputs of its new dtype
     assert half(torch.ones(2, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_stochastic_depth_follows_torchvision_semantics() -> None:
+    x = torch.randn(64, 3, 2, 2) + 5.0  # no zeros of its own
+    layer = rt.StochasticDepth(0.25, "row")
+    assert layer.eval()(x) is x  # identity in eval mode
+    layer.train()
+    torch.manual_seed(0)
+    out = layer(x)
+    kept = [bool(out[i].ne(0).all()) for i in range(64)]
+    for i, keep in enumerate(kept):  # each row is dropped whole or scaled by 1 / (1 - p)
+        torch.testing.assert_close(out[i], x[i] / 0.75 if keep else torch.zeros_like(x[i]))
+    assert 0 < sum(kept) < 64
+    torch.manual_seed(1)
+    batch = rt.StochasticDepth(0.5, "batch").train()(x)
+    assert torch.equal(batch, torch.zeros_like(x)) or torch.allclose(batch, x * 2)
+    assert torch.equal(rt.StochasticDepth(1.0, "row").train()(x), torch.zeros_like(x))
+    assert rt.StochasticDepth(0.0, "row").train()(x) is x
+    with pytest.raises(ValueError, match="mode has to be either"):
+        rt.StochasticDepth(0.1, "col")
+    assert repr(rt.StochasticDepth(0.1, "row")) == "StochasticDepth(p=0.1, mode=row)"

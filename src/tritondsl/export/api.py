@@ -98,7 +98,7 @@ def _mb(size: int) -> str:
 def to_onnx(
     model: nn.Module,
     path: str | Path,
-    example_input: Tensor,
+    example_input: Tensor | tuple[Tensor, ...],
     weights: str = "int2",
     verify: bool = True,
     atol: float = DEFAULT_ATOL,
@@ -115,6 +115,7 @@ def to_onnx(
         ir_version=result.ir_version,
         stats=weight_stats(result.path),
         layers=result.layers,
+        notes=list(result.notes),
     )
     kinds = sorted(set(result.layers.values()))
     if kinds:
@@ -122,7 +123,7 @@ def to_onnx(
     else:
         report.notes.append("note: no QuantConv2d/QuantLinear layers, every weight is float")
     if verify:
-        verdict = verify_onnx(result.path, result.example_input, result.expected, atol, rtol)
+        verdict = verify_onnx(result.path, result.inputs, result.expected, atol, rtol)
         report.checks = verdict.checks
     return report
 

@@ -34,7 +34,7 @@ class ExportJob:
     """Everything a format's exporter gets from ``tritondsl export``."""
 
     model: nn.Module
-    example_input: Tensor
+    example_input: Tensor | tuple[Tensor, ...]  # a tuple for a model with several inputs
     output: Path
     weights: str | None = None  # one of the format's ``weights`` (None: its default)
     verify: bool = True
@@ -55,13 +55,23 @@ def _onnx_job(job: ExportJob) -> ExportReport:
     return to_onnx(job.model, job.output, job.example_input, job.weights or "int2", job.verify)
 
 
+def _one_input(job: ExportJob, form: str) -> Tensor:
+    """The example of a single-input model; the formats other than ONNX take one input."""
+    if isinstance(job.example_input, Tensor):
+        return job.example_input
+    raise ValueError(
+        f"--format {form} exports models with one input; this one has "
+        f"{len(job.example_input)} (--format onnx takes several)"
+    )
+
+
 def _torchscript_job(job: ExportJob) -> ExportReport:
     # Reloading and comparing is the export itself here (cheap), so --no-verify keeps it.
-    return to_torchscript(job.model, job.output, job.example_input)
+    return to_torchscript(job.model, job.output, _one_input(job, "torchscript"))
 
 
 def _pt2_job(job: ExportJob) -> ExportReport:
-    return to_pt2(job.model, job.output, job.example_input)
+    return to_pt2(job.model, job.output, _one_input(job, "pt2"))
 
 
 def check_output_folder(folder: Path, force: bool) -> None:
@@ -82,7 +92,7 @@ def export_hub(job: ExportJob) -> ExportReport:
     folder = job.output
     checks = []
     if job.verify:
-        check = hub_parity(deployed, folder, job.example_input.detach().to("cpu"))
+        check = hub_parity(deployed, folder, _one_input(job, "hub").detach().to("cpu"))
         checks.append(_output_check(check))
     size = (folder / WEIGHTS_NAME).stat().st_size
     return ExportReport("hub", folder, size, checks, weights=pack)
@@ -92,7 +102,8 @@ def export_release(job: ExportJob) -> ExportReport:
     """``tritondsl export --format release``: build_release into the output folder."""
     pack = job.weights or "2bit"
     check_output_folder(job.output, job.force)
-    manifest = build_release(job.model, job.output, job.example_input, pack=pack, force=job.force)
+    example = _one_input(job, "release")
+    manifest = build_release(job.model, job.output, example, pack=pack, force=job.force)
     total = sum(e["bytes"] for e in manifest["files"].values())
     checks = [_output_check(c) for c in manifest["parity"]]
     notes = [f"bundle: {', '.join(sorted(manifest['files']))} + {MANIFEST_NAME}"]
@@ -130,7 +141,7 @@ def prepare(
     checkpoint: str | Path | nn.Module | None = None,
     batch: int = 1,
     size: int = 224,
-) -> tuple[nn.Module, Tensor, list[str]]:
+) -> tuple[nn.Module, Tensor | tuple[Tensor, ...], list[str]]:
     """Model to export, a seeded example input, and notes for the user.
 
     ``file`` is a .tdsl path or zoo name; ``checkpoint`` a save_pretrained folder or a model
@@ -143,11 +154,11 @@ def prepare(
     if name is None or name not in names:
         raise ValueError(f"{file} has models {names}; choose one with --model")
     inputs = list(checked.models[name].inputs.values())
-    if len(inputs) != 1:
-        raise ValueError(f"model {name} has {len(inputs)} inputs; export takes exactly one")
-    declared = inputs[0].shape
-    shape = [batch if isinstance(declared[0], str) else declared[0]]
-    shape += [size if isinstance(d, str) else d for d in declared[1:]]
+    shapes = [
+        [batch if isinstance(t.shape[0], str) else t.shape[0]]
+        + [size if isinstance(d, str) else d for d in t.shape[1:]]
+        for t in inputs
+    ]
     notes = []
     if checkpoint is None:
         built = compile_program(Path(file)).build(name)
@@ -161,8 +172,8 @@ def prepare(
         if spec is not None and spec.source != checked.source:
             notes.append("--checkpoint holds a different .tdsl text; its copy is exported")
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(shape, generator=generator)
-    return built, example, notes
+    examples = tuple(torch.randn(shape, generator=generator) for shape in shapes)
+    return built, examples[0] if len(examples) == 1 else examples, notes
 
 
 def from_folder(folder: Path) -> nn.Module:

@@ -1,8 +1,8 @@
 """ONNX files of a deployed model, with ternary weights stored as INT2, packed uint8 or float.
 
-How: a deployed copy of the model has every ``QuantConv2d`` / ``QuantLinear`` swapped for a
-plain ``nn.Conv2d`` / ``nn.Linear`` holding its dequantized weight, which the TorchScript
-exporter (``torch.onnx.export(dynamo=False)``) writes as an initializer named after the
+How: a deployed copy of the model has every ``QuantConv2d`` / ``QuantConvTranspose2d`` /
+``QuantLinear`` swapped for the plain torch layer holding its dequantized weight, which the
+TorchScript exporter (``torch.onnx.export(dynamo=False)``) writes as an initializer named after the
 module (``layer1.0.conv1.weight``). Each such initializer is then replaced, with the
 ``onnx`` API, by a compact tensor and the few nodes that rebuild the same float weight under
 the same name, so the Conv / Gemm / MatMul nodes that read it are left untouched.
@@ -48,12 +48,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper, version_converter
 from torch import Tensor, nn
 
-from tritondsl.backend.layers import QuantConv2d, QuantModule
+from tritondsl.backend.layers import QuantConv2d, QuantConvTranspose2d, QuantModule
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
 from tritondsl.compiler.check import ModelInfo
+from tritondsl.export.exportable import onnx_input_axes
 from tritondsl.export.hub import layer_precisions
 from tritondsl.export.onnx_verify import TERNARY_KEY, WEIGHTS_KEY
 from tritondsl.export.torch_export import (
+    Inputs,
+    as_inputs,
     deployed_copy,
     input_axes,
     replace_modules,
@@ -85,6 +88,8 @@ class OnnxExport:
     example_input: np.ndarray
     expected: list[np.ndarray]
     layers: dict[str, str] = field(default_factory=dict)  # layer -> how its weight is stored
+    notes: list[str] = field(default_factory=list)  # e.g. input sizes that had to be fixed
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # every input's example
 
 
 def int2_tensor(name: str, values: Tensor) -> TensorProto:
@@ -106,9 +111,11 @@ def _array(name: str, value: Tensor | np.ndarray) -> TensorProto:
 
 
 def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
-    """A plain Conv2d / Linear computing with ``weight``, the layer's dequantized weight."""
+    """A plain Conv2d / ConvTranspose2d / Linear computing with ``weight``, the layer's
+    dequantized weight."""
+    twin: nn.Module
     if isinstance(layer, QuantConv2d):
-        twin: nn.Module = nn.utils.skip_init(  # skip_init: no random init to overwrite
+        twin = nn.utils.skip_init(  # skip_init: no random init to overwrite
             nn.Conv2d,
             layer.in_channels,
             layer.out_channels,
@@ -120,6 +127,19 @@ def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
             layer.bias is not None,
             layer.padding_mode,
         )
+    elif isinstance(layer, QuantConvTranspose2d):
+        twin = nn.utils.skip_init(
+            nn.ConvTranspose2d,
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.output_padding,
+            layer.groups,
+            layer.bias is not None,
+            layer.dilation,
+        )
     else:
         shape = layer.weight_shape
         twin = nn.utils.skip_init(nn.Linear, shape[1], shape[0], layer.bias is not None)
@@ -129,20 +149,26 @@ def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
     return twin
 
 
-def _input_name(model: nn.Module) -> str:
+def _input_names(model: nn.Module, count: int) -> list[str]:
     params = list(inspect.signature(model.forward).parameters)
-    return params[0] if params else "input"
+    return params[:count] if len(params) >= count else [f"input{i}" for i in range(count)]
 
 
 def _torch_to_onnx(
     model: nn.Module,
-    example: Tensor,
-    input_name: str,
+    example: Tensor | tuple[Tensor, ...],
+    input_name: str | list[str],
     outputs: int,
-    axes: dict[int, str] | None = None,  # dynamic input axes (default: the batch only)
+    axes: dict[int, str] | list[dict[int, str]] | None = None,
 ) -> onnx.ModelProto:
-    axes = axes or {0: "batch"}
+    """Trace ``model`` to ONNX; ``axes``: each input's dynamic axes (default: the batch)."""
     names = ["output"] if outputs == 1 else [f"output{i}" for i in range(outputs)]
+    inputs = (example,) if isinstance(example, Tensor) else tuple(example)
+    input_names = [input_name] if isinstance(input_name, str) else input_name
+    all_axes = [{0: "batch"}] * len(inputs) if axes is None else [axes] if isinstance(
+        axes, dict) else axes  # fmt: skip
+    dynamic = dict(zip(input_names, all_axes, strict=True))
+    dynamic.update({name: {0: "batch"} for name in names})
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The legacy exporter is deprecated (its warning is left visible: pyproject.toml pins
@@ -151,13 +177,13 @@ def _torch_to_onnx(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             model,
-            (example,),
+            inputs,
             buffer,
             dynamo=False,
             opset_version=EXPORT_OPSET,
-            input_names=[input_name],
+            input_names=input_names,
             output_names=names,
-            dynamic_axes={input_name: axes, **{name: {0: "batch"} for name in names}},
+            dynamic_axes=dynamic,
             # PRESERVE on an eval model: eval-mode BatchNorm, but no Conv+BN folding.
             training=torch.onnx.TrainingMode.PRESERVE,
             # Folding would also turn a Linear's transposed weight (3-D input -> MatMul)
@@ -323,22 +349,26 @@ class _Rewriter:
 
 
 def export_onnx(
-    model: nn.Module, path: str | Path, example_input: Tensor, weights: str = "int2"
+    model: nn.Module, path: str | Path, example_input: Inputs, weights: str = "int2"
 ) -> OnnxExport:
-    """Deploy a copy of ``model`` and write it to ``path`` as ONNX with a dynamic batch axis."""
+    """Deploy a copy of ``model`` and write it to ``path`` as ONNX with a dynamic batch axis
+    (``example_input``: a tensor, or one per input of a model with several)."""
     if weights not in WEIGHT_FORMS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMS)}, got {weights!r}")
     path = Path(path)
+    example = as_inputs(example_input)
+    info = spec_info(model)
+    # Before anything is traced: refuse what the exporter cannot write, with a located error.
+    declared = [input_axes(info, i) for i in range(len(example))]
+    axes, notes = onnx_input_axes(model, example, declared)
     deployed = deployed_copy(model)
-    example = example_input.detach().cpu()
     expected = run_outputs(deployed, example)
     layers = {name: m for name, m in deployed.named_modules() if isinstance(m, QuantModule)}
     decompositions = {name: layer.decomposition() for name, layer in layers.items()}
-    input_name = _input_name(deployed)
+    input_names = _input_names(deployed, len(example))
     weights_of = {id(layer): decompositions[name].dequantize() for name, layer in layers.items()}
     float_model = replace_modules(deployed, lambda m: _float_twin(m, weights_of[id(m)])).eval()
-    info = spec_info(deployed)
-    proto = _torch_to_onnx(float_model, example, input_name, len(expected), input_axes(info))
+    proto = _torch_to_onnx(float_model, example, input_names, len(expected), axes)
     if OPSET[weights] != EXPORT_OPSET:
         # The converter's adapters carry ops whose meaning changed between opsets; it runs
         # before the rewrite because it does not know INT2 tensors.
@@ -362,10 +392,12 @@ def export_onnx(
         weights,
         OPSET[weights],
         proto.ir_version,
-        input_name,
-        example.numpy(),
+        input_names[0],
+        example[0].numpy(),
         [e.detach().numpy() for e in expected],
         stored,
+        notes,
+        {name: x.numpy() for name, x in zip(input_names, example, strict=True)},
     )
 
 

@@ -177,7 +177,7 @@ def has_dequantize(path: str | Path) -> bool:
 
 def verify_onnx(
     path: str | Path,
-    example_input: np.ndarray,
+    example_input: np.ndarray | dict[str, np.ndarray],
     expected: list[np.ndarray],
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
@@ -197,7 +197,8 @@ def verify_onnx(
     with task("checking in onnxruntime", total=len(settings)) as advance:
         for name, optimize, fold in settings:
             session = create_session(path, optimize=optimize, fold_weight_dequantize=fold)
-            feed = {session.get_inputs()[0].name: example_input}
+            feed = (example_input if isinstance(example_input, dict)
+                    else {session.get_inputs()[0].name: example_input})  # fmt: skip
             got = session.run(None, feed)
             checks.append(compare_outputs(name, got, expected, atol, rtol))
             advance(1)

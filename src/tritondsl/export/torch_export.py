@@ -3,9 +3,10 @@
 Both exporters work on a deployed copy (``deployed_copy``), so the files keep the 2-bit
 ``weight_packed`` buffers and unpack them in the graph, as the deployed layers do on CPU.
 
-TorchScript: ``QuantConv2d`` / ``QuantLinear`` cannot be scripted (their quantizer is a
-Python dataclass and their forward dispatches to Triton), so ``to_torchscript`` swaps each
-deployed layer for ``ScriptableConv2d`` / ``ScriptableLinear``: the same buffers under the
+TorchScript: ``QuantConv2d`` / ``QuantConvTranspose2d`` / ``QuantLinear`` cannot be scripted
+(their quantizer is a Python dataclass and their forward dispatches to Triton), so
+``to_torchscript`` swaps each deployed layer for its ``Scriptable...`` twin: the same buffers
+under the
 same names, the same arithmetic, written in TorchScript's subset. When scripting still fails
 (something in the model's own code), it falls back to ``torch.jit.trace`` of the deployed
 model and says why. Tracing is sound for generated models: their Python-level branches
@@ -28,7 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tritondsl.backend.deploy import deploy
-from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantConv2d, QuantLinear, QuantModule
+from tritondsl.backend.layers import (
+    LEARNED_SCALE_NAMES,
+    QuantConv2d,
+    QuantConvTranspose2d,
+    QuantLinear,
+    QuantModule,
+)
 from tritondsl.backend.quantizers import quantizer_kind
 from tritondsl.compiler.check import ModelInfo, check_source
 from tritondsl.export.onnx_verify import OutputCheck, compare_outputs
@@ -66,10 +73,19 @@ def deployed_copy(model: nn.Module) -> nn.Module:
     return deploy(copy.deepcopy(model).cpu()).eval()
 
 
-def run_outputs(model: nn.Module | Any, example_input: Tensor) -> list[Tensor]:
+Inputs = Tensor | tuple[Tensor, ...]  # one input, or one per forward parameter
+
+
+def as_inputs(example_input: Inputs) -> tuple[Tensor, ...]:
+    """The example as a tuple of CPU tensors, one per forward parameter."""
+    items = (example_input,) if isinstance(example_input, Tensor) else tuple(example_input)
+    return tuple(t.detach().cpu() for t in items)
+
+
+def run_outputs(model: nn.Module | Any, example_input: Inputs) -> list[Tensor]:
     """The model's output(s) on ``example_input`` as a flat list of tensors."""
     with torch.no_grad():
-        out = model(example_input)
+        out = model(*as_inputs(example_input))
     return [out] if isinstance(out, Tensor) else list(out)
 
 
@@ -81,12 +97,14 @@ def spec_info(model: nn.Module) -> ModelInfo | None:
     return check_source(spec.source, spec.path, {spec.model: dict(spec.params)}).models[spec.model]
 
 
-def input_axes(info: ModelInfo | None) -> dict[int, str]:
-    """Dynamic input axes: the batch, and every size the .tdsl input leaves symbolic."""
+def input_axes(info: ModelInfo | None, index: int = 0) -> dict[int, str]:
+    """Dynamic axes of input ``index``: the batch, and every size its .tdsl declaration
+    leaves symbolic."""
     axes = {0: "batch"}
     inputs = list(info.inputs.values()) if info is not None else []
-    if len(inputs) == 1:
-        axes.update({i: d for i, d in enumerate(inputs[0].shape) if i and isinstance(d, str)})
+    if index < len(inputs):
+        shape = inputs[index].shape
+        axes.update({i: d for i, d in enumerate(shape) if i and isinstance(d, str)})
     return axes
 
 
@@ -185,6 +203,26 @@ class ScriptableConv2d(_ScriptableWeight):
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class ScriptableConvTranspose2d(_ScriptableWeight):
+    """TorchScript-compatible twin of a deployed ``QuantConvTranspose2d``."""
+
+    def __init__(self, layer: QuantConvTranspose2d) -> None:
+        super().__init__()
+        self._take_storage(layer)
+        self.stride, self.padding = list(layer.stride), list(layer.padding)
+        self.output_padding, self.dilation = list(layer.output_padding), list(layer.dilation)
+        self.groups = layer.groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Transposed 2-D convolution of the (quantized) input with the decoded weight."""
+        if self.input_quant is not None:
+            x = self.input_quant(x)
+        return F.conv_transpose2d(
+            x, self._weight(), self.bias, self.stride, self.padding, self.output_padding,
+            self.groups, self.dilation,
+        )  # fmt: skip
+
+
 class ScriptableLinear(_ScriptableWeight):
     """TorchScript-compatible twin of a deployed ``QuantLinear``."""
 
@@ -211,6 +249,8 @@ def replace_modules(model: nn.Module, make: Any) -> nn.Module:
 def _scriptable_twin(layer: QuantModule) -> nn.Module:
     if isinstance(layer, QuantConv2d):
         return ScriptableConv2d(layer)
+    if isinstance(layer, QuantConvTranspose2d):
+        return ScriptableConvTranspose2d(layer)
     if isinstance(layer, QuantLinear):
         return ScriptableLinear(layer)
     raise NoScriptableTwin(f"no TorchScript twin for {type(layer).__name__}")
