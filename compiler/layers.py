@@ -281,6 +281,12 @@ CONVTRANSPOSE2D = LayerSpec(
     _deconv_shape,
     quantizable=True,
     check=_deconv_check,
+    attributes=lambda a: {
+        **a,
+        **{k: pair(a[k]) for k in ("kernel_size", "stride", "padding", "output_padding")},
+        "dilation": pair(a["dilation"]),
+        "bias": UNREADABLE,
+    },
 )
 
 

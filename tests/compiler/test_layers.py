@@ -150,7 +150,8 @@ def test_bind_rejects_bad_arguments(args: list[Any], kwargs: dict[str, Any], mes
     ("StochasticDepth", dict(p=0.2, mode="col"), "mode must be one of 'row', 'batch'"),
     ("StochasticDepth", dict(p=1.2, mode="row"), "p must be between 0 and 1"),
     ("Softmax", dict(), "Softmax is missing its argument 'dim'"),
-    ("MaxPool2d", dict(kernel_size=2, return_indices=True), "return_indices=true is not"),
+    ("AdaptiveMaxPool2d", dict(output_size=2, return_indices=True),
+     r"AdaptiveMaxPool2d\(return_indices=true\) returns a pair of tensors"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_new_layers_reject_what_torch_rejects(name: str, kwargs: dict, message: str) -> None:
     with pytest.raises(EvalError, match=message):

@@ -40,7 +40,7 @@ class ConvBNAct(nn.Sequential):
         )
         self.append(nn.BatchNorm2d(out_ch))
         if act:
-            self.append(nn.SiLU(inplace=True))
+            self.append(nn.SiLU())
 
 
 class SqueezeExcitation(nn.Module):
@@ -54,7 +54,7 @@ class SqueezeExcitation(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = rt.Conv2d(channels, squeeze, 1, weights=weights)
         self.fc2 = rt.Conv2d(squeeze, channels, 1, weights=weights)
-        self.activation = nn.SiLU(inplace=True)
+        self.activation = nn.SiLU()
         self.scale_activation = nn.Sigmoid()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -134,9 +134,9 @@ class EfficientNetB0(nn.Module):
         for t, k, s, c, o, n in settings:
             in_ch = rt.make_divisible(c * width_mult, 8)
             out_ch = rt.make_divisible(o * width_mult, 8)
-            seq1_ = nn.Sequential()
+            _seq1 = nn.Sequential()
             for i in range(rt.ceil(n * depth_mult)):
-                seq1_.append(
+                _seq1.append(
                     MBConv(
                         in_ch if i == 0 else out_ch,
                         out_ch,
@@ -148,12 +148,11 @@ class EfficientNetB0(nn.Module):
                     )
                 )
                 done = done + 1
-            self.features.append(seq1_)
+            self.features.append(_seq1)
         self.features.append(ConvBNAct(last_in, 4 * last_in, 1, weights=weights))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout, inplace=True),
-            rt.Linear(4 * last_in, num_classes, weights=rt.FP32()),
+            nn.Dropout(dropout), rt.Linear(4 * last_in, num_classes, weights=rt.FP32())
         )
 
     def forward(self, x: Tensor) -> Tensor:

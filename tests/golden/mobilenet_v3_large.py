@@ -42,9 +42,9 @@ class ConvBNAct(nn.Sequential):
         )
         self.append(nn.BatchNorm2d(out_ch, eps=0.001, momentum=0.01))
         if act == "HS":
-            self.append(nn.Hardswish(inplace=True))
+            self.append(nn.Hardswish())
         elif act == "RE":
-            self.append(nn.ReLU(inplace=True))
+            self.append(nn.ReLU())
 
 
 class SqueezeExcitation(nn.Module):
@@ -164,8 +164,8 @@ class MobileNetV3Large(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
             rt.Linear(6 * last_in, last, weights=rt.FP32()),
-            nn.Hardswish(inplace=True),
-            nn.Dropout(dropout, inplace=True),
+            nn.Hardswish(),
+            nn.Dropout(dropout),
             rt.Linear(last, num_classes, weights=rt.FP32()),
         )
 

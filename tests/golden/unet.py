@@ -19,9 +19,9 @@ class DoubleConv(nn.Sequential):
         weights = rt.FP32() if weights is None else weights
         super().__init__(
             rt.Conv2d(in_ch, out_ch, 3, padding=1, weights=weights),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             rt.Conv2d(out_ch, out_ch, 3, padding=1, weights=weights),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
         )
 
 
@@ -75,9 +75,9 @@ class UNet(nn.Module):
         weights = rt.TWN(threshold=0.7, per_channel=True) if weights is None else weights
         self.inc = nn.Sequential(
             rt.Conv2d(in_channels, width, 3, padding=1, weights=rt.FP32()),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             rt.Conv2d(width, width, 3, padding=1, weights=weights),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
         )
         self.down = nn.Sequential()
         for i in range(1, depth):

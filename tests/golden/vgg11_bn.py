@@ -34,15 +34,15 @@ class VGG11BN(nn.Module):
                 self.features.append(rt.Conv2d(in_ch, v, 3, padding=1, weights=weights))
             if v != 0:
                 self.features.append(nn.BatchNorm2d(v))
-                self.features.append(nn.ReLU(inplace=True))
+                self.features.append(nn.ReLU())
                 in_ch = v
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             rt.Linear(512 * 7 * 7, 4096, weights=weights),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.Dropout(dropout),
             rt.Linear(4096, 4096, weights=weights),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.Dropout(dropout),
             rt.Linear(4096, num_classes, weights=rt.FP32()),
         )
