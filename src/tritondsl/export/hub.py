@@ -300,32 +300,44 @@ def _resolve_folder(path_or_repo_id: str | Path, hub: dict[str, Any]) -> Path:
     text = str(path_or_repo_id)
     if path.exists() or not _REPO_ID.fullmatch(text) or ".." in text:
         raise ArtifactNotFoundError(text, "not a model folder nor a Hub repo id (OWNER/NAME)")
-    from huggingface_hub import errors, snapshot_download
+    from huggingface_hub import snapshot_download
 
-    try:
+    with _hub_errors(text):
         # Only the files we read: a large .onnx beside them is never downloaded.
         snapshot = snapshot_download(
             text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, SOURCE_NAME], **hub
         )
+    return Path(snapshot)
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str) -> Iterator[None]:
+    """huggingface_hub's errors as ArtifactAuthError / ArtifactNotFoundError, kind kept."""
+    import httpx2
+    from huggingface_hub import errors
+
+    try:
+        yield
     except (errors.GatedRepoError, errors.LocalTokenNotFoundError) as error:
-        raise ArtifactAuthError(text, f"the Hub refused access: {error}") from error
+        raise ArtifactAuthError(repo_id, f"the Hub refused access: {error}") from error
     except (
         errors.RepositoryNotFoundError,
         errors.RevisionNotFoundError,
         errors.EntryNotFoundError,
         errors.LocalEntryNotFoundError,
     ) as error:
-        # The Hub answers 404, not 401, for a private repo without a token: say both.
+        # The Hub answers 404 or 401, not 403, for a private repo without a token: say both.
         raise ArtifactNotFoundError(
-            text, f"not found locally nor on the Hub (or private: pass token=): {error}"
+            repo_id, f"not found locally nor on the Hub (or private: pass token=): {error}"
         ) from error
     except errors.HfHubHTTPError as error:
         status = getattr(error.response, "status_code", None)
         kind = ArtifactAuthError if status in (401, 403) else ArtifactNotFoundError
-        raise kind(text, f"the Hub answered HTTP {status}: {error}") from error
-    except OSError as error:  # network down, cache unreadable
-        raise ArtifactNotFoundError(text, f"cannot reach the Hub or its cache: {error}") from error
-    return Path(snapshot)
+        raise kind(repo_id, f"the Hub answered HTTP {status}: {error}") from error
+    except (OSError, httpx2.TransportError) as error:  # network down, cache unreadable
+        raise ArtifactNotFoundError(
+            repo_id, f"cannot reach the Hub or its cache: {error}"
+        ) from error
 
 
 # Loader kwargs users pass to transformers/diffusers loaders: value(s) that mean "as usual".
@@ -502,23 +514,29 @@ def push_to_hub(
     """Check a saved folder loads, then upload it to the Hub repo ``repo_id`` (created if new).
 
     ``private`` applies when the repo is created (None: the Hub's default); ``revision`` is
-    the branch to commit to; ``create_pr`` opens a pull request instead. Returns the commit
-    URL (or the pull request's).
+    the branch to commit to (created from main if new); ``create_pr`` opens a pull request
+    against it instead. Returns the commit URL (or the pull request's). Hub errors keep
+    their kind: ArtifactAuthError (refused token) or ArtifactNotFoundError.
     """
     folder = Path(save_directory)
     model = from_pretrained(folder)  # never publish a folder that would not load
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(
-        repo_id=getattr(repo, "repo_id", repo_id),
-        folder_path=str(folder),
-        repo_type="model",
-        commit_message=commit_message or f"Upload {model.tdsl_spec.model} with tritondsl",
-        revision=revision,
-        create_pr=create_pr,
-    )
+    with _hub_errors(repo_id):
+        api = HfApi(token=token)
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_id = getattr(repo, "repo_id", repo_id)
+        if revision is not None and not create_pr and not revision.startswith("refs/pr/"):
+            # As transformers' push_to_hub: a new branch starts from main.
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message=commit_message or f"Upload {model.tdsl_spec.model} with tritondsl",
+            revision=revision,
+            create_pr=create_pr,
+        )
     return str(getattr(commit, "pr_url", None) or commit)
 
 

@@ -1,5 +1,6 @@
 """Hub folders: save_pretrained / from_pretrained round trips, hostile artifacts, the HF cache,
-and push_to_hub up to the huggingface_hub boundary (the one place a fake stands in)."""
+and push_to_hub / Hub downloads through huggingface_hub's real client against a loopback Hub
+(fake_hub.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,15 @@ from tests.conftest import EXAMPLES, ROOT
 from tritondsl.backend.deploy import deploy, is_deployed
 from tritondsl.backend.precision import Learned
 from tritondsl.export import hub
-from tritondsl.export.artifact import ArtifactError, parse_config
+from tritondsl.export.artifact import (
+    ArtifactAuthError,
+    ArtifactError,
+    ArtifactNotFoundError,
+    CorruptArtifactError,
+    parse_config,
+)
+
+from .fake_hub import FakeHub, serve
 
 MIXED = next(p for p in EXAMPLES if p.name == "mixed_precision.tdsl")
 IMAGE = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -305,77 +314,132 @@ def test_loads_offline_from_the_cache_named_by_env_vars(
 # ------------------------------------------------------------------------ push_to_hub
 
 
-class RecordingHfApi:
-    """Stands in for HfApi's two network methods and records how they were called."""
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """The loopback Hub, with huggingface_hub pointed at it as HF_ENDPOINT does."""
+    from huggingface_hub import constants
 
-    calls: list[tuple[str, dict[str, Any]]]
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import huggingface_hub
-
-        self.calls, self.uploaded = [], {}
-        recorder = self
-
-        def create_repo(api: Any, repo_id: str, **kwargs: Any) -> Any:
-            recorder.calls.append(("create_repo", {"repo_id": repo_id, "token": api.token,
-                                                   **kwargs}))  # fmt: skip
-            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-        def upload_folder(api: Any, **kwargs: Any) -> str:
-            recorder.calls.append(("upload_folder", kwargs))
-            folder = Path(kwargs["folder_path"])
-            # What would go up must be complete and load on its own, right at this moment.
-            recorder.uploaded = {p.name: p.read_bytes() for p in folder.iterdir()}
-            recorder.loaded = hub.from_pretrained(folder)
-            return f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"
-
-        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    with serve() as server:
+        # huggingface_hub reads HF_ENDPOINT at import: set what it derives from it (the
+        # subprocess test below sets the variable itself). No Xet CAS server here: LFS.
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.url + "/{repo_id}/resolve/{revision}/{filename}")  # fmt: skip
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # Only the tokens a test passes: none from this machine's login or environment.
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        yield server
 
 
-def test_push_to_hub_creates_the_repo_and_uploads_the_folder(
-    saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+def test_push_to_hub_uploads_a_folder_that_loads_back(
+    mixed: nn.Module, saved: dict[str, Path], fake_hub: FakeHub, tmp_path: Path
 ) -> None:
-    fake = RecordingHfApi(monkeypatch)
     url = hub.push_to_hub(saved["base3"], "someone/mixednet", token="hf_secret", private=True)
-    assert url == "https://huggingface.co/someone/mixednet/commit/abc"
-    assert [name for name, _ in fake.calls] == ["create_repo", "upload_folder"]
-    assert fake.calls[0][1] == {
-        "repo_id": "someone/mixednet", "token": "hf_secret", "private": True, "exist_ok": True,
-        "repo_type": "model",
-    }  # fmt: skip
-    upload = fake.calls[1][1]
-    assert upload["repo_id"] == "someone/mixednet" and upload["repo_type"] == "model"
-    assert upload["commit_message"] == "Upload MixedNet with tritondsl"
-    assert (upload["revision"], upload["create_pr"]) == (None, False)
-    assert Path(upload["folder_path"]) == saved["base3"]
-    assert set(fake.uploaded) == FILES
-    assert fake.uploaded["model.safetensors"] == (saved["base3"] / "model.safetensors").read_bytes()
-    assert is_deployed(fake.loaded)
-
-
-def test_push_to_hub_passes_commit_options(
-    saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = RecordingHfApi(monkeypatch)
-    hub.push_to_hub(saved["2bit"], "someone/mixednet", commit_message="v2 weights",
-                    revision="dev", create_pr=True)  # fmt: skip
-    assert fake.calls[0][1]["private"] is None  # the Hub's default for a new repo
-    upload = fake.calls[1][1]
-    assert (upload["commit_message"], upload["revision"], upload["create_pr"]) == (
-        "v2 weights", "dev", True
+    repo = fake_hub.repos["someone/mixednet"]
+    head = repo.branches["main"]
+    assert url == f"{fake_hub.url}/someone/mixednet/commit/{head}"
+    assert repo.private and repo.messages[head] == "Upload MixedNet with tritondsl"
+    files = fake_hub.files("someone/mixednet")
+    assert set(files) == FILES | {".gitattributes"}
+    assert all(files[p.name] == p.read_bytes() for p in saved["base3"].iterdir())
+    # The weights went up as an LFS object (sha256-addressed PUT), the rest in the commit.
+    weights = (saved["base3"] / "model.safetensors").read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()
+    assert fake_hub.lfs == {digest: weights}
+    assert ("PUT", f"/lfs-upload/{digest}") in fake_hub.requests
+    # Downloaded through the real snapshot_download: the same outputs as the deployed model.
+    loaded = hub.from_pretrained("someone/mixednet", token="hf_secret", cache_dir=tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGE), deployed_copy(mixed)(IMAGE))
+    assert ("GET", "/someone/mixednet/resolve/" + head + "/model.safetensors") in (
+        fake_hub.requests
     )
 
 
-def test_push_to_hub_refuses_a_broken_folder_before_any_call(
-    saved: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_push_to_hub_commits_to_a_branch_or_opens_a_pull_request(
+    saved: dict[str, Path], fake_hub: FakeHub, tmp_path: Path
 ) -> None:
-    fake = RecordingHfApi(monkeypatch)
+    hub.push_to_hub(saved["2bit"], "someone/mixednet", token="hf_secret")
+    repo = fake_hub.repos["someone/mixednet"]
+    assert not repo.private  # private=None: the Hub's default, public
+    main = repo.branches["main"]
+    hub.push_to_hub(saved["base3"], "someone/mixednet", token="hf_secret",
+                    commit_message="v2 weights", revision="dev")  # fmt: skip
+    assert repo.branches["main"] == main  # the branch was created from main, main untouched
+    assert repo.messages[repo.branches["dev"]] == "v2 weights"
+    assert fake_hub.files("someone/mixednet", "dev")["model.safetensors"] == (
+        saved["base3"] / "model.safetensors"
+    ).read_bytes()
+    url = hub.push_to_hub(saved["base3"], "someone/mixednet", token="hf_secret", create_pr=True)
+    assert url == f"{fake_hub.url}/someone/mixednet/discussions/1"
+    assert repo.pulls == ["refs/pr/1"] and repo.branches["main"] == main
+    # Each revision loads with its own weights.
+    two = hub.from_pretrained("someone/mixednet", token="hf_secret", cache_dir=tmp_path)
+    dev = hub.from_pretrained("someone/mixednet", revision="dev", token="hf_secret",
+                              cache_dir=tmp_path)  # fmt: skip
+    cached = {p.read_bytes() for p in tmp_path.rglob("model.safetensors")}
+    assert cached == {(saved[p] / "model.safetensors").read_bytes() for p in ("2bit", "base3")}
+    with torch.no_grad():
+        assert torch.equal(two(IMAGE), dev(IMAGE))  # 2-bit and base-3: the same weights
+
+
+def test_hub_errors_keep_their_kind(
+    saved: dict[str, Path], fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    with pytest.raises(ArtifactAuthError, match="someone/mixednet"):
+        hub.push_to_hub(saved["2bit"], "someone/mixednet", token="hf_wrong")
+    assert fake_hub.repos == {}
+    hub.push_to_hub(saved["2bit"], "someone/mixednet", token="hf_secret", private=True)
+    with pytest.raises(ArtifactNotFoundError, match="or private: pass token="):
+        hub.from_pretrained("someone/mixednet", cache_dir=tmp_path)  # no token
+    with pytest.raises(ArtifactNotFoundError, match="someone/other"):
+        hub.from_pretrained("someone/other", token="hf_secret", cache_dir=tmp_path)
+    with pytest.raises(ArtifactNotFoundError, match="no-such-branch"):
+        hub.from_pretrained("someone/mixednet", revision="no-such-branch", token="hf_secret",
+                            cache_dir=tmp_path)  # fmt: skip
+    # A file changed on the way (or on the server) is refused, not loaded.
+    fake_hub.tamper["model.safetensors"] = b"\0" * 64
+    with pytest.raises(CorruptArtifactError, match=r"model\.safetensors"):
+        hub.from_pretrained("someone/mixednet", token="hf_secret", cache_dir=tmp_path / "c2")
+
+
+def test_push_to_hub_refuses_a_broken_folder_before_any_request(
+    saved: dict[str, Path], tmp_path: Path, fake_hub: FakeHub
+) -> None:
     shutil.copytree(saved["2bit"], tmp_path / "m")
     (tmp_path / "m" / "model.pt").write_bytes(b"")
     with pytest.raises(ArtifactError, match="pickle"):
-        hub.push_to_hub(tmp_path / "m", "someone/mixednet")
-    assert fake.calls == []
+        hub.push_to_hub(tmp_path / "m", "someone/mixednet", token="hf_secret")
+    assert fake_hub.requests == []
+
+
+@pytest.mark.slow
+def test_downloads_from_the_endpoint_named_by_hf_endpoint(
+    mixed: nn.Module, saved: dict[str, Path], fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    hub.push_to_hub(saved["2bit"], "someone/mixednet", token="hf_secret")
+    # A fresh process: huggingface_hub itself reads HF_ENDPOINT (nothing patched).
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HOME": str(tmp_path / "home"),
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
+    code = (
+        "import json, torch, tritondsl\n"
+        "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
+        "model = tritondsl.from_pretrained('someone/mixednet')\n"
+        "print(json.dumps(model(x).tolist()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        expected = deployed_copy(mixed)(IMAGE)
+    assert torch.equal(torch.tensor(json.loads(proc.stdout)), expected)
+    head = fake_hub.repos["someone/mixednet"].branches["main"]
+    assert ("GET", f"/someone/mixednet/resolve/{head}/model.safetensors") in fake_hub.requests
 
 
 # ------------------------------------------------------------------------ the zoo
