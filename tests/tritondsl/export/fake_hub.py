@@ -106,7 +106,8 @@ def make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 try:
                     status, headers, reply = route(hub, method, path, query, body, self.user())
                 except HubError as error:
-                    status, reply = error.status, json.dumps({"error": error.message, **error.extra}).encode()
+                    status = error.status
+                    reply = json.dumps({"error": error.message, **error.extra}).encode()
                     headers = {"Content-Type": "application/json"}
                     if error.code:
                         headers["X-Error-Code"] = error.code

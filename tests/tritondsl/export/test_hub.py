@@ -292,8 +292,15 @@ def test_loads_offline_from_the_cache_named_by_env_vars(
 ) -> None:
     # huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE at import: a fresh process.
     make_hf_cache(tmp_path / "hub", "someone/mixednet", saved["2bit"])
-    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    got = load_in_a_fresh_process({"HF_HOME": str(tmp_path / "home"),
+                                   "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    with torch.no_grad():
+        assert torch.equal(got, deployed_copy(mixed)(IMAGE))
+
+
+def load_in_a_fresh_process(env: dict[str, str]) -> torch.Tensor:
+    """from_pretrained('someone/mixednet') on IMAGE in a new Python with ``env`` added."""
+    env = {**os.environ, **env, "HF_HUB_DISABLE_TELEMETRY": "1",
            # The same thread count as here: kernels split work by threads, and the outputs
            # are compared bit for bit.
            "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
@@ -306,9 +313,7 @@ def test_loads_offline_from_the_cache_named_by_env_vars(
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    with torch.no_grad():
-        expected = deployed_copy(mixed)(IMAGE)
-    assert torch.equal(torch.tensor(json.loads(proc.stdout)), expected)
+    return torch.tensor(json.loads(proc.stdout))
 
 
 # ------------------------------------------------------------------------ push_to_hub
@@ -423,21 +428,10 @@ def test_downloads_from_the_endpoint_named_by_hf_endpoint(
 ) -> None:
     hub.push_to_hub(saved["2bit"], "someone/mixednet", token="hf_secret")
     # A fresh process: huggingface_hub itself reads HF_ENDPOINT (nothing patched).
-    env = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HOME": str(tmp_path / "home"),
-           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}  # fmt: skip
-    code = (
-        "import json, torch, tritondsl\n"
-        "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
-        "model = tritondsl.from_pretrained('someone/mixednet')\n"
-        "print(json.dumps(model(x).tolist()))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    got = load_in_a_fresh_process({"HF_ENDPOINT": fake_hub.url, "HF_HUB_DISABLE_XET": "1",
+                                   "HF_HOME": str(tmp_path / "home")})  # fmt: skip
     with torch.no_grad():
-        expected = deployed_copy(mixed)(IMAGE)
-    assert torch.equal(torch.tensor(json.loads(proc.stdout)), expected)
+        assert torch.equal(got, deployed_copy(mixed)(IMAGE))
     head = fake_hub.repos["someone/mixednet"].branches["main"]
     assert ("GET", f"/someone/mixednet/resolve/{head}/model.safetensors") in fake_hub.requests
 
