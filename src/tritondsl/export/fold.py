@@ -20,7 +20,7 @@ and scales. Any other BatchNormalization (after a Conv with a second consumer, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -76,9 +76,13 @@ def fold_decomposition(dec: Decomposition, factor: np.ndarray) -> Decomposition:
 
 
 def fold_batchnorm(
-    proto: onnx.ModelProto, decompositions: Mapping[str, Decomposition] | None = None
+    proto: onnx.ModelProto,
+    decompositions: Mapping[str, Decomposition] | None = None,
+    keep: Collection[str] = (),
 ) -> FoldResult:
-    """Fold every BatchNormalization that follows a Conv / Gemm into it, in place (see module)."""
+    """Fold every BatchNormalization that follows a Conv / Gemm into it, in place (see module);
+    the weights named in ``keep`` (float16 ones, whose stored values would round) are left
+    with their BatchNormalization."""
     graph = proto.graph
     _matmuls_to_gemm(proto)
     inits = {t.name: t for t in graph.initializer}
@@ -99,6 +103,8 @@ def fold_batchnorm(
         if node is None or not _foldable(node, bn, inits, uses, outputs):
             continue
         weight_name = node.input[1]
+        if weight_name in keep:
+            continue
         factor, shift = _bn_affine(bn, inits)
         weight = numpy_helper.to_array(inits[weight_name]).astype(np.float64)
         if weight.shape[0] != factor.shape[0]:

@@ -26,9 +26,16 @@ float16 tensor -> ``Cast`` to float, in both compact forms; both are plain float
 Everything here is constant, so onnxruntime folds it once at load time (for DQ nodes only
 with ``session.disable_quant_qdq=1``, see ``onnx_verify.create_session``).
 
-BatchNorm stays a separate node (``TrainingMode.PRESERVE`` on an eval model): folding it,
-as the exporter's eval mode does, would rename and rescale the very weights we look for.
-onnxruntime fuses Conv + BatchNorm itself when optimizations are on.
+BatchNorm after a Conv or a Linear is folded into it in every form (``fold.py``): the trits
+stay trits (negated in a channel whose BatchNorm factor is negative), the scales become per
+output channel, and the graph has one node fewer per BatchNorm for consumers that do not
+fuse it themselves (onnxruntime with optimizations off, simplifiers, hand-written readers).
+The exporter runs with ``TrainingMode.PRESERVE`` (its own eval-mode folding would rename
+and rescale the very weights we look for) and ``fold_batchnorm`` folds the graph it wrote,
+returning the folded codes and scales that the compact forms then store. Left unfolded: a
+BatchNorm after a ConvTranspose2d, after a Linear on a 3-D input (a MatMul), after a
+layer whose output has a second reader, and after a float16 layer (folding would round
+its stored values again).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from tritondsl.backend.layers import QuantConv2d, QuantConvTranspose2d, QuantMod
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
 from tritondsl.compiler.check import ModelInfo
 from tritondsl.export.exportable import onnx_input_axes
+from tritondsl.export.fold import fold_batchnorm
 from tritondsl.export.hub import layer_precisions
 from tritondsl.export.onnx_verify import TERNARY_KEY, WEIGHTS_KEY
 from tritondsl.export.torch_export import (
@@ -63,6 +71,7 @@ from tritondsl.export.torch_export import (
     run_outputs,
     spec_info,
 )
+from tritondsl.kernels.packing import pack
 
 WEIGHT_FORMS = ("int2", "packed", "float")
 OPSET = {"int2": 25, "packed": 18, "float": 18}
@@ -267,8 +276,10 @@ class _Rewriter:
     def _two_scales(self, wname: str, trits: str, dec: Decomposition, out: str) -> str:
         """Where(t > 0, scale_pos, scale_neg) · t -> ``out``: the Learned quantizer's weight."""
         assert dec.scale is not None and dec.scale_neg is not None
-        pos = self.add(_array(wname + ".scale_pos", dec.scale.reshape(())))
-        neg = self.add(_array(wname + ".scale_neg", dec.scale_neg.reshape(())))
+        # One pair for the tensor, or (after BatchNorm folding) one per output channel.
+        shape = (-1,) + (1,) * (dec.codes.dim() - 1) if dec.scale.numel() > 1 else ()
+        pos = self.add(_array(wname + ".scale_pos", dec.scale.reshape(shape)))
+        neg = self.add(_array(wname + ".scale_neg", dec.scale_neg.reshape(shape)))
         zero = self.constant("zero", np.array(0.0, np.float32))
         positive = self.node("Greater", [trits, zero], wname + ".positive")
         scales = self.node("Where", [positive, pos, neg], wname + ".scales")
@@ -287,8 +298,9 @@ class _Rewriter:
         return "INT2 + DequantizeLinear + Where(pos, neg scales)"
 
     def _packed(self, wname: str, layer: QuantModule, dec: Decomposition) -> str:
-        packed_buffer = layer.storage_tensors()["weight_packed"]
-        n, k, shape = packed_buffer.shape[0], layer.reduction_size, list(layer.weight_shape)
+        # Packed from the codes (BatchNorm folding may have negated some channels' trits).
+        n, k, shape = dec.codes.shape[0], layer.reduction_size, list(layer.weight_shape)
+        packed_buffer = pack(dec.codes.reshape(n, k))
         packed = self.add(_array(wname + ".packed", packed_buffer))
         self.layout[wname]["codes"] = packed
         expanded = self.node(
@@ -369,6 +381,11 @@ def export_onnx(
     weights_of = {id(layer): decompositions[name].dequantize() for name, layer in layers.items()}
     float_model = replace_modules(deployed, lambda m: _float_twin(m, weights_of[id(m)])).eval()
     proto = _torch_to_onnx(float_model, example, input_names, len(expected), axes)
+    given = {f"{name}.weight": dec for name, dec in decompositions.items()}
+    fp16 = {w for w, dec in given.items() if dec.scale is None}
+    folded = fold_batchnorm(proto, {w: d for w, d in given.items() if w not in fp16}, fp16)
+    decompositions = {name: folded.decompositions.get(f"{name}.weight", dec)
+                      for name, dec in decompositions.items()}  # fmt: skip
     if OPSET[weights] != EXPORT_OPSET:
         # The converter's adapters carry ops whose meaning changed between opsets; it runs
         # before the rewrite because it does not know INT2 tensors.

@@ -151,7 +151,11 @@ def test_debug_lines_time_each_step(tmp_path: object) -> None:
     )
 
 
-def test_shell_completion_lists_choices() -> None:
+def test_shell_completion_lists_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    # By default --show-completion is a flag and Typer asks shellingham for the shell of
+    # the parent processes: "sh" under make, none at all in an orphaned run, so the test
+    # depended on how pytest was started. Typer's switch makes the shell an argument.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = runner.invoke(app, ["--show-completion", "bash"], prog_name="tritondsl")
     assert script.exit_code == 0 and "_TRITONDSL_COMPLETE=complete_bash" in script.output
     env = {"_TRITONDSL_COMPLETE": "complete_bash", "COMP_CWORD": "4",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -169,3 +172,71 @@ def test_matmul_on_3d_input_stays_a_matmul() -> None:
     assert result.folds == []
     assert "MatMul" in [n.op_type for n in proto.graph.node]
     np.testing.assert_allclose(_run(proto, x), expected, rtol=1e-5, atol=1e-5)
+
+
+FOLDED_NET = """
+model FoldNet(num_classes: int = 6) {
+    input x: Tensor[N, 3, 12, 12]
+    weights ternary(scale=per_channel)
+    c1 = Conv2d(3, 8, 3, padding=1, bias=false)
+    b1 = BatchNorm2d(8)
+    c2 = Conv2d(8, 8, 3, padding=1) @ternary(learned=true)
+    b2 = BatchNorm2d(8)
+    c3 = Conv2d(8, 8, 1, bias=false) @ternary(method=absmean, scale=per_tensor)
+    b3 = BatchNorm2d(8)
+    c4 = Conv2d(8, 8, 3, padding=1, bias=false) @fp16
+    b4 = BatchNorm2d(8)
+    pool = AdaptiveAvgPool2d(1)
+    fc = Linear(8, num_classes, bias=false) @int8
+    forward(x) {
+        let y = relu(b2(c2(relu(b1(c1(x))))))
+        let z = relu(b4(c4(relu(b3(c3(y))))))
+        return fc(flatten(pool(z), 1))
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("form", ["int2", "packed", "float"])
+def test_export_onnx_folds_batchnorm_in_every_form(form: str, tmp_path: Path) -> None:
+    import tritondsl
+    from tritondsl.export.onnx import export_onnx
+    from tritondsl.export.onnx_verify import verify_onnx, weight_stats
+    from tritondsl.export.torch_export import deployed_copy
+
+    torch.manual_seed(0)
+    model = tritondsl.compile(FOLDED_NET).build().eval()
+    _randomise_bn(model, seed=5)  # some gammas negative: those channels' trits negate
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    result = export_onnx(model, tmp_path / f"fold-{form}.onnx", x, form)
+    proto = onnx.load(str(result.path))
+    # Every BatchNorm folds but the fp16 layer's (its stored half values would round again).
+    bns = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    assert [n.input[0] for n in bns] == ["/c4/Conv_output_0"]
+    report = verify_onnx(result.path, result.example_input, result.expected)
+    assert report.ok, [check.line() for check in report.checks]
+    inits = {t.name: t for t in proto.graph.initializer}
+    layers = dict(deployed_copy(model).named_modules())
+    if form == "float":
+        return
+    assert weight_stats(proto).ternary_weights == sum(
+        math.prod(layers[n].weight_shape) for n in ("c1", "c2", "c3")
+    )
+    for name in ("c1", "c3"):  # the same trits up to a sign per output channel
+        stored = layers[name].decomposition().codes
+        codes = inits[f"{name}.weight.codes" if form == "int2" else f"{name}.weight.packed"]
+        if form == "int2":
+            folded = torch.from_numpy(numpy_helper.to_array(codes).astype(np.int8))
+        else:
+            from tritondsl.kernels.packing import unpack
+
+            raw = torch.from_numpy(numpy_helper.to_array(codes))
+            folded = unpack(raw, layers[name].reduction_size).reshape(stored.shape)
+        gamma = model.get_submodule({"c1": "b1", "c3": "b3"}[name]).weight.detach()
+        sign = torch.where(gamma < 0, -1, 1).to(torch.int8).view(-1, 1, 1, 1)
+        assert torch.equal(folded, stored * sign) and bool((gamma < 0).any())
+    # Per-tensor and two-scale layers now carry one (positive) scale per output channel.
+    scale = numpy_helper.to_array(inits["c3.weight.scale"])
+    assert scale.size == 8 and bool((scale > 0).all())
+    pos = numpy_helper.to_array(inits["c2.weight.scale_pos"])
+    assert pos.shape == (8, 1, 1, 1) and bool((pos > 0).all())
