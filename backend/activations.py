@@ -28,7 +28,8 @@ Contract (what exporters, calibration and tests rely on):
   ``scale = max(|lo|, |hi|) / 127``, ``zero_point = 0``.
 * When the range updates: static quantizers observe every training-mode forward (EMA with
   the config's momentum; the first batch sets the range); LSQ ones observe only their first
-  training batch, which initialises the scale, then learn it. Eval mode never updates.
+  training batch, which initialises the scale (from the union of every process's range
+  under torch.distributed), then learn it. Eval mode never updates.
   ``calibrate(model, batches)`` is the observer pass over data: it resets every static and
   LSQ quantizer, runs the model in eval mode without gradients, sets each range to the mean
   of the per-batch ranges, and returns the number of batches it used; on any error every
@@ -47,6 +48,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from tritondsl.backend.precision import (
@@ -203,6 +205,10 @@ class ActivationQuantizer(nn.Module):
         config = self.config
         percentile = config.percentile if isinstance(config, A8Static) else None
         lo, hi = batch_range(x, percentile, config.signed)
+        if self.learned and dist.is_available() and dist.is_initialized():
+            # DDP broadcasts parameters once, before this first batch: every process must
+            # start the learned scale from the same range, so take the union of theirs.
+            lo, hi = _global_range(lo, hi, x.device)
         if seen == 0:
             weight = 1.0
         elif self.calibrating:
@@ -295,6 +301,14 @@ def input_quantizer_of(layer: nn.Module) -> ActivationQuantizer | None:
 def activation_quantizers(model: nn.Module) -> list[tuple[str, ActivationQuantizer]]:
     """Every ActivationQuantizer of ``model`` with its qualified module name."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, ActivationQuantizer)]
+
+
+def _global_range(lo: float, hi: float, device: torch.device) -> tuple[float, float]:
+    """The union of every process's [lo, hi] (torch.distributed is initialised)."""
+    low, high = torch.tensor([lo], device=device), torch.tensor([hi], device=device)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return float(low), float(high)
 
 
 def _batch_input(batch: Any) -> Any:

@@ -130,6 +130,18 @@ class ActQuantConv2d(InputQuantized, nn.Conv2d):
         return self._conv_forward(self.quantize_input(x), self.weight, self.bias)
 
 
+class ActQuantConvTranspose2d(InputQuantized, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with fp32 weights whose input is fake-quantized to 8 bits."""
+
+    def __init__(self, *args: Any, input_quantizer: ActivationPrecision, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_input_quant(input_quantizer)
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        """Transposed 2-D convolution of the quantized input (``output_size`` as in torch)."""
+        return super().forward(self.quantize_input(x), output_size)
+
+
 class QuantModule(InputQuantized):
     """Shared behaviour of ``QuantLinear`` and ``QuantConv2d`` (isinstance target)."""
 

@@ -391,12 +391,61 @@ def ternary(**options: Any) -> WeightPrecision:
         raise PrecisionError(f"ternary(): {error}") from None
 
 
+# Activation precisions the language names directly (``@a8``, ``activations a32``).
+ACTIVATION_NAMED: dict[str, ActivationPrecision] = {"a8": A8Static(), "a32": A32()}
+# ``activations int8`` / ``activations fp32`` read as the sentence they are.
+ACTIVATION_ALIASES: dict[WeightPrecision, ActivationPrecision] = {
+    Int8(): A8Static(),
+    FP32(): A32(),
+}
+ACT_METHODS = ("static", "lsq", "per_token")
+A8_OPTIONS = ("method", "signed", "percentile", "momentum")
+
+
+def _a8(options: dict[str, Any]) -> ActivationPrecision:
+    unknown = sorted(set(options) - set(A8_OPTIONS))
+    if unknown:
+        raise PrecisionError(f"unexpected keyword argument '{unknown[0]}'")
+    method = _choice(options, "method", ACT_METHODS, "static")
+    static_only = sorted({"percentile", "momentum"} & set(options))
+    _require(
+        method == "static" or not static_only,
+        f"'{static_only[0] if static_only else ''}' applies to method=static only",
+    )
+    if method == "per_token":
+        _require("signed" not in options, "method=per_token is always int8; drop 'signed'")
+        return A8PerToken()
+    signed = options.get("signed", False)
+    if method == "lsq":
+        return A8LSQ(signed)
+    return A8Static(signed, options.get("percentile"), options.get("momentum", ACT_MOMENTUM))
+
+
+def a8(**options: Any) -> ActivationPrecision:
+    """``a8(method=static|lsq|per_token, signed=, percentile=, momentum=)``, as in the language.
+
+    Raises ``PrecisionError`` naming the option, prefixed ``a8():``.
+    """
+    try:
+        return _a8(options)
+    except PrecisionError as error:
+        raise PrecisionError(f"a8(): {error}") from None
+
+
+def as_activation(value: Any) -> ActivationPrecision | None:
+    """``value`` as an activation precision (``int8``/``fp32`` read as a8/a32), else None."""
+    if isinstance(value, ActivationPrecision):
+        return value
+    return ACTIVATION_ALIASES.get(value) if isinstance(value, WeightPrecision) else None
+
+
 # Functions of the language that build a precision from keyword options: the compiler
 # makes each a compile-time builtin, the runtime gives it to generated code.
-BUILDERS: dict[str, Callable[..., Precision]] = {"ternary": ternary}
+BUILDERS: dict[str, Callable[..., Precision]] = {"ternary": ternary, "a8": a8}
+ACTIVATION_BUILDERS = frozenset({"a8"})  # the builders of activation precisions
 
 # Bare words the builders accept as option values (the language's option constants).
-OPTION_WORDS: tuple[str, ...] = (*SCALES, *TERNARY_METHODS)
+OPTION_WORDS: tuple[str, ...] = (*SCALES, *TERNARY_METHODS, *ACT_METHODS)
 
 
 def ternary_or_default(precision: WeightPrecision | None) -> WeightPrecision:

@@ -17,7 +17,7 @@ from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter, p
 from tritondsl.compiler.evaluate import BudgetExceeded
 from tritondsl.compiler.infer import ShapeInference
 from tritondsl.compiler.instantiate import resolve_precisions
-from tritondsl.compiler.layers import LAYERS
+from tritondsl.compiler.layers import LAYERS, activation_state
 from tritondsl.compiler.parser import MAX_SOURCE_BYTES, decode, parse
 from tritondsl.compiler.resolve import resolve
 from tritondsl.compiler.values import EvalError, Module, Poison, Tensor, TensorDecl
@@ -57,15 +57,16 @@ class ModelInfo:
             stack.extend(reversed([c for c in module.children.values() if isinstance(c, Module)]))
 
     def state_dict(self) -> list[StateItem]:
-        """The state_dict entries the generated model has with quantization disabled."""
+        """The state_dict entries of the generated model: each layer's float tensors and its
+        input quantizer's state (``Learned`` weight scales are not listed)."""
         items: list[StateItem] = []
         for module in self.modules():
             prefix = f"{module.path}." if module.path else ""
             spec = LAYERS.get(module.kind)
             if spec is not None and not module.sequential:
+                entries = [*spec.state(module.args), *activation_state(module.activation)]
                 items.extend(
-                    StateItem(prefix + e.name, e.shape, e.dtype, e.learnable)
-                    for e in spec.state(module.args)
+                    StateItem(prefix + e.name, e.shape, e.dtype, e.learnable) for e in entries
                 )
             for child in module.children.values():
                 if isinstance(child, TensorDecl) and child.learnable and child.ternary:
@@ -169,7 +170,8 @@ def _check_model(
     except EvalError as error:
         engine.report(error)
         return None
-    resolve_precisions(root)
+    for error in resolve_precisions(root):
+        engine.report(error)
     output = engine.infer_model(root)
     return ModelInfo(
         definition.name,

@@ -11,6 +11,11 @@ is how the model's default precision reaches the layers of nested blocks:
 * otherwise calls pass the caller's ``weights`` on.
 
 This reproduces the checker's rule (use-site ``@`` > the block's ``weights`` > inherited).
+Activation precisions follow the same rule through a second keyword, ``activations``, which
+classes take only when their file uses activation precisions (``a8``, ``a32``, an
+``activations`` statement or an ``activation`` parameter), so other programs generate as
+before. An ``@P`` whose family is not visible in the text (P a ``let`` or loop value) is
+routed at run time by ``rt.weights_of`` / ``rt.activations_of``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,17 @@ from pathlib import PurePath
 
 import jinja2
 
-from tritondsl.backend.precision import BUILDERS, FP32, NAMED, OPTION_WORDS, Precision
+from tritondsl.backend.precision import (
+    A32,
+    ACTIVATION_ALIASES,
+    ACTIVATION_BUILDERS,
+    ACTIVATION_NAMED,
+    BUILDERS,
+    FP32,
+    NAMED,
+    OPTION_WORDS,
+    Precision,
+)
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.check import CheckedProgram
 from tritondsl.compiler.diagnostics import CompileError, Diagnostic
@@ -82,6 +97,7 @@ PY_TYPES = {
     "str": "str",
     "trit": "int",
     "precision": "rt.WeightPrecision",
+    "activation": "rt.ActivationPrecision",
     "tuple": "tuple",
     "list": "list",
 }
@@ -110,9 +126,11 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
     classes = []
     errors: list[Diagnostic] = []
     read = attribute_names(checked.program)
+    acts = uses_activations(checked.program)
     for definition in checked.program.definitions:
         try:
-            classes.append(_ClassEmitter(definition, checked, precision, read).emit_class())
+            emitter = _ClassEmitter(definition, checked, precision, read, acts)
+            classes.append(emitter.emit_class())
         except CodegenError as error:
             errors.append(Diagnostic(error.message, error.span))
     if errors:
@@ -136,6 +154,19 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
         imports=imports,
         classes=classes,
     )
+
+
+def uses_activations(program: n.Program) -> bool:
+    """Whether any definition of ``program`` mentions an activation precision."""
+    for node in n.walk(program):
+        match node:
+            case n.ActivationsDecl():
+                return True
+            case n.Name(id=name) if name in ACTIVATION_NAMED or name in ACTIVATION_BUILDERS:
+                return True
+            case n.TypeExpr(name="activation"):
+                return True
+    return False
 
 
 def _construct(precision: Precision) -> str:
@@ -180,9 +211,14 @@ class _ClassEmitter(PyPrinter):
     """Emits one definition; ``forward`` mode changes how names are printed."""
 
     def __init__(
-        self, d: n.Definition, checked: CheckedProgram, precision: str | None, read: frozenset[str]
+        self,
+        d: n.Definition,
+        checked: CheckedProgram,
+        precision: str | None,
+        read: frozenset[str],
+        acts: bool,
     ) -> None:
-        self.d, self.checked, self.override = d, checked, precision
+        self.d, self.checked, self.override, self.acts = d, checked, precision, acts
         self.definitions = checked.definitions
         body = d.alias.body if isinstance(d.alias, n.SeqExpr) else d.body
         statements = n.walk_statements(body)
@@ -204,12 +240,15 @@ class _ClassEmitter(PyPrinter):
                 elif isinstance(node, n.For):
                     self.values.update(node.targets)
         self.annotated_call: n.Expr | None = None  # the constructor an '@' applies to
+        self.annotated_act_call: n.Expr | None = None  # the same for an activation '@'
+        self.typed = {p.name: p.type.name for p in d.params}
         self.forward_mode = False
         self.locals: set[str] = set()
         self.stored: set[str] = set()  # compile-time values forward reads from self
         # Parameters some `blk.param` in the program may read: kept on the instance.
         self.readable = {p.name for p in d.params} & read
         self.current = "weights"  # the precision expression in effect
+        self.current_act = "activations"  # the activation precision expression in effect
         self.temps = 0
         self.pre: list[str] = []
 
@@ -218,10 +257,18 @@ class _ClassEmitter(PyPrinter):
         d = self.d
         own = next((s for s in d.body if isinstance(s, n.WeightsDecl)), None)
         params = [self.param(p) for p in d.params]
-        signature = ", ".join(["self", *params, "*", "weights: rt.WeightPrecision | None = None"])
+        keywords = ["weights: rt.WeightPrecision | None = None"]
+        if self.acts:
+            keywords.append("activations: rt.ActivationPrecision | None = None")
+        signature = ", ".join(["self", *params, "*", *keywords])
         # The block's own `weights` (else fp32) applies unless the caller passed one.
         default = self.precision_text(own.precision) if own else _construct(FP32())
         prologue = [f"weights = {default} if weights is None else weights"]
+        if self.acts:
+            own_act = next((s for s in d.body if isinstance(s, n.ActivationsDecl)), None)
+            act = self.activation_text(own_act.precision) if own_act else _construct(A32())
+            # A statement, not a conditional expression: config reprs are long lines.
+            prologue += ["if activations is None:", f"    activations = {act}"]
         init_def = wrap(f"def __init__({signature}) -> None:", width=99 - 4)
         where = f"{d.kind} {d.name} ({source_label(self.checked.path)!r}, line {d.span.line})"
         if isinstance(d.alias, n.SeqExpr):
@@ -432,6 +479,8 @@ class _ClassEmitter(PyPrinter):
             return ident
         if ident in NAMED:
             return self.precision_text(node)
+        if ident in ACTIVATION_NAMED:
+            return self.activation_text(node)
         if ident in CONSTANTS:  # option symbols such as per_channel
             return repr(ident)
         if ident in LAYERS or ident in FORWARD_OPS:
@@ -457,6 +506,35 @@ class _ClassEmitter(PyPrinter):
                 return self.plain_call(f"rt.{node.func.id}", node)
         return self.text(node)
 
+    def activation_text(self, node: n.Expr) -> str:
+        """An activation precision expression (``--precision`` leaves these alone)."""
+        if isinstance(node, n.Name) and node.id in ACTIVATION_NAMED:
+            return _construct(ACTIVATION_NAMED[node.id])
+        if isinstance(node, n.Name) and node.id in NAMED:  # `activations int8`
+            return _construct(ACTIVATION_ALIASES[NAMED[node.id]])
+        if isinstance(node, n.Call) and isinstance(node.func, n.Name):
+            build = BUILDERS.get(node.func.id)
+            if build is not None and node.func.id in ACTIVATION_BUILDERS:
+                literal = _literal_options(node, self.values | self.members)
+                if literal is not None:
+                    return _construct(build(**literal))
+                return self.plain_call(f"rt.{node.func.id}", node)
+        if self.family(node) == "activations":
+            return self.text(node)
+        return f"rt.as_activation({self.text(node)})"
+
+    def family(self, node: n.Expr) -> str | None:
+        """Which precision an expression is, where the text alone shows it."""
+        if isinstance(node, n.Call) and isinstance(node.func, n.Name):
+            node = node.func
+        if not isinstance(node, n.Name) or node.id in self.values - set(self.typed):
+            return None
+        if node.id in self.typed:
+            return {"precision": "weights", "activation": "activations"}.get(self.typed[node.id])
+        if node.id in ACTIVATION_NAMED or node.id in ACTIVATION_BUILDERS:
+            return "activations"
+        return "weights" if node.id in NAMED or node.id in BUILDERS else None
+
     def annotated(self, node: n.Binary) -> str | None:
         if self.forward_mode or not _is_constructor(node.left, self.definitions):
             if not self.forward_mode and isinstance(node.left, n.Name):
@@ -464,12 +542,27 @@ class _ClassEmitter(PyPrinter):
                     "annotate a layer where it is created, e.g. 'x = Conv2d(...) @fp32'", node.span
                 )
             return None
-        saved = self.current, self.annotated_call
-        self.current, self.annotated_call = self.precision_text(node.right), node.left
+        saved = self.current, self.annotated_call, self.current_act, self.annotated_act_call
+        target = _constructor(node.left)
+        family = self.family(node.right)
+        # Without activation precisions in the file every '@' value is a weight precision.
+        dynamic = family is None and self.acts
+        if family != "activations":
+            text = self.precision_text(node.right)
+            self.annotated_call = target
+            routed = dynamic and self.override is None
+            self.current = f"rt.weights_of({text}, {self.current})" if routed else text
+        if family == "activations" or dynamic:
+            self.annotated_act_call = target
+            self.current_act = (
+                f"rt.activations_of({self.text(node.right)}, {self.current_act})"
+                if dynamic
+                else self.activation_text(node.right)
+            )
         try:
             return self.text(node.left, 0)
         finally:
-            self.current, self.annotated_call = saved
+            self.current, self.annotated_call, self.current_act, self.annotated_act_call = saved
 
     def call(self, node: n.Call) -> str:
         func = node.func
@@ -480,7 +573,10 @@ class _ClassEmitter(PyPrinter):
         if callee is None or shadowed:
             return self.plain_call(self.text(func, POSTFIX), node)
         if callee in QUANTIZABLE:
-            return self.plain_call(f"rt.{callee}", node, (f"weights={self.current}",))
+            keywords = [f"weights={self.current}"]
+            if self.acts:
+                keywords.append(f"activations={self.current_act}")
+            return self.plain_call(f"rt.{callee}", node, tuple(keywords))
         if callee in LOCATED_LAYERS:
             return self.plain_call(LOCATED_LAYERS[callee], node, (f"where={self.where(node)}",))
         if callee in LAYERS:
@@ -489,8 +585,13 @@ class _ClassEmitter(PyPrinter):
             target = self.definitions[callee]
             own = any(isinstance(s, n.WeightsDecl) for s in target.body)
             direct = node is self.annotated_call
-            passes = () if own and not direct else (f"weights={self.current}",)
-            return self.plain_call(callee, node, passes)
+            passes = [] if own and not direct else [f"weights={self.current}"]
+            own_act = any(isinstance(s, n.ActivationsDecl) for s in target.body)
+            if self.acts and (not own_act or node is self.annotated_act_call):
+                passes.append(f"activations={self.current_act}")
+            return self.plain_call(callee, node, tuple(passes))
+        if callee in ACTIVATION_BUILDERS:
+            return self.activation_text(node)
         if callee in BUILDERS:
             return self.precision_text(node)
         if callee in COMPILE_CALLS:
@@ -593,6 +694,13 @@ def _decodes(checked: CheckedProgram) -> bool:
         for definition in checked.program.definitions
         for node in n.walk(definition)
     )
+
+
+def _constructor(node: n.Expr) -> n.Expr:
+    """The call an annotation chain ``Conv2d(...) @P @Q`` applies to."""
+    while isinstance(node, n.Binary) and node.op == "@":
+        node = node.left
+    return node
 
 
 def _is_constructor(node: n.Expr, definitions: dict[str, n.Definition]) -> bool:

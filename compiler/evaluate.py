@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tritondsl.backend.precision import WeightPrecision
+from tritondsl.backend.precision import ActivationPrecision, WeightPrecision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.arith import COMPARE, VERBS, arith, is_scalar, repeat, size_arith
@@ -197,6 +197,13 @@ class ExprEvaluator:
             return FuncRef(node.id, forward_only=True)
         raise _Unassigned(node)
 
+    def callee(self, node: n.Expr, scope: Scope) -> Any:
+        """What a call calls: ``a8`` alone is a precision, ``a8(...)`` its builder."""
+        if isinstance(node, n.Name) and node.id in COMPILE_TIME and node.id in CONSTANTS:
+            found, value = scope.lookup(node.id)
+            return value if found else FuncRef(node.id, forward_only=False)
+        return self.expr(node, scope)
+
     def condition(self, node: n.Expr, scope: Scope, what: str) -> bool:
         """Evaluate a compile-time boolean."""
         value = self.expr(node, scope)
@@ -252,25 +259,31 @@ class ExprEvaluator:
         )
 
     def annotate(self, node: n.Binary, module: Module, precision: Any) -> Module:
-        """``layer @ precision``: set the weight precision of a layer or a whole subtree."""
-        if not isinstance(precision, WeightPrecision):
+        """``layer @ precision``: set the weight (or, with ``a8``/``a32``, the activation)
+        precision of a layer or a whole subtree."""
+        if not isinstance(precision, WeightPrecision | ActivationPrecision):
             raise EvalError(
-                f"'@' after a layer expects a precision (fp32, fp16, int8, "
-                f"ternary(...)), got {show_value(precision)}",
+                f"'@' after a layer expects a precision (fp32, fp16, int8, ternary(...)) "
+                f"or an activation precision (a8, a8(...), a32), got {show_value(precision)}",
                 node.right.span,
             )
-        if module.explicit is not None:
-            raise EvalError(
-                f"{module.label} already has precision {module.explicit.describe()}", node.span
-            )
+        activation = isinstance(precision, ActivationPrecision)
+        already = module.explicit_act if activation else module.explicit
+        if already is not None:
+            what = "activation precision" if activation else "precision"
+            raise EvalError(f"{module.label} already has {what} {already.describe()}", node.span)
         spec = LAYERS.get(module.kind)
         if spec is not None and not spec.quantizable:
+            what = "weights, so no quantized input" if activation else "weights to quantize"
             raise EvalError(
-                f"{module.kind} has no weights to quantize; '@{precision.describe()}'"
+                f"{module.kind} has no {what}; '@{precision.describe()}'"
                 " applies to Conv2d, ConvTranspose2d, Linear, blocks and Sequential",
                 node.span,
             )
-        module.explicit = precision
+        if isinstance(precision, ActivationPrecision):
+            module.explicit_act = precision
+        else:
+            module.explicit = precision
         return module
 
     def tensor_op(self, inputs: list[Any], result: Any) -> None:
@@ -330,7 +343,7 @@ class ExprEvaluator:
 
     def call(self, node: n.Call, scope: Scope) -> Any:
         """Calls of definitions, built-in layers, functions, and (in forward) modules."""
-        func = self.expr(node.func, scope)
+        func = self.callee(node.func, scope)
         args = [self.expr(a, scope) for a in node.args]
         kwargs: dict[str, Any] = {}
         for kw in node.kwargs:

@@ -7,7 +7,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tritondsl.backend.precision import BUILDERS, NAMED, OPTION_WORDS, Precision, PrecisionError
+from tritondsl.backend.precision import (
+    ACTIVATION_NAMED,
+    BUILDERS,
+    NAMED,
+    OPTION_WORDS,
+    Precision,
+    PrecisionError,
+)
 from tritondsl.compiler import tensor_ops as op
 from tritondsl.compiler import transformer as tf
 from tritondsl.compiler.nodes import Span
@@ -40,6 +47,7 @@ Builtin = Callable[[list[Any], dict[str, Any], Span], Any]
 
 CONSTANTS: dict[str, Any] = {
     **NAMED,
+    **ACTIVATION_NAMED,
     **{name: Symbol(name) for name in OPTION_WORDS},
 }
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tritondsl.backend.precision import FP32, WeightPrecision, ternary_or_default
+from tritondsl.backend.precision import (
+    A32,
+    FP32,
+    A8PerToken,
+    ActivationPrecision,
+    WeightPrecision,
+    as_activation,
+    ternary_or_default,
+)
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.diagnostics import Reporter, suggest
 from tritondsl.compiler.evaluate import Abort, Budget, BudgetExceeded, ExprEvaluator, Scope
@@ -143,7 +151,8 @@ class Instantiator(ExprEvaluator):
     @staticmethod
     def mark_broken(stmt: n.Stmt, module: Module, seq: bool) -> None:
         """Flag ``module`` incomplete unless the failed statement poisoned the name it binds."""
-        if seq or not isinstance(stmt, n.Let | n.Assign | n.ParamDecl | n.WeightsDecl):
+        named = n.Let | n.Assign | n.ParamDecl | n.WeightsDecl | n.ActivationsDecl
+        if seq or not isinstance(stmt, named):
             module.broken = True
 
     def stmt(self, stmt: n.Stmt, scope: Scope, module: Module, seq: bool) -> None:
@@ -195,6 +204,16 @@ class Instantiator(ExprEvaluator):
                         stmt.precision.span,
                     )
                 module.weights_default = value
+            case n.ActivationsDecl():
+                value = self.expr(stmt.precision, scope)
+                activation = as_activation(value)
+                if activation is None:
+                    raise EvalError(
+                        f"'activations' expects an activation precision (a8, a8(...), a32; "
+                        f"or int8, fp32), got {show_value(value)}",
+                        stmt.precision.span,
+                    )
+                module.activations_default = activation
             case n.ParamDecl():
                 decl = self.poison_on_error(stmt.name, scope, lambda: self.param(stmt, scope))
                 scope.values[stmt.name] = decl
@@ -442,6 +461,7 @@ _SCALARS = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "trit": (lambda v: is_int(v) and v in TRIT_VALUES, "a trit (-1, 0 or 1)"),
     "precision": (lambda v: isinstance(v, WeightPrecision), "a precision"),
+    "activation": (lambda v: isinstance(v, ActivationPrecision), "an activation precision"),
 }
 TYPE_NAMES = (*_SCALARS, "tuple", "list", *TENSOR_TYPES)
 
@@ -485,14 +505,31 @@ def check_type(value: Any, type_: n.TypeExpr, what: str, span: n.Span) -> None:
 
 
 def resolve_precisions(
-    module: Module, inherited: WeightPrecision | None = None, path: str = ""
-) -> None:
-    """Give every quantizable layer its effective precision and every node its path."""
+    module: Module,
+    inherited: WeightPrecision | None = None,
+    path: str = "",
+    inherited_act: ActivationPrecision | None = None,
+) -> list[EvalError]:
+    """Give every quantizable layer its effective weight and activation precisions and
+    every node its path; return the layers whose activation precision does not fit them."""
     module.path = path
     current = module.explicit or module.weights_default or inherited
+    current_act = module.explicit_act or module.activations_default or inherited_act
+    errors = []
     spec = LAYERS.get(module.kind)
     if spec is not None and spec.quantizable:
         module.precision = current or FP32()
+        module.activation = current_act or A32()
+        if isinstance(module.activation, A8PerToken) and module.kind != "Linear":
+            errors.append(
+                EvalError(
+                    f"{module.kind} cannot take a8(method=per_token): per-token activation "
+                    "scales are for Linear layers",
+                    module.span,
+                    "annotate this layer '@a8' (or '@a32'), or set per-token on the Linear "
+                    "layers only",
+                )
+            )
     for name, child in module.children.items():
         child_path = f"{path}.{name}" if path else name
         if isinstance(child, TensorDecl):
@@ -504,4 +541,5 @@ def resolve_precisions(
             else:
                 child.precision = FP32()
         else:
-            resolve_precisions(child, current, child_path)
+            errors += resolve_precisions(child, current, child_path, current_act)
+    return errors

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tritondsl.backend.precision import A8LSQ, A8Static, ActivationPrecision
 from tritondsl.compiler import shapes as sh
 from tritondsl.compiler.nodes import Span
 from tritondsl.compiler.tensor_ops import interpolated
@@ -74,6 +75,19 @@ def read_argument(spec: LayerSpec, args: dict[str, Any], name: str, span: Span) 
             "keep the argument in a 'let' and read that instead",
         )
     return value
+
+
+def activation_state(config: ActivationPrecision | None) -> list[StateEntry]:
+    """The ``input_quant.*`` entries a layer's input quantizer adds (backend/activations.py)."""
+    if not isinstance(config, A8Static | A8LSQ):
+        return []  # float input, or per-token scales computed at run time
+    return [
+        StateEntry("input_quant.scale", (), learnable=isinstance(config, A8LSQ)),
+        StateEntry("input_quant.zero_point", (), "int8" if config.signed else "uint8", False),
+        StateEntry("input_quant.range_min", (), learnable=False),
+        StateEntry("input_quant.range_max", (), learnable=False),
+        StateEntry("input_quant.num_batches_observed", (), "int64", False),
+    ]
 
 
 def check_kind(kind: str, value: Any) -> bool:

@@ -286,6 +286,14 @@ class WeightsDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivationsDecl:
+    """``activations a8(...)``: the default activation precision inside this definition."""
+
+    precision: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class ParamDecl:
     """``param W: TernaryTensor[n, k]`` or ``param pos: Tensor[1, T, D] = normal(0, 0.02)``."""
 
@@ -322,7 +330,10 @@ class Return:
     span: Span
 
 
-Stmt = Let | Assign | ExprStmt | If | For | InputDecl | WeightsDecl | ParamDecl | Forward | Return
+Stmt = (
+    Let | Assign | ExprStmt | If | For | InputDecl | WeightsDecl | ActivationsDecl | ParamDecl
+    | Forward | Return
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- definitions

@@ -371,6 +371,9 @@ class _AstBuilder(Transformer):
     def weights_decl(self, meta: Any, children: list) -> n.WeightsDecl:
         return n.WeightsDecl(children[0], _span(meta))
 
+    def activations_decl(self, meta: Any, children: list) -> n.ActivationsDecl:
+        return n.ActivationsDecl(children[0], _span(meta))
+
     def param_decl(self, meta: Any, children: list) -> n.ParamDecl:
         return n.ParamDecl(str(children[0]), children[1], children[2], _span(meta))
 

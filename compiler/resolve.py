@@ -42,12 +42,14 @@ LANGUAGE_KEYWORDS = {
 # Keywords that are also names wherever the grammar cannot mistake them (tdsl.lark's
 # `_member_name`), so torchvision's `features.1.block` or Hugging Face's `model.layers`
 # can be written.
-SOFT_KEYWORDS = {"block", "model", "layer", "input", "weights"}
+SOFT_KEYWORDS = {"block", "model", "layer", "input", "weights", "activations"}
 # Names the generated Python module itself uses; a .tdsl name may not shadow them.
 GENERATED_NAMES = {"self", "torch", "nn", "F", "rt", "super", "Tensor", "annotations"}
-# The generated classes take the precision as a keyword argument `weights`, so it cannot
-# also be a compile-time value (a parameter, let or loop variable of __init__).
-PRECISION_ARGUMENT = "weights"
+# The generated classes take the precisions as keyword arguments `weights` and
+# `activations`, so neither can also be a compile-time value (a parameter, let or loop
+# variable of __init__).
+PRECISION_ARGUMENTS = ("weights", "activations")
+_DECL_WORDS = {n.WeightsDecl: "weights", n.ActivationsDecl: "activations", n.ParamDecl: "param"}
 # Public attributes of torch.nn.Module and nn.Sequential instances (torch 2.13), plus the one
 # tritondsl sets on built models. A submodule or a value stored on the module (`self.NAME`)
 # under one of these names would shadow it or be shadowed by it (`self.to(x)` would call
@@ -158,10 +160,11 @@ class _DefinitionChecker:
             )
         for extra in forwards[1:]:
             self.reporter.error(f"{d.kind} '{d.name}' has more than one forward", extra.span)
-        for extra in [s for s in d.body if isinstance(s, n.WeightsDecl)][1:]:
-            self.reporter.error(
-                f"{d.kind} '{d.name}' has more than one 'weights' statement", extra.span
-            )
+        for kind, word in ((n.WeightsDecl, "weights"), (n.ActivationsDecl, "activations")):
+            for extra in [s for s in d.body if isinstance(s, kind)][1:]:
+                self.reporter.error(
+                    f"{d.kind} '{d.name}' has more than one '{word}' statement", extra.span
+                )
         self.check_name_kinds(d.body)
         inputs = [s for s in d.body if isinstance(s, n.InputDecl)]
         for i, decl in enumerate(inputs):
@@ -282,13 +285,13 @@ class _DefinitionChecker:
                         "'input' declarations belong at the top level of a model", stmt.span
                     )
                 self.type_expr(stmt.type)
-            case n.WeightsDecl() | n.ParamDecl():
-                word = "weights" if isinstance(stmt, n.WeightsDecl) else "param"
+            case n.WeightsDecl() | n.ActivationsDecl() | n.ParamDecl():
+                word = _DECL_WORDS[type(stmt)]
                 if where != "top":
                     self.reporter.error(
                         f"'{word}' belongs at the top level of a definition", stmt.span
                     )
-                if isinstance(stmt, n.WeightsDecl):
+                if not isinstance(stmt, n.ParamDecl):
                     self.expr(stmt.precision, names, forward=False)
                 else:
                     self.type_expr(stmt.type)
@@ -511,10 +514,11 @@ def _check_identifiers(definition: n.Definition, reporter: Reporter) -> None:
                 "choose another name",
             )
     for name, span in _init_values(definition):
-        if name == PRECISION_ARGUMENT:
+        if name in PRECISION_ARGUMENTS:
             reporter.error(
                 f"'{name}' cannot be a compile-time value: the generated classes take the "
-                f"precision as their argument '{name}'",
+                f"{'weight' if name == 'weights' else 'activation'} precision as their "
+                f"argument '{name}'",
                 span,
                 f"'{name}' can name a submodule or a forward value; rename this one",
             )

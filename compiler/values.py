@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritondsl.backend.precision import WeightPrecision
+from tritondsl.backend.precision import ActivationPrecision, Precision, WeightPrecision
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.nodes import Span
 
@@ -93,6 +93,9 @@ class Module:
     explicit: WeightPrecision | None = None  # from `expr @ precision`
     weights_default: WeightPrecision | None = None  # from a `weights` statement in the block
     precision: WeightPrecision | None = None  # resolved for quantizable layers
+    explicit_act: ActivationPrecision | None = None  # from `expr @ a8(...)`
+    activations_default: ActivationPrecision | None = None  # an `activations` statement
+    activation: ActivationPrecision | None = None  # resolved for quantizable layers
     path: str = ""
     sequential: bool = False  # children run in order (Sequential, or a `block B = Sequential`)
     inputs: dict[str, Tensor] = field(default_factory=dict)  # a model's `input` declarations
@@ -174,6 +177,8 @@ def type_name(value: Any) -> str:
             return "precision"
         case Init():
             return "initializer"
+        case ActivationPrecision():
+            return "activation"
         case Symbol():
             return "option"
         case SymSize():
@@ -199,7 +204,7 @@ def show_value(value: Any) -> str:
             return f"a tensor of shape {value.show()}"
         case Module():
             return f"a {value.label} layer"
-        case WeightPrecision() | Init():
+        case Precision() | Init():
             return value.describe()
         case Named():
             return f"named({value.name!r}, {show_value(value.module)})"

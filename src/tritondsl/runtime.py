@@ -15,18 +15,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tritondsl.backend.layers import QuantConv2d, QuantConvTranspose2d, QuantLinear
+from tritondsl.backend.layers import (
+    ActQuantConv2d,
+    ActQuantConvTranspose2d,
+    ActQuantLinear,
+    QuantConv2d,
+    QuantConvTranspose2d,
+    QuantLinear,
+)
+from tritondsl.backend.precision import A8LSQ as A8LSQ
 
 # Generated code constructs precisions by their class names (rt.TWN(...)) and calls the
 # language's precision builders (rt.ternary(...)) where options are computed at run time.
+from tritondsl.backend.precision import A32 as A32
 from tritondsl.backend.precision import FP16 as FP16
 from tritondsl.backend.precision import FP32 as FP32
 from tritondsl.backend.precision import TWN as TWN
+from tritondsl.backend.precision import A8PerToken as A8PerToken
+from tritondsl.backend.precision import A8Static as A8Static
 from tritondsl.backend.precision import AbsMean as AbsMean
+from tritondsl.backend.precision import ActivationPrecision as ActivationPrecision
 from tritondsl.backend.precision import Int8 as Int8
 from tritondsl.backend.precision import Learned as Learned
+from tritondsl.backend.precision import Precision
 from tritondsl.backend.precision import SparsityTarget as SparsityTarget
 from tritondsl.backend.precision import WeightPrecision as WeightPrecision
+from tritondsl.backend.precision import a8 as a8
+from tritondsl.backend.precision import as_activation as as_activation
 from tritondsl.backend.precision import ternary as ternary
 from tritondsl.backend.precision import ternary_or_default as ternary_or_default
 from tritondsl.backend.quantizers import fake_quantize
@@ -89,21 +104,44 @@ def Conv2d(
     bias: bool = True,
     *,
     weights: WeightPrecision = FP32(),
+    activations: ActivationPrecision = A32(),
 ) -> nn.Module:
-    """``nn.Conv2d`` at fp32, otherwise a ``QuantConv2d`` quantized by ``weights``."""
+    """``nn.Conv2d`` at fp32/a32; a ``QuantConv2d`` quantized by ``weights`` (its input by
+    ``activations``); ``ActQuantConv2d`` for fp32 weights with 8-bit input."""
     args = (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+    act = None if isinstance(activations, A32) else activations
     if isinstance(weights, FP32):
-        return nn.Conv2d(*args)
-    return QuantConv2d(*args, quantizer=weights)
+        return nn.Conv2d(*args) if act is None else ActQuantConv2d(*args, input_quantizer=act)
+    return QuantConv2d(*args, quantizer=weights, input_quantizer=act)
 
 
 def Linear(
-    in_features: int, out_features: int, bias: bool = True, *, weights: WeightPrecision = FP32()
+    in_features: int,
+    out_features: int,
+    bias: bool = True,
+    *,
+    weights: WeightPrecision = FP32(),
+    activations: ActivationPrecision = A32(),
 ) -> nn.Module:
-    """``nn.Linear`` at fp32, otherwise a ``QuantLinear`` quantized by ``weights``."""
+    """``nn.Linear`` at fp32/a32; a ``QuantLinear`` quantized by ``weights`` (its input by
+    ``activations``); ``ActQuantLinear`` for fp32 weights with 8-bit input."""
+    args = (in_features, out_features, bias)
+    act = None if isinstance(activations, A32) else activations
     if isinstance(weights, FP32):
-        return nn.Linear(in_features, out_features, bias)
-    return QuantLinear(in_features, out_features, bias, quantizer=weights)
+        return nn.Linear(*args) if act is None else ActQuantLinear(*args, input_quantizer=act)
+    return QuantLinear(*args, quantizer=weights, input_quantizer=act)
+
+
+def weights_of(precision: Precision, weights: WeightPrecision | None) -> WeightPrecision | None:
+    """``@P`` with P computed at run time: P if it is a weight precision, else ``weights``."""
+    return precision if isinstance(precision, WeightPrecision) else weights
+
+
+def activations_of(
+    precision: Precision, activations: ActivationPrecision | None
+) -> ActivationPrecision | None:
+    """``@P`` with P computed at run time: P if it is an activation precision."""
+    return precision if isinstance(precision, ActivationPrecision) else activations
 
 
 def ConvTranspose2d(
@@ -118,13 +156,19 @@ def ConvTranspose2d(
     dilation: int | tuple[int, int] = 1,
     *,
     weights: WeightPrecision = FP32(),
+    activations: ActivationPrecision = A32(),
 ) -> nn.Module:
-    """``nn.ConvTranspose2d`` at fp32, otherwise a ``QuantConvTranspose2d``."""
+    """``nn.ConvTranspose2d`` at fp32/a32; a ``QuantConvTranspose2d`` quantized by
+    ``weights`` (its input by ``activations``); ``ActQuantConvTranspose2d`` for fp32
+    weights with 8-bit input."""
     args = (in_channels, out_channels, kernel_size, stride, padding, output_padding, groups,
             bias, dilation)  # fmt: skip
+    act = None if isinstance(activations, A32) else activations
     if isinstance(weights, FP32):
-        return nn.ConvTranspose2d(*args)
-    return QuantConvTranspose2d(*args, quantizer=weights)
+        if act is None:
+            return nn.ConvTranspose2d(*args)
+        return ActQuantConvTranspose2d(*args, input_quantizer=act)
+    return QuantConvTranspose2d(*args, quantizer=weights, input_quantizer=act)
 
 
 class StochasticDepth(nn.Module):

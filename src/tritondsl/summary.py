@@ -44,6 +44,8 @@ class LayerRow:
     fp32_bytes: int
     shape: str
     activation_bytes: int | None = None
+    activation: str = "-"  # the input's precision (a8(...), a32) for quantizable layers
+    activation_bits: int | None = None  # 8 or 32; None for layers without weights
 
     @property
     def bits_per_weight(self) -> float | None:
@@ -101,6 +103,8 @@ def summarize(
                 params * BYTES_FP32,
                 _shape_text(module, batch),
                 _bytes(module.out_shapes[0], batch) if batch and module.out_shapes else None,
+                module.activation.describe() if module.activation else "-",
+                module.activation.bits if module.activation else None,
             )
         )
     packed_total = sum(t.numel() * t.element_size() for t in deployed.state_dict().values())
@@ -295,9 +299,19 @@ def measure_peak(model: nn.Module, example: torch.Tensor, train: bool) -> int:
     return resident + example.numel() * example.element_size() + _allocated_peak(run)
 
 
+def _activation_cell(row: LayerRow) -> str:
+    """``8 (a8(method=lsq))`` for a quantized input, ``32`` for a float one."""
+    if row.activation_bits is None:
+        return "-"
+    return f"8 ({row.activation})" if row.activation_bits == 8 else "32"
+
+
 def render_summary(summary: Summary) -> str:
     """The table as text."""
-    headers = ["layer", "kind", "precision", "params", "bits/w", "packed B", "fp32 B", "output"]
+    headers = [
+        "layer", "kind", "precision", "params", "bits/w", "act bits", "packed B", "fp32 B",
+        "output",
+    ]  # fmt: skip
     if summary.batch:
         headers.append("activ. B")
     lines = []
@@ -309,6 +323,7 @@ def render_summary(summary: Summary) -> str:
             r.precision,
             f"{r.params:,}",
             bits,
+            _activation_cell(r),
             f"{r.packed_bytes:,}",
             f"{r.fp32_bytes:,}",
             r.shape,

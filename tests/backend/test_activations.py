@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import socket
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -439,3 +443,25 @@ def test_add_input_quantizers_checks_names_before_changing_anything() -> None:
         add_input_quantizers(model, A8PerToken(), names=["0", "1", "2", "nope"])
     assert type(model[2]) is nn.Linear
     assert add_input_quantizers(model, A8PerToken()) == ["2"]  # per token: Linear only
+
+
+def _lsq_worker(rank: int, port: int, results: Any) -> None:
+    """One gloo process: an LSQ quantizer's first batch differs per rank."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        quantizer = ActivationQuantizer(A8LSQ())
+        quantizer(torch.tensor([-1.0 - rank, 2.0 + 3 * rank]))
+        results[rank] = (float(quantizer.scale.detach()), int(quantizer.zero_point))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_lsq_starts_from_the_same_scale_in_every_process() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.get_context("fork").Manager().dict()
+    mp.start_processes(_lsq_worker, args=(port, results), nprocs=2, start_method="fork")
+    expected = scale_from_range(-2.0, 5.0, signed=False)
+    assert results[0] == results[1] == (pytest.approx(expected[0]), expected[1])

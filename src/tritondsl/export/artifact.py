@@ -15,6 +15,11 @@ config.json (format_version 1)::
     dtype, torch_dtype "float32": the dtype of the computation (transformers 5 reads
                        ``dtype``, older readers ``torch_dtype``)
     card               optional model-card metadata (model_card.CARD_FIELDS)
+    activations        only when layers quantize their input: {layer path: {"bits": 8,
+                       "method": "static" | "lsq" | "per_token", "dtype": "uint8" | "int8",
+                       "granularity": "per_tensor" | "per_token", "spelling": "a8(...)",
+                       and for static "observer": "minmax" | "percentile", "percentile",
+                       "momentum"}}; the scales are the tensors <layer>.input_quant.*
     quantization_config {"quant_method": "tritondsl", "weights": "ternary", "bits": 2 or
                        1.6, "packing", "scale_granularity": "per_channel" | "per_tensor" |
                        "mixed" | null, "modules_to_not_convert": [layers not ternary]}
@@ -71,7 +76,7 @@ MODEL_TYPE = "tritondsl"
 # Checked when present: the Hugging Face fields, and sections features add (name -> type).
 OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "model_type": str, "architectures": list, "dtype": str, "torch_dtype": str,
-    "quantization_config": dict, "card": dict,
+    "quantization_config": dict, "card": dict, "activations": dict,
 }  # fmt: skip
 # config.json's optional "card" section (model_card.py turns it into ModelCardData).
 CARD_FIELDS = ("license", "pipeline_tag", "datasets", "base_model", "metrics")
@@ -102,7 +107,7 @@ def dump_config(config: dict[str, Any]) -> str:
     """JSON with one line per file, layer and tensor, so diffs and reviews stay readable."""
     lines = []
     for key, value in config.items():
-        if key in ("files", "layers", "tensors", "quantization_config") and value:
+        if key in ("files", "layers", "activations", "tensors", "quantization_config") and value:
             inner = ",\n".join(f"    {json.dumps(k)}: {_json(v)}" for k, v in value.items())
             lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
         else:
@@ -171,6 +176,10 @@ def parse_config(data: bytes) -> dict[str, Any]:
             raise CorruptArtifactError(CONFIG_NAME, f"files.{name} must be {{sha256, bytes}}")
     for name, value in config["layers"].items():
         _expect(value, str, f"layers.{name}")
+    for name, value in config.get("activations", {}).items():
+        _expect(value, dict, f"activations.{name}")
+        if name not in config["layers"]:
+            raise CorruptArtifactError(CONFIG_NAME, f"activations.{name}: not in 'layers'")
     for name, entry in config["tensors"].items():
         _check_tensor_entry(name, entry, config["packing"])
     return config

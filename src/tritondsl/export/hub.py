@@ -38,7 +38,14 @@ from torch import nn
 
 from tritondsl.backend.deploy import deploy
 from tritondsl.backend.layers import LEARNED_SCALE_NAMES, QuantModule
-from tritondsl.backend.precision import FP32, NAMED, WeightPrecision, ternary_or_default
+from tritondsl.backend.precision import (
+    A32,
+    FP32,
+    NAMED,
+    WeightPrecision,
+    activation_dict,
+    ternary_or_default,
+)
 from tritondsl.backend.quantizers import is_ternary
 from tritondsl.compiler.check import check_source
 from tritondsl.compiler.diagnostics import CompileError
@@ -115,7 +122,8 @@ def save_pretrained(
     stored, tensors = _stored_tensors(clone, pack)
     weights = save_safetensors(stored, metadata={"format": "pt", "tritondsl_packing": pack})
     source = spec.source.encode("utf-8")
-    configs = layer_configs(_check(spec.source, spec.model, spec.params), spec.precision)
+    info = _check(spec.source, spec.model, spec.params)
+    configs = layer_configs(info, spec.precision)
     layers = {path: p.describe() for path, p in configs.items()}
     config = {
         "model_type": MODEL_TYPE,
@@ -135,6 +143,9 @@ def save_pretrained(
         "fp32_bytes": fp32_bytes(clone),
         "quantization_config": quantization_config(configs, pack),
     }
+    activations = layer_activations(info)
+    if activations:
+        config["activations"] = activations
     if card:
         unknown = sorted(set(card) - set(CARD_FIELDS))
         if unknown:
@@ -244,6 +255,15 @@ def layer_configs(info: Any, override: str | None) -> dict[str, WeightPrecision]
                     precision = forced if used else FP32()
                 layers[child.path] = precision
     return layers
+
+
+def layer_activations(info: Any) -> dict[str, dict[str, Any]]:
+    """The layers that quantize their input, each with how (``activation_dict``)."""
+    return {
+        module.path: activation_dict(module.activation)
+        for module in info.modules()
+        if module.activation is not None and not isinstance(module.activation, A32)
+    }
 
 
 # --------------------------------------------------------------------------- loading
