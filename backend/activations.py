@@ -133,8 +133,6 @@ def batch_range(x: Tensor, percentile: float | None, signed: bool) -> tuple[floa
     flat = x.detach().float().flatten()
     if flat.numel() == 0:
         raise ValueError("cannot observe an empty tensor")
-    if not bool(torch.isfinite(flat).all()):
-        raise ValueError("input holds NaN or infinite values; cannot observe its range")
     if percentile is None:
         return float(flat.min()), float(flat.max())
     n = flat.numel()
@@ -202,6 +200,13 @@ class ActivationQuantizer(nn.Module):
         seen = int(self.num_batches_observed) if self.observed else 0
         if self.learned and seen and not self.calibrating:
             return  # LSQ learns its scale after the first batch
+        if x.numel() == 0:
+            return  # an empty batch shows no range
+        if not bool(torch.isfinite(x).all()):
+            if self.calibrating:
+                raise ValueError("calibration input holds NaN or infinite values")
+            # A diverged training step: keep the range; the trainer reports the NaN loss.
+            return
         config = self.config
         percentile = config.percentile if isinstance(config, A8Static) else None
         lo, hi = batch_range(x, percentile, config.signed)

@@ -208,11 +208,17 @@ def test_range_to_scale_rules() -> None:
     assert scale_from_range(0.0, 0.0, signed=False)[0] > 0  # constant input: no division by 0
 
 
-def test_observing_bad_input_is_a_clear_error() -> None:
+def test_training_skips_batches_without_a_range_and_calibration_refuses_them() -> None:
+    quantizer = observed(A8Static(), torch.tensor([0.0, 2.55])).train()
+    quantizer(torch.tensor([1.0, math.nan]))  # a diverged step leaves the range alone
+    assert quantizer(torch.zeros(0, 3)).shape == (0, 3)
+    assert float(quantizer.range_max) == pytest.approx(2.55)
+    assert int(quantizer.num_batches_observed) == 1
+    model = nn.Sequential(QuantLinear(2, 2, input_quantizer=A8Static()))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        ActivationQuantizer(A8Static())(torch.tensor([1.0, math.nan]))
+        calibrate(model, [torch.tensor([[1.0, math.inf]])])
     with pytest.raises(ValueError, match="empty"):
-        ActivationQuantizer(A8Static())(torch.zeros(0, 3))
+        batch_range(torch.zeros(0), None, signed=False)
 
 
 def test_unobserved_quantizer_passes_input_through() -> None:

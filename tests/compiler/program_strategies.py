@@ -12,7 +12,8 @@ arguments, bool flags, their own ``weights``), ``block B = Sequential {...}``,
 inside (over ``range`` and over tables), compile-time ``if``/``elif``/``else``, ``let``s,
 sizes written as expressions (arithmetic, ``min``/``max``, ``make_divisible``, ``len``,
 ``round``, ``abs``, indexing, conditionals, reads such as ``conv1.out_channels``),
-precisions (``@fp32``/``@fp16``/``@int8``/``@ternary(...)`` and ``weights``), ``param`` and
+precisions (``@fp32``/``@fp16``/``@int8``/``@ternary(...)`` and ``weights``), activation
+precisions (``@a8(...)``/``@a32``, per-token on Linear, and ``activations``), ``param`` and
 constant ``TernaryTensor``s, symbolic input sizes, and in forward: every forward op,
 arithmetic with broadcasting, residuals, conditional expressions, ``if``, ``for``, indexing
 a Sequential, tuple results.
@@ -88,7 +89,14 @@ PRECISIONS = [
     "fp32", "fp16", "int8", "ternary()", "ternary(threshold=0.5)", "ternary(method=absmean)",
     "ternary(learned=true)", "ternary(sparsity=0.4)", "ternary(scale=per_tensor)",
 ]  # fmt: skip
-NAMES = ["conv", "fc", "body", "head", "layers", "proj", "stage", "norm", "act", "seq1_", "b"]
+# Activation precisions for '@' (per-token only on a Linear itself) and for `activations`.
+ACTIVATIONS = [
+    "a8", "a32", "a8(signed=true)", "a8(percentile=99.5)", "a8(method=lsq)",
+    "a8(method=lsq, signed=true)", "a8(momentum=0.5, signed=true)",
+]  # fmt: skip
+ACTIVATION_STATEMENTS = [*ACTIVATIONS, "int8", "fp32"]
+NAMES = ["conv", "fc", "body", "head", "layers", "proj", "stage", "norm", "act", "seq1_", "b",
+         "activations"]  # fmt: skip
 
 
 class Gen:
@@ -220,6 +228,23 @@ class Gen:
         """A precision expression."""
         return str(self.choice(PRECISIONS))
 
+    def annotate(self, drawn: Drawn, layer: str | None = None) -> Drawn:
+        """``drawn`` with, sometimes, a weight and/or an activation annotation."""
+        text = drawn.text
+        weights = self.chance(20 if layer else 15)
+        activation = self.chance(15 if layer else 10)
+        choices = ACTIVATIONS + (["a8(method=per_token)"] if layer == "Linear" else [])
+        for kind in ["weights", "activation"] if self.chance(50) else ["activation", "weights"]:
+            if kind == "weights" and weights:
+                text += f" @{self.precision()}"
+            elif kind == "activation" and activation:
+                text += f" @{self.choice(choices)}"
+        return Drawn(text, drawn.shape)
+
+    def activations_statement(self) -> list[str]:
+        """Sometimes an `activations` default for a definition."""
+        return [f"activations {self.choice(ACTIVATION_STATEMENTS)}"] if self.chance(20) else []
+
     # ------------------------------------------------------------ modules
     def module(self, shape: Shape, keep: bool = False) -> Drawn:
         """A constructor expression (layer, Sequential, block) taking ``shape``."""
@@ -233,9 +258,7 @@ class Gen:
                 drawn = LAYER_CASES[name](self, shape, keep)
                 if drawn is None:
                     continue
-                if name in QUANTIZABLE and self.chance(20):
-                    drawn = Drawn(f"{drawn.text} @{self.precision()}", drawn.shape)
-                return drawn
+                return self.annotate(drawn, name) if name in QUANTIZABLE else drawn
             self.depth += 1
             try:
                 drawn = self.sequential(shape, keep) if kind == "sequential" else block(
@@ -243,9 +266,7 @@ class Gen:
                 )
             finally:
                 self.depth -= 1
-            if self.chance(15):
-                drawn = Drawn(f"{drawn.text} @{self.precision()}", drawn.shape)
-            return drawn
+            return self.annotate(drawn)
 
     def chain(self, shape: Shape, keep: bool, lo: int = 1, hi: int = 3) -> list[Drawn]:
         """Modules applied one after the other (with ``keep``: each keeps the shape)."""
@@ -333,6 +354,7 @@ def block(g: Gen, shape: Shape, keep: bool) -> Drawn:
             text = f"block {name}({', '.join(params)}) = Sequential {{\n{_indent(lines)}\n}}"
         else:
             own = [f"weights {g.precision()}"] if g.chance(25) else []
+            own += g.activations_statement()
             lines, out = definition_body(g, shape, keep, model=False)
             kind = g.choice(["block", "block", "layer"])
             text = f"{kind} {name}({', '.join(params)}) {{\n{_indent(own + lines)}\n}}"
@@ -1008,6 +1030,7 @@ def programs(draw: st.DrawFn, max_depth: int = 3) -> Program:
         head = [f"input x: Tensor[N, {', '.join(map(str, declared))}]"]
         if g.chance(50):
             head.append(f"weights {g.precision()}")
+        head += g.activations_statement()
         lines, output = definition_body(g, shape, keep=False, model=True)
     signature = ", ".join(f"{p}: int = {v}" for p, v in params)
     model = f"model {name}({signature}) {{\n{_indent(head + lines)}\n}}"

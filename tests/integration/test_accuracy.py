@@ -1,4 +1,5 @@
-"""Real-data accuracy: ternary QAT keeps fp32's accuracy; a broken STE does not.
+"""Real-data accuracy: ternary QAT keeps fp32's accuracy (with float or 8-bit
+activations); a broken STE does not.
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package, which `make test`
 installs (`make data`). Each variant trains in its own single-threaded process,
@@ -44,7 +45,16 @@ def test_fashion_mnist_three_epochs(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_5k_smoke(tmp_path: Path) -> None:
-    r = _train(("ternary", "broken_ste"), "fashion-mnist-5k", 2, tmp_path)
-    assert r["ternary"]["test_accuracy"] >= 0.80
-    assert r["broken_ste"]["test_accuracy"] < r["ternary"]["test_accuracy"]
+    r = _train(("ternary", "a8", "broken_ste"), "fashion-mnist-5k", 2, tmp_path)
+    ternary = r["ternary"]["test_accuracy"]
+    assert ternary >= 0.80
+    assert r["broken_ste"]["test_accuracy"] < ternary
     assert r["ternary"]["values_per_scale_group"] == [3]
+    # 8-bit inputs, trained or only calibrated, cost little (the full measurement is
+    # `python -m tests.integration.accuracy`, on all of Fashion-MNIST).
+    assert r["a8"]["test_accuracy"] >= ternary - 0.03
+    assert r["a8"]["values_per_scale_group"] == [3]
+    calibrated = json.loads((tmp_path / "a8_calibrated.json").read_text())
+    assert calibrated["calibration_batches"] == 16
+    assert calibrated["float_inputs_accuracy"] == ternary  # the best checkpoint, reloaded
+    assert calibrated["test_accuracy"] >= ternary - 0.03
