@@ -8,7 +8,7 @@ from torch import nn
 
 import tritondsl
 from tritondsl.backend.activations import input_quantizer_of
-from tritondsl.backend.precision import A32, A8LSQ, A8PerToken, A8Static
+from tritondsl.backend.precision import A8LSQ, A32, A8PerToken, A8Static
 from tritondsl.compiler.check import ModelInfo, check_source
 from tritondsl.compiler.codegen import generate
 from tritondsl.compiler.diagnostics import CompileError

@@ -94,3 +94,15 @@ def test_layer_form_weights_are_rows_with_their_packed_size() -> None:
     assert rows["dense1.W"].packed_bytes == 64 + 4
     assert rows["dense2.W"].packed_bytes == 4 * 16 + 4  # 4 x 64: 16 bytes per row
     assert "Tiny: 512 parameters" in render_summary(table)
+
+
+def test_rows_show_each_layers_activation_bits() -> None:
+    summary = summarize(ROOT / "examples" / "fashion_mnist_a8.tdsl")
+    rows = {r.name: r for r in summary.rows}
+    assert (rows["stem.conv"].activation, rows["stem.conv"].activation_bits) == ("a8", 8)
+    assert (rows["classifier"].activation_bits, rows["stem.bn"].activation_bits) == (8, None)
+    text = render_summary(summary)
+    assert "act bits" in text.splitlines()[0]
+    assert any(line.startswith("block2.conv ") and " 8 (a8) " in line for line in text.splitlines())
+    float_inputs = {r.name: r.activation_bits for r in summarize("resnet18").rows}
+    assert float_inputs["conv1"] == 32 and float_inputs["bn1"] is None

@@ -208,6 +208,14 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None], str, str]] = {
         "2bit", lambda f: rewrite(f, config=put("layers/head", 8)), C,
         "layers.head must be str, got int",
     ),
+    "activations-not-a-layer": (
+        "2bit", lambda f: rewrite(f, config=put("activations", {"nope": {"bits": 8}})), C,
+        "activations.nope: not in 'layers'",
+    ),
+    "activations-type": (
+        "2bit", lambda f: rewrite(f, config=put("activations", {"head": "a8"})), C,
+        "activations.head must be dict, got str",
+    ),
     "newer-format": (
         "2bit", lambda f: rewrite(f, config=put("format_version", 2)), C,
         "format_version 2 is not 1",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import tritondsl
@@ -486,3 +486,42 @@ def test_cuda_model_saves_from_a_cpu_copy_and_loads_onto_cuda(
     reference = deployed_copy(model)
     with torch.no_grad():
         assert torch.equal(loaded(IMAGE.cuda()), reference(IMAGE.cuda()))
+
+
+def test_activation_scales_and_config_travel_through_the_hub(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = tritondsl.load_model(ROOT / "examples" / "fashion_mnist_a8.tdsl", width=4)
+    model(torch.rand(8, 1, 28, 28) * 3)  # a training-mode step observes every input range
+    folder = hub.save_pretrained(model, tmp_path / "a8")
+    config = json.loads((folder / "config.json").read_text())
+    layers = ["stem.conv", "block1.conv", "block2.conv", "block3.conv", "classifier"]
+    assert list(config["activations"]) == layers
+    assert config["activations"]["stem.conv"] == {
+        "bits": 8, "method": "static", "dtype": "uint8", "granularity": "per_tensor",
+        "spelling": "a8", "observer": "minmax", "momentum": 0.1,
+    }  # fmt: skip
+    assert config["tensors"]["classifier.input_quant.zero_point"]["dtype"] == "uint8"
+    loaded = hub.from_pretrained(folder)
+    image = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(image), deployed_copy(model)(image))
+    assert torch.equal(loaded.stem.conv.input_quant.scale, model.stem.conv.input_quant.scale)
+    # Without activation precisions the section is left out (older readers see no change).
+    plain = hub.save_pretrained(tritondsl.load_model(MIXED), tmp_path / "plain")
+    assert "activations" not in json.loads((plain / "config.json").read_text())
+
+
+def test_a_corrupted_activation_scale_is_refused(tmp_path: Path) -> None:
+    model = tritondsl.load_model(ROOT / "examples" / "fashion_mnist_a8.tdsl", width=4)
+    model(torch.rand(8, 1, 28, 28))
+    folder = hub.save_pretrained(model, tmp_path / "a8")
+    tensors = load_file(folder / "model.safetensors")
+    tensors["block1.conv.input_quant.scale"] = torch.tensor(-1.0)
+    save_file(tensors, folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    data = (folder / "model.safetensors").read_bytes()
+    config["files"]["model.safetensors"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                            "bytes": len(data)}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"block1\.conv\.input_quant\.scale: must be a "):
+        hub.from_pretrained(folder)

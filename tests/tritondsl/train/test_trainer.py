@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DistributedSampler
 
 from tests.tritondsl.train.conftest import MLP, snapshot, tiny
+from tritondsl.backend.activations import scale_from_range
 from tritondsl.train import CheckpointError, NonFiniteError, Trainer, TrainingError
 from tritondsl.train.trainer import lr_at
 
@@ -92,6 +93,30 @@ def test_resume_is_bit_exact(tmp_path: Path, optimizer: str, schedule: str) -> N
         return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
     assert strip(straight) == strip(resumed)
+
+
+def test_activation_quantized_training_learns_scales_and_resumes_bit_exactly(
+    tmp_path: Path,
+) -> None:
+    # Static inputs (observed range) and an LSQ input: their state is in the checkpoint,
+    # the LSQ scale is optimised, and a resumed run continues bit for bit.
+    source = Path(MLP).read_text().replace(
+        "weights ternary(method=absmean)", "weights ternary(method=absmean)\n    activations a8"
+    ).replace("@fp32", "@fp32 @a8(method=lsq)")
+    common = {"source": source, "optimizer": "adamw"}
+    Trainer(tiny(tmp_path / "straight", **common)).fit()
+    Trainer(tiny(tmp_path / "split", stop_after=1, **common)).fit()
+    Trainer(tiny(tmp_path / "split", resume=tmp_path / "split", **common)).fit()
+    a = load_file(tmp_path / "straight" / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(a["layers.0.input_quant.num_batches_observed"]) == 16  # 2 epochs of 8 steps
+    # The LSQ layer observed its first batch only; its scale then moved away from the one
+    # that batch's range gives.
+    lsq = {k.removeprefix("out.input_quant."): v for k, v in a.items() if "out.input_quant" in k}
+    assert int(lsq["num_batches_observed"]) == 1
+    first = scale_from_range(float(lsq["range_min"]), float(lsq["range_max"]), signed=False)
+    assert float(lsq["scale"]) != pytest.approx(first[0], rel=1e-3)
 
 
 def test_resume_can_extend_the_run(tmp_path: Path) -> None:
