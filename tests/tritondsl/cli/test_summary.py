@@ -21,6 +21,8 @@ def test_summary_prints_a_table_with_totals() -> None:
         "precision",
         "params",
         "bits/w",
+        "act",
+        "bits",
         "packed",
         "B",
         "fp32",
