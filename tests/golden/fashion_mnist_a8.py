@@ -62,7 +62,7 @@ class FashionCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        rt.check_input(self, "x", x, ("N", 1, 28, 28))
+        rt.check_input(self, "x", x, ("N", 1, 28, 28), where="fashion_mnist_a8.tdsl, line 15")
         y = self.pool1(self.block1(self.stem(x)))
         y = self.head(self.block3(self.pool2(self.block2(y))))
         return self.classifier(torch.flatten(y, 1))

@@ -15,7 +15,8 @@ trains with the same data, epochs, optimizer and seed:
   conv and linear layer (``add_input_quantizers``) and calibrated on CALIBRATION_BATCHES
   training batches (``calibrate``), never trained with them;
 * ``a8``: examples/fashion_mnist_a8.tdsl (W1.58A8: the same model with ``activations a8``),
-  quantization-aware for weights and activations;
+  quantization-aware for weights and activations; ``a8_lsq``: the same with learned (LSQ)
+  input scales (``activations a8(method=lsq)``);
 * ``broken_ste``: ternary without the straight-through estimator.
 """
 
@@ -39,8 +40,13 @@ from tritondsl.train import data as tdata
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "examples" / "fashion_mnist.tdsl"
-SOURCES = {"a8": ROOT / "examples" / "fashion_mnist_a8.tdsl"}
-VARIANTS = ("fp32", "ternary", "a8", "broken_ste")
+A8 = ROOT / "examples" / "fashion_mnist_a8.tdsl"
+SOURCES = {
+    "a8": str(A8),
+    # The same model with learned (LSQ) input scales instead of observed ones.
+    "a8_lsq": A8.read_text().replace("activations a8\n", "activations a8(method=lsq)\n"),
+}
+VARIANTS = ("fp32", "ternary", "a8", "a8_lsq", "broken_ste")
 CALIBRATION_BATCHES = 16  # of 128 training images: 2,048 samples
 
 
@@ -69,7 +75,7 @@ def run(variant: str, epochs: int, out: Path, data: str = "fashion-mnist",
         width: int = 16) -> tuple[float, Trainer]:
     """Train one variant; return its best test accuracy and the trainer."""
     config = TrainConfig(
-        source=str(SOURCES.get(variant, SOURCE)), data=data, epochs=epochs, batch_size=128,
+        source=SOURCES.get(variant, str(SOURCE)), data=data, epochs=epochs, batch_size=128,
         optimizer="adamw", lr=3e-3, schedule="cosine", seed=0, params={"width": width},
         precision="fp32" if variant == "fp32" else None, out=out / variant, progress=False,
     )  # fmt: skip
