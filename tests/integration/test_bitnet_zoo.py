@@ -64,7 +64,9 @@ def test_layout_is_transformers(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["bitnet", "llama"])
 def test_fp32_function_is_transformers(kind: str) -> None:
     hf = _hf(kind)
-    model = load_model("bitnet_b158", precision="fp32", **_params(kind)).eval()
+    # --precision fp32 leaves activation precisions alone: float inputs are asked for.
+    model = load_model("bitnet_b158", precision="fp32", quantize_activations=False,
+                       **_params(kind)).eval()
     model.load_state_dict(hf.state_dict(), strict=True)
     ids = torch.randint(0, 256, (2, 23), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -167,6 +169,43 @@ def test_a_packed_checkpoint_loads_into_the_deployed_model() -> None:
     with torch.no_grad():
         # Both apply absmean ternary weights: quantized on the fly vs stored codes and γ.
         assert _relative(packed_model.eval()(ids), float_model(ids)) < 1e-5
+
+
+def _hf_bit_linear(hf: nn.Module, checkpoint: dict[str, torch.Tensor]) -> nn.Module:
+    """``hf`` with every projection a transformers ``BitLinear`` holding the packed codes:
+    the published W1.58A8 function (per-token int8 absmax inputs)."""
+    from transformers.integrations.bitnet import BitLinear
+
+    for name, module in list(hf.named_modules()):
+        if name.endswith("_proj") and isinstance(module, nn.Linear):
+            layer = BitLinear(module.in_features, module.out_features, bias=False,
+                              dtype=torch.float32)
+            layer.weight.copy_(checkpoint[f"{name}.weight"])
+            layer.weight_scale.copy_(checkpoint[f"{name}.weight_scale"])
+            parent, _, leaf = name.rpartition(".")
+            setattr(hf.get_submodule(parent), leaf, layer)
+    return hf.eval()
+
+
+def test_the_default_is_transformers_w158a8() -> None:
+    """The zoo default quantizes every projection's input per token to int8 like BitNet's
+    BitLinear (lm_head stays float in both); transformers' own layers are the reference."""
+    hf = _hf("bitnet")
+    checkpoint = _packed_checkpoint(hf)
+    ours = load_hf_bitnet(load_model("bitnet_b158", **_params("bitnet")), checkpoint).eval()
+    assert ours.model.layers[0].self_attn.q_proj.input_quant.per_token
+    assert type(ours.lm_head) is nn.Linear  # float weights and inputs
+    reference = _hf_bit_linear(hf, checkpoint)
+    ids = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(5))
+    float_inputs = load_hf_bitnet(
+        load_model("bitnet_b158", quantize_activations=False, **_params("bitnet")), checkpoint
+    ).eval()
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        expected = reference(ids).logits
+        got = ours(ids)
+        assert _relative(got, expected) < 1e-4
+        # 8-bit inputs are visible: float inputs are further from transformers' logits.
+        assert _relative(float_inputs(ids), expected) > 10 * _relative(got, expected)
 
 
 def test_a_checkpoint_of_another_vocabulary_is_one_located_error() -> None:
