@@ -196,3 +196,25 @@ model M() {
     info = check_source(fixed).models["M"]
     assert layer_activations(info) == {"one.conv": A8Static(), "two.conv": A8Static(),
                                        "fc": A8PerToken()}  # fmt: skip
+
+
+def test_conv_transpose_takes_an_activation_precision_with_float_or_ternary_weights() -> None:
+    source = """model Up() {
+    input x: Tensor[N, 3, 8, 8]
+    up = ConvTranspose2d(3, 4, 2, stride=2) @a8
+    up2 = ConvTranspose2d(4, 4, 2, stride=2) @ternary() @a8(method=lsq)
+    forward(x) { return up2(up(x)) }
+}"""
+    model = tritondsl.compile(source).build("Up").train()
+    assert isinstance(input_quantizer_of(model.up).config, A8Static)  # fp32 weights
+    assert isinstance(input_quantizer_of(model.up2).config, A8LSQ)
+    x = torch.randn(2, 3, 8, 8)
+    y = model(x)
+    assert y.shape == (2, 4, 32, 32)
+    y.sum().backward()
+    assert model.up.weight.grad is not None and model.up2.input_quant.scale.grad is not None
+    # Eval mode: the first layer's input is the 8-bit grid of its frozen range.
+    model.eval()
+    quant = input_quantizer_of(model.up)
+    expected = nn.functional.conv_transpose2d(quant(x), model.up.weight, model.up.bias, 2)
+    assert torch.equal(model.up(x), expected)
