@@ -67,16 +67,22 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_frontend.py
 
-# Fashion-MNIST for `tritondsl train --data fashion-mnist`: Debian's dataset-fashion-mnist
-# package (IDX files in /usr/share/datasets/fashion-mnist). sudo -n only when not root:
-# it fails instead of asking for a password, so this never waits for input.
+# The data `make test` and the examples use, from Debian packages: Fashion-MNIST for
+# `tritondsl train --data fashion-mnist` (dataset-fashion-mnist, IDX files in
+# /usr/share/datasets/fashion-mnist) and the fortunes for `--data text:fortunes` (fortunes,
+# text in /usr/share/games/fortunes). sudo -n only when not root: it fails instead of
+# asking for a password, so this never waits for input.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+FORTUNES := /usr/share/games/fortunes/fortunes
 data:
-	@if [ -f $(FASHION_MNIST) ]; then echo "Fashion-MNIST: installed"; else \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
-	  APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -y -q"; \
-	  $$APT install dataset-fashion-mnist || { $$APT update && $$APT install dataset-fashion-mnist; }; \
-	fi
+	@missing=; \
+	  [ -f $(FASHION_MNIST) ] && echo "Fashion-MNIST: installed" || missing="$$missing dataset-fashion-mnist"; \
+	  [ -f $(FORTUNES) ] && echo "fortunes: installed" || missing="$$missing fortunes"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	    APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -y -q"; \
+	    $$APT install $$missing || { $$APT update && $$APT install $$missing; }; \
+	  fi
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) build *.egg-info

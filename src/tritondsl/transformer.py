@@ -33,6 +33,7 @@ class KVCache:
             raise ValueError(f"a KV cache needs as many values as keys, got {len(keys)} and "
                              f"{len(values)}")
         self.keys, self.values = list(keys), list(values)
+        self.context: int | None = None  # the smallest rotary context a forward declared
         self.offset = 0  # tokens cached before the current forward (the first new position)
         self.slot = 0  # the next kv_cache call's index within the current forward
 
@@ -111,9 +112,10 @@ def kv_cache(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 def _causal(q_len: int, k_len: int, device: torch.device) -> Tensor:
     # Queries are the last q_len of k_len positions (bottom-right aligned), so one new token
-    # sees every cached key; for q_len == k_len this is the usual lower triangle.
-    ones = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
-    return ones.tril(k_len - q_len)
+    # sees every cached key; for q_len == k_len this is the usual lower triangle. Built from
+    # aranges, not tril(k_len - q_len): a traced graph (ONNX) keeps both lengths dynamic.
+    queries = torch.arange(q_len, device=device) + (k_len - q_len)
+    return torch.arange(k_len, device=device)[None, :] <= queries[:, None]
 
 
 def scaled_dot_product_attention(
@@ -136,6 +138,13 @@ def scaled_dot_product_attention(
         else:
             attn_mask = attn_mask.masked_fill(~causal, float("-inf"))
         is_causal = False
+    if enable_gqa and torch.jit.is_tracing() and k.shape[-3] != q.shape[-3]:
+        # The TorchScript ONNX exporter has no grouped-query attention: repeat each key and
+        # value head for its group of query heads, which is what enable_gqa computes.
+        groups = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
+    if torch.jit.is_tracing():
+        enable_gqa = False
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
         enable_gqa=enable_gqa,
@@ -150,7 +159,8 @@ def causal_mask(scores: Tensor) -> Tensor:
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
     """``[..., T, heads * d]`` -> ``[..., heads, T, d]``."""
-    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+    # reshape, not unflatten: a traced unflatten fixes T, so an ONNX graph would too.
+    return x.reshape(*x.shape[:-1], heads, -1).transpose(-3, -2)
 
 
 def merge_heads(x: Tensor) -> Tensor:
@@ -171,6 +181,8 @@ def rotary(x: Tensor, theta: float = 10000.0, context: int = 0, where: str = "")
     """
     cache = _cache()
     offset = cache.offset if cache is not None else 0
+    if cache is not None and context:  # so a decoding loop knows where to stop
+        cache.context = context if cache.context is None else min(cache.context, context)
     length, dim = x.shape[-2], x.shape[-1]
     if context and not torch.compiler.is_compiling() and offset + length > context:
         raise ValueError(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tritondsl.cli import check, compile, export, release, summary, train, version
+from tritondsl.cli import check, compile, export, generate, release, summary, train, version
 from tritondsl.cli.app import app, main
 
-__all__ = ["app", "check", "compile", "export", "main", "release", "summary", "train", "version"]
+__all__ = ["app", "check", "compile", "export", "generate", "main", "release", "summary",
+           "train", "version"]  # fmt: skip

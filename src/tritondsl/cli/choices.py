@@ -52,6 +52,7 @@ class Format(StrEnum):
     """``tritondsl export --format``: one per entry of ``tritondsl.export.EXPORTERS``."""
 
     onnx = "onnx"
+    decoder = "decoder"
     torchscript = "torchscript"
     pt2 = "pt2"
     hub = "hub"
@@ -66,6 +67,14 @@ class Weights(StrEnum):
     float = "float"
     bits2 = "2bit"
     base3 = "base3"
+    nbits = "nbits"
+
+
+class Runtime(StrEnum):
+    """``tritondsl generate --runtime``: PyTorch, or the ONNX decoder in onnxruntime."""
+
+    torch = "torch"
+    onnx = "onnx"
 
 
 def value(choice: StrEnum | None) -> str | None:

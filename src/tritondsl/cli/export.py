@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,15 +32,16 @@ def export(
         Format,
         typer.Option(
             "--format",
-            help="onnx, torchscript (.pt), pt2 (torch.export), hub (a save_pretrained "
+            help="onnx, decoder (a language model's ONNX with the KV cache as inputs and "
+            "outputs), torchscript (.pt), pt2 (torch.export), hub (a save_pretrained "
             "folder) or release (Hub folder + int2 ONNX + manifest.json)",
         ),
     ] = Format.onnx,
     weights: Annotated[
         Weights | None,
         typer.Option(
-            help="onnx: int2 (default, opset 25), packed (opset 18), float; "
-            "hub, release: 2bit (default) or base3"
+            help="onnx: int2 (default, opset 25), packed (opset 18), float; decoder: nbits "
+            "(default) or float; hub, release: 2bit (default) or base3"
         ),
     ] = None,
     checkpoint: Annotated[
@@ -78,13 +80,18 @@ def export(
         raise typer.BadParameter(f"choose one of {accepted}", param_hint="--weights")
     try:
         with task("building the model"):
-            loaded = _load_checkpoint(checkpoint) if checkpoint is not None else None
+            loaded, card, tokenizer = (_load_checkpoint(checkpoint) if checkpoint is not None
+                                       else (None, None, None))  # fmt: skip
             built, example, notes = prepare(file, model, loaded, batch_size, size)
+            if format_ == Format.onnx and "cache" in inspect.signature(built.forward).parameters:
+                raise ValueError(f"{built.tdsl_spec.model} is a language model with a KV cache: "
+                                 "export it with --format decoder")  # fmt: skip
         if checkpoint is not None:
             log.info("weights from %s", checkpoint)
         for note in notes:
             log.warning("%s", note)
-        job = ExportJob(built, example, output, value(weights), verify, force)
+        job = ExportJob(built, example, output, value(weights), verify, force, card=card,
+                        tokenizer=tokenizer)  # fmt: skip
         with task(f"exporting {format_}"):
             report = chosen.run(job)
     except CompileError as error:
@@ -98,12 +105,15 @@ def export(
         fail(f"{output} does not match the PyTorch model")
 
 
-def _load_checkpoint(folder: Path) -> nn.Module:
-    """A training checkpoint's model; a save_pretrained folder's; or a clear error."""
+def _load_checkpoint(folder: Path) -> tuple[nn.Module, dict[str, Any] | None, str | None]:
+    """A training checkpoint's model, card and tokenizer; a save_pretrained folder's model
+    and tokenizer; or a clear error."""
     from tritondsl.export.formats import from_folder
-    from tritondsl.train.checkpoint import STATE_FILE, load_trained
+    from tritondsl.export.hub import read_tokenizer
+    from tritondsl.train.checkpoint import STATE_FILE, best_of, card, model_of
 
     training = [folder, folder / "checkpoints" / "best", folder / "checkpoints" / "last"]
     if any((candidate / STATE_FILE).is_file() for candidate in training):
-        return load_trained(folder)
-    return from_folder(folder)
+        best = best_of(folder)
+        return model_of(best), card(best), best.tokenizer_json
+    return from_folder(folder), None, read_tokenizer(folder)

@@ -25,7 +25,7 @@ def train(
         str | None,
         typer.Option(
             help=f"{', '.join(BUILTIN_DATASETS)} (default synthetic), imagefolder:DIR, "
-            "or module:function"
+            "text:fortunes or text:PATH (language models), or module:function"
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="epochs in all (default 1)")] = None,
@@ -62,6 +62,12 @@ def train(
     ] = None,
     hub: Annotated[
         Path | None, typer.Option(help="write the best checkpoint here as a Hub folder")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="text data: bytes (default) or bpe:N (trained on it)")
+    ] = None,
+    seq_len: Annotated[
+        int | None, typer.Option(min=1, help="text data: tokens per block (default: T, else 256)")
     ] = None,
     progress: Annotated[bool, typer.Option(help="progress bars (in a terminal)")] = True,
     init: Annotated[
@@ -172,7 +178,7 @@ def train(
         "device": device, "hub": hub, "init": init, "reinit": reinit or None,
         "teacher": teacher, "distill_temperature": distill_temperature,
         "distill_weight": distill_weight, "fp32_warmup_epochs": fp32_warmup_epochs,
-        "workers": workers,
+        "workers": workers, "tokenizer": tokenizer, "seq_len": seq_len,
     }  # fmt: skip
     images = {
         "size": size, "small": value(small_images), "crop_scale": crop_scale,
@@ -248,8 +254,8 @@ def config_for_cli(source: str, options: dict[str, Any]) -> TrainConfig:
     inherited = {k: v for k, v in saved.state["config"].items() if k not in PER_RUN_FIELDS}
     data = inherited.get("data")
     if "data" not in given and not _spec_allowed(data):
-        # A checkpoint is data: it may name a built-in dataset or an image folder, never
-        # code to import.
+        # A checkpoint is data: it may name a built-in dataset, an image folder or text,
+        # never code to import.
         raise CheckpointError(
             f"{saved.path} was trained with --data {data!r}, which is not a built-in dataset; "
             "a checkpoint cannot choose code to run: pass --data yourself to resume with it"

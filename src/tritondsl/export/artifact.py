@@ -31,7 +31,8 @@ config.json (format_version 1)::
     params             constructor arguments (JSON; a tuple is {"tuple": [...]})
     precision          the precision override (fp32, fp16, int8) or null
     packing            "2bit" or "base3": how ternary codes are stored
-    files              {"model.tdsl" | "model.safetensors": {"sha256": hex, "bytes": int}}
+    files              {"model.tdsl" | "model.safetensors": {"sha256": hex, "bytes": int}},
+                       and "tokenizer.json" for a language model trained on text
     layers             {layer path: precision}, e.g. "ternary(twn, threshold=0.7, per_channel)"
     tensors            {name: {"shape": [...], "dtype": "uint8", and for packed ternary codes
                         "packing": "2bit"|"base3", "trits": K (weights per row)}}
@@ -58,6 +59,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SOURCE_NAME = "model.tdsl"
+TOKENIZER_NAME = "tokenizer.json"  # a language model's tokenizer (Hugging Face's format)
+MAX_TOKENIZER_BYTES = 256 * 1024 * 1024
 CARD_NAME = "README.md"
 PACKINGS = ("2bit", "base3")
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -79,7 +82,7 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "quantization_config": dict, "card": dict, "activations": dict,
 }  # fmt: skip
 # config.json's optional "card" section (model_card.py turns it into ModelCardData).
-CARD_FIELDS = ("license", "pipeline_tag", "datasets", "base_model", "metrics")
+CARD_FIELDS = ("license", "pipeline_tag", "datasets", "base_model", "metrics", "training")
 log = logging.getLogger(__name__)
 
 
@@ -164,10 +167,11 @@ def parse_config(data: bytes) -> dict[str, Any]:
             CONFIG_NAME, f"unknown precision override {config['precision']!r}"
         )
     _choice(config["packing"], PACKINGS, "packing")
-    if set(config["files"]) != {SOURCE_NAME, WEIGHTS_NAME}:
+    if set(config["files"]) - {TOKENIZER_NAME} != {SOURCE_NAME, WEIGHTS_NAME}:
         raise CorruptArtifactError(
-            CONFIG_NAME, f"'files' must list {SOURCE_NAME} and {WEIGHTS_NAME}"
-        )
+            CONFIG_NAME, f"'files' must list {SOURCE_NAME} and {WEIGHTS_NAME} "
+            f"(and {TOKENIZER_NAME}, if the model has one) and nothing else"
+        )  # fmt: skip
     for name, entry in config["files"].items():
         _expect(entry, dict, f"files.{name}")
         _expect(entry.get("bytes", ...), int, f"files.{name}.bytes")
@@ -195,10 +199,14 @@ def _check_card(card: dict[str, Any]) -> None:
     datasets = card.get("datasets", [])
     for name in [datasets] if isinstance(datasets, str) else datasets:
         _expect(name, str, "card.datasets")
+    for key in ("metrics", "training"):
+        _expect(card.get(key, {}), dict, f"card.{key}")
     for name, value in card.get("metrics", {}).items():
         _expect(value, (int, float), f"card.metrics.{name}")
         if isinstance(value, bool) or not math.isfinite(value):
             raise CorruptArtifactError(CONFIG_NAME, f"card.metrics.{name} must be a number")
+    for name, value in card.get("training", {}).items():
+        _expect(value, (str, int, float, type(None)), f"card.training.{name}")
 
 
 def _check_tensor_entry(name: str, entry: Any, packing: str) -> None:

@@ -8,7 +8,7 @@ entry here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tritondsl.backend.deploy import deploy
 from tritondsl.compiler.check import check_file
 from tritondsl.export.api import ExportReport, to_onnx, to_pt2, to_torchscript
-from tritondsl.export.artifact import CONFIG_NAME, WEIGHTS_NAME
+from tritondsl.export.artifact import CONFIG_NAME, DTYPES, WEIGHTS_NAME
 from tritondsl.export.hub import from_pretrained, save_pretrained
 from tritondsl.export.onnx import WEIGHT_FORMS
 from tritondsl.export.onnx_verify import OutputCheck
@@ -27,6 +27,8 @@ from tritondsl.export.release import MANIFEST_NAME, build_release, hub_parity
 from tritondsl.files import replace_dir
 from tritondsl.models import resolve
 from tritondsl.program import compile as compile_program
+
+TOKEN_LENGTH = 16  # the example's length for a model of token ids [N, T]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class ExportJob:
     verify: bool = True
     force: bool = False  # folder formats: replace a non-empty output folder
     options: dict[str, Any] = field(default_factory=dict)  # format-specific extras
+    card: dict[str, Any] | None = None  # hub: model-card metadata (a training run's)
+    tokenizer: str | None = None  # hub: a language model's tokenizer.json text
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,24 @@ def _one_input(job: ExportJob, form: str) -> Tensor:
     )
 
 
+def _decoder_job(job: ExportJob) -> ExportReport:
+    from tritondsl.export.onnx_decoder import export_decoder
+
+    exported = export_decoder(job.model, job.output, job.weights or "nbits", job.verify)
+    notes = [f"KV cache: {len(exported.layout.kv)} attention layers, context "
+             f"{exported.layout.context or 'unlimited'}; run it with "
+             "tritondsl generate --runtime onnx or tritondsl.export.onnx_decoder.OnnxDecoder"]
+    return ExportReport("decoder", job.output, _file_bytes(job.output),
+                        exported.checks, weights=job.weights or "nbits",
+                        layers=exported.layers, notes=notes)  # fmt: skip
+
+
+def _file_bytes(path: Path) -> int:
+    """A file's bytes, with its external data file (PATH.data) if it has one."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def _torchscript_job(job: ExportJob) -> ExportReport:
     # Reloading and comparing is the export itself here (cheap), so --no-verify keeps it.
     return to_torchscript(job.model, job.output, _one_input(job, "torchscript"))
@@ -88,7 +110,8 @@ def export_hub(job: ExportJob) -> ExportReport:
     check_output_folder(job.output, job.force)
     deployed = deploy(copy.deepcopy(job.model).to("cpu")).eval()
     # Written aside and swapped in: a failure leaves the previous folder as it was.
-    replace_dir(job.output, lambda tmp: save_pretrained(deployed, tmp, pack=pack))
+    replace_dir(job.output, lambda tmp: save_pretrained(deployed, tmp, pack=pack, card=job.card,
+                                                        tokenizer=job.tokenizer))  # fmt: skip
     folder = job.output
     checks = []
     if job.verify:
@@ -119,6 +142,12 @@ EXPORTERS: dict[str, ExportFormat] = {
         _onnx_job,
         WEIGHT_FORMS,
         "ONNX; --weights int2 (opset 25), packed (opset 18 uint8 + unpack nodes) or float",
+    ),
+    "decoder": ExportFormat(
+        _decoder_job,
+        ("nbits", "float"),
+        "ONNX language-model decoder with the KV cache as inputs/outputs; --weights nbits "
+        "(ternary Linear as 2-bit MatMulNBits) or float",
     ),
     "torchscript": ExportFormat(_torchscript_job, (), "TorchScript (.pt), scripted or traced"),
     "pt2": ExportFormat(_pt2_job, (), "torch.export program (.pt2)"),
@@ -172,8 +201,24 @@ def prepare(
         if spec is not None and spec.source != checked.source:
             notes.append("--checkpoint holds a different .tdsl text; its copy is exported")
     generator = torch.Generator().manual_seed(0)
-    examples = tuple(torch.randn(shape, generator=generator) for shape in shapes)
+    # Token ids: ids every embedding of the model takes, symbolic lengths of TOKEN_LENGTH.
+    tables = [m.num_embeddings for m in built.modules() if isinstance(m, nn.Embedding)]
+    examples = tuple(
+        torch.randint(
+            0, min(tables, default=2), _token_shape(t.shape, batch),
+            generator=generator, dtype=DTYPES[t.dtype],
+        )
+        if t.dtype.startswith("int")
+        else torch.randn(shape, generator=generator)
+        for t, shape in zip(inputs, shapes, strict=True)
+    )
     return built, examples[0] if len(examples) == 1 else examples, notes
+
+
+def _token_shape(declared: Sequence[int | str], batch: int) -> list[int]:
+    """A token-id input's example shape: the batch, then TOKEN_LENGTH for symbolic lengths."""
+    rest = [TOKEN_LENGTH if isinstance(d, str) else d for d in declared[1:]]
+    return [batch if isinstance(declared[0], str) else declared[0], *rest]
 
 
 def from_folder(folder: Path) -> nn.Module:

@@ -61,6 +61,7 @@ from tritondsl.export.artifact import (
     MODEL_TYPE,
     PACKINGS,
     SOURCE_NAME,
+    TOKENIZER_NAME,
     WEIGHTS_NAME,
     ArtifactAuthError,
     ArtifactError,
@@ -87,8 +88,8 @@ from tritondsl.kernels.packing import (
 from tritondsl.program import compile as compile_tdsl
 from tritondsl.program import where_declared
 
-__all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "save_pretrained",
-           "write_model_card"]  # fmt: skip
+__all__ = ["ArtifactError", "fp32_bytes", "from_pretrained", "push_to_hub", "read_tokenizer",
+           "save_pretrained", "write_model_card"]  # fmt: skip
 # Formats whose loaders can run code; a folder holding one is refused (see module doc).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 MAX_FOLDER_ENTRIES = 10_000
@@ -102,11 +103,14 @@ def save_pretrained(
     save_directory: str | Path,
     pack: str = "2bit",
     card: Mapping[str, Any] | None = None,
+    tokenizer: str | None = None,
 ) -> Path:
     """Write config.json, model.safetensors, model.tdsl and README.md for ``model``.
 
     ``card`` fills the model card's metadata: ``license``, ``pipeline_tag``, ``datasets``,
-    ``base_model`` and ``metrics`` (name -> value, e.g. ``{"accuracy": 0.91}``).
+    ``base_model``, ``metrics`` (name -> value, e.g. ``{"accuracy": 0.91}``) and
+    ``training`` (setting -> value). ``tokenizer`` is a language model's tokenizer.json text,
+    written beside the weights and listed (with its digest) in config.json.
     """
     spec = getattr(model, "tdsl_spec", None)
     if spec is None:
@@ -122,6 +126,10 @@ def save_pretrained(
     stored, tensors = _stored_tensors(clone, pack)
     weights = save_safetensors(stored, metadata={"format": "pt", "tritondsl_packing": pack})
     source = spec.source.encode("utf-8")
+    files = {SOURCE_NAME: file_entry(source), WEIGHTS_NAME: file_entry(weights)}
+    tokenizer_bytes = None if tokenizer is None else tokenizer.encode("utf-8")
+    if tokenizer_bytes is not None:
+        files[TOKENIZER_NAME] = file_entry(tokenizer_bytes)
     info = _check(spec.source, spec.model, spec.params)
     configs = layer_configs(info, spec.precision)
     layers = {path: p.describe() for path, p in configs.items()}
@@ -137,7 +145,7 @@ def save_pretrained(
         "params": params,
         "precision": spec.precision,
         "packing": pack,
-        "files": {SOURCE_NAME: file_entry(source), WEIGHTS_NAME: file_entry(weights)},
+        "files": files,
         "layers": layers,
         "tensors": tensors,
         "fp32_bytes": fp32_bytes(clone),
@@ -154,6 +162,8 @@ def save_pretrained(
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / SOURCE_NAME, source)
     write_atomically(folder / WEIGHTS_NAME, weights)
+    if tokenizer_bytes is not None:
+        write_atomically(folder / TOKENIZER_NAME, tokenizer_bytes)
     write_atomically(folder / CONFIG_NAME, dump_config(config).encode())
     write_model_card(folder)
     return folder
@@ -293,14 +303,7 @@ def from_pretrained(
     folder = _resolve_folder(path_or_repo_id, hub)
     _refuse_pickles(folder)
     config = parse_config(read_file(folder, CONFIG_NAME, MAX_CONFIG_BYTES))
-    files: dict[str, bytes] = {}
-    for name, entry in config["files"].items():
-        data = read_file(folder, name, entry["bytes"])
-        if len(data) != entry["bytes"] or sha256(data) != entry["sha256"]:
-            raise CorruptArtifactError(
-                name, f"sha256/size differ from {CONFIG_NAME}: modified or corrupt"
-            )
-        files[name] = data
+    files = {name: _read_listed(folder, config, name) for name in config["files"]}
     source = _decode_source(files[SOURCE_NAME])
     state = _read_weights(files[WEIGHTS_NAME], config)
     params = {k: decode_param(v, f"params.{k}") for k, v in config["params"].items()}
@@ -310,6 +313,30 @@ def from_pretrained(
         model = _build(source, shown, config, params)
         _load_state(model, state, config)
     return model.to(device).eval()
+
+
+def _read_listed(folder: Path, config: dict[str, Any], name: str) -> bytes:
+    """A file config.json lists, after checking its size and sha256."""
+    entry = config["files"][name]
+    data = read_file(folder, name, entry["bytes"])
+    if len(data) != entry["bytes"] or sha256(data) != entry["sha256"]:
+        raise CorruptArtifactError(
+            name, f"sha256/size differ from {CONFIG_NAME}: modified or corrupt"
+        )
+    return data
+
+
+def read_tokenizer(folder: str | Path) -> str | None:
+    """The tokenizer.json text of a saved folder (checked against config.json), or None
+    when the model was saved without one."""
+    folder = Path(folder)
+    config = parse_config(read_file(folder, CONFIG_NAME, MAX_CONFIG_BYTES))
+    if TOKENIZER_NAME not in config["files"]:
+        return None
+    try:
+        return _read_listed(folder, config, TOKENIZER_NAME).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CorruptArtifactError(TOKENIZER_NAME, f"not UTF-8: {error}") from None
 
 
 def _resolve_folder(path_or_repo_id: str | Path, hub: dict[str, Any]) -> Path:
@@ -325,7 +352,8 @@ def _resolve_folder(path_or_repo_id: str | Path, hub: dict[str, Any]) -> Path:
     with _hub_errors(text):
         # Only the files we read: a large .onnx beside them is never downloaded.
         snapshot = snapshot_download(
-            text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, SOURCE_NAME], **hub
+            text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, SOURCE_NAME, TOKENIZER_NAME],
+            **hub,
         )
     return Path(snapshot)
 

@@ -17,6 +17,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
 _PACKING = {
     "2bit": "2-bit codes (four trits per byte)",
     "base3": "base-3 codes (five trits per byte, 1.6 bits per weight)",
@@ -75,6 +76,14 @@ def render_model_card(config: Mapping[str, Any], sizes: Mapping[str, int]) -> st
     if weights:
         ratio = config["fp32_bytes"] / weights
         lines += [f"`{WEIGHTS_NAME}` is {ratio:.1f}× smaller than the fp32 state_dict.", ""]
+    training = dict(config.get("card", {}).get("training") or {})
+    if training:
+        lines += ["## Training", "", "| setting | value |", "|---|---|"]
+        lines += [*(f"| {name} | `{json.dumps(value)}` |" for name, value in training.items()), ""]
+    if config["files"].get(TOKENIZER_NAME):
+        lines += ["## Tokenizer", "", f"`{TOKENIZER_NAME}` is the tokenizer it was trained with "
+                  "(Hugging Face `tokenizers` format): "
+                  "`tokenizers.Tokenizer.from_file(\"tokenizer.json\")`.", ""]
     metrics = dict(config.get("card", {}).get("metrics") or {})
     if metrics:
         lines += ["## Evaluation (from the training run)", "", "| metric | value |", "|---|---:|"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from torch import nn
 
 from tritondsl.backend.precision import NAMED
 from tritondsl.compiler.check import check_source
+from tritondsl.compiler.nodes import InputDecl
+from tritondsl.compiler.values import Tensor
 from tritondsl.models import resolve, zoo_names
 from tritondsl.program import compile
 from tritondsl.train.errors import TrainingError
@@ -39,12 +41,23 @@ def build_model(
 
 def declared_input(model: nn.Module) -> tuple[str, tuple[int | str, ...]]:
     """The model's single input: its name and declared shape, e.g. ``("x", ("N", 784))``."""
+    name, tensor, _ = input_declaration(model)
+    return name, tuple(tensor.shape)
+
+
+def input_declaration(model: nn.Module) -> tuple[str, Tensor, str]:
+    """The model's single input: name, declared tensor (shape, dtype) and where it is
+    declared (``"lm.tdsl, line 4"``)."""
     spec = model.tdsl_spec
     checked = check_source(spec.source, spec.path, {spec.model: spec.params})
-    inputs = checked.models[spec.model].inputs
+    info = checked.models[spec.model]
+    inputs = info.inputs
     if len(inputs) != 1:
         raise TrainingError(
             f"model {spec.model} has inputs {', '.join(inputs)}; training takes one input"
         )
     ((name, tensor),) = inputs.items()
-    return name, tuple(tensor.shape)
+    lines = [s.span.line for s in info.definition.body if isinstance(s, InputDecl)]
+    shown = PurePath(spec.path).name  # for messages, not code: shown as it is
+    where = f"{shown}, line {lines[0]}" if lines else shown
+    return name, tensor, where

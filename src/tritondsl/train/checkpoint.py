@@ -11,6 +11,7 @@ best test accuracy so far)::
                            (param_groups and where each state tensor went), Python and
                            NumPy RNG scalars, best accuracy, per-epoch history
     model.tdsl             the source the model was built from (for people)
+    tokenizer.json         language models: the tokenizer (Hugging Face's format)
 
 Folders are written under a temporary name and renamed into place, so a crash never
 leaves half a checkpoint. Reading validates everything before the caller loads anything.
@@ -31,9 +32,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from tritondsl.export.artifact import MAX_TOKENIZER_BYTES, TOKENIZER_NAME
 from tritondsl.files import replace_dir
 from tritondsl.train.config import TrainConfig
-from tritondsl.train.errors import CheckpointError
+from tritondsl.train.errors import CheckpointError, DataError
+from tritondsl.train.text import TextTokenizer
 
 FORMAT, VERSION = "tritondsl-train-checkpoint", 1
 RngState = tuple[dict[str, Tensor], dict[str, Any]]  # tensors, and JSON for the rest
@@ -50,11 +53,21 @@ class Checkpoint:
     model: dict[str, Tensor]
     optimizer: dict[str, Tensor]
     rng: dict[str, Tensor]
+    tokenizer_json: str | None = None  # a language model's tokenizer.json text
 
     @property
     def config(self) -> TrainConfig:
         """The configuration the checkpoint was trained with."""
         return TrainConfig.from_json(self.state["config"])
+
+    def tokenizer(self) -> TextTokenizer | None:
+        """The tokenizer a language model was trained with (None for other models)."""
+        if self.tokenizer_json is None:
+            return None
+        try:
+            return TextTokenizer.from_json(self.tokenizer_json, str(self.path / TOKENIZER_NAME))
+        except DataError as error:
+            raise CheckpointError(str(error)) from None
 
 
 def resolve(path: Path) -> Path:
@@ -90,7 +103,20 @@ def read(path: Path) -> Checkpoint:
         except (OSError, SafetensorError) as error:
             raise CheckpointError(f"{folder / name}: unreadable ({error})") from None
     return Checkpoint(folder, state, tensors[MODEL_FILE], tensors[OPTIMIZER_FILE],
-                      tensors[RNG_FILE])  # fmt: skip
+                      tensors[RNG_FILE], read_tokenizer(folder))  # fmt: skip
+
+
+def read_tokenizer(folder: Path) -> str | None:
+    """The text of ``folder/tokenizer.json``, or None when there is none."""
+    path = folder / TOKENIZER_NAME
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise CheckpointError(f"{path}: larger than {MAX_TOKENIZER_BYTES:,} bytes")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
 
 
 def write(
@@ -99,11 +125,13 @@ def write(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     rngs: list[RngState] | None = None,
+    tokenizer_json: str | None = None,
 ) -> None:
     """Write a checkpoint folder atomically.
 
     ``state`` is the JSON part (minus the optimizer structure); ``rngs`` holds each
-    process's ``rng_state()`` in rank order (this process's alone by default).
+    process's ``rng_state()`` in rank order (this process's alone by default);
+    ``tokenizer_json`` a language model's tokenizer.
     """
     tensors, structure = flatten_optimizer(optimizer, model)
     rng_tensors: dict[str, Tensor] = {}
@@ -121,6 +149,8 @@ def write(
         save_file(rng_tensors, tmp / RNG_FILE, metadata={"format": FORMAT})
         (tmp / STATE_FILE).write_text(json.dumps(full, indent=1) + "\n")
         (tmp / SOURCE_FILE).write_text(state["spec"]["source"])
+        if tokenizer_json is not None:
+            (tmp / TOKENIZER_NAME).write_text(tokenizer_json, encoding="utf-8")
 
     replace_dir(folder, fill)
 
@@ -261,15 +291,25 @@ def _jsonable(value: Any) -> Any:
 
 def load_trained(checkpoint_path: Path) -> nn.Module:
     """The trained model of a checkpoint folder, or of a run folder's best checkpoint (eval)."""
-    return _model(_read_best(checkpoint_path))
+    return model_of(best_of(checkpoint_path))
 
 
-def _read_best(path: Path) -> Checkpoint:
+def tokenizer_of(checkpoint_path: Path) -> TextTokenizer | None:
+    """The tokenizer of the checkpoint ``load_trained`` reads (None if it has none)."""
+    best = checkpoint_path / "checkpoints" / "best"
+    folder = resolve(best if (best / STATE_FILE).is_file() else checkpoint_path)
+    saved = read_tokenizer(folder)
+    return None if saved is None else TextTokenizer.from_json(saved, str(folder / TOKENIZER_NAME))
+
+
+def best_of(path: Path) -> Checkpoint:
+    """A run folder's best checkpoint, or the checkpoint folder ``path`` (read, not applied)."""
     best = path / "checkpoints" / "best"
     return read(best if (best / STATE_FILE).is_file() else path)
 
 
-def _model(checkpoint: Checkpoint) -> nn.Module:
+def model_of(checkpoint: Checkpoint) -> nn.Module:
+    """The model a checkpoint holds, built from its spec and loaded (eval mode)."""
     from tritondsl.train.build import build_model
 
     spec = checkpoint.state["spec"]
@@ -279,20 +319,37 @@ def _model(checkpoint: Checkpoint) -> nn.Module:
     return model.eval()
 
 
+# The training settings a model card lists (beside data, epochs, steps).
+TRAINING_CARD = ("batch_size", "optimizer", "lr", "weight_decay", "schedule", "precision", "seed")
 # Built-in datasets under their Hugging Face Hub names, for model cards.
 HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist",
                 "fashion-mnist-5k": "zalando-datasets/fashion_mnist"}  # fmt: skip
 
 
 def card(checkpoint: Checkpoint) -> dict[str, Any]:
-    """Model-card metadata of a checkpoint: its dataset and its own test accuracy."""
+    """Model-card metadata of a checkpoint: its dataset, how it was trained, and its own
+    test accuracy (a language model: validation perplexity, loss and next-token accuracy)."""
     info: dict[str, Any] = {}
-    history = checkpoint.state.get("history") or []
+    state, config = checkpoint.state, checkpoint.state["config"]
+    history = state.get("history") or []
+    language_model = state.get("task") == "language-model"
     if history:
-        info["metrics"] = {"accuracy": float(history[-1]["test_acc"])}
-    dataset = HUB_DATASETS.get(checkpoint.state["config"].get("data"))
+        last = history[-1]
+        info["metrics"] = {"accuracy": float(last["test_acc"])}
+        if language_model:
+            info["metrics"].update(perplexity=float(last["test_ppl"]),
+                                   loss=float(last["test_loss"]))  # fmt: skip
+    dataset = HUB_DATASETS.get(config.get("data"))
     if dataset is not None:
         info.update(datasets=[dataset], pipeline_tag="image-classification")
+    if language_model:
+        info["pipeline_tag"] = "text-generation"
+    trained = {"data": config.get("data"), "epochs": state.get("epoch"), "steps": state.get("step"),
+               **{k: config.get(k) for k in TRAINING_CARD}}  # fmt: skip
+    if language_model:
+        trained.update(tokenizer=config.get("tokenizer"),
+                       seq_len=state.get("seq_len", config.get("seq_len")))  # fmt: skip
+    info["training"] = trained
     return info
 
 
@@ -301,5 +358,6 @@ def to_hub(checkpoint_path: Path, hub_dir: Path) -> Path:
     from tritondsl.export.hub import save_pretrained
 
     checkpoint = read(checkpoint_path)
-    save_pretrained(_model(checkpoint), hub_dir, card=card(checkpoint))
+    save_pretrained(model_of(checkpoint), hub_dir, card=card(checkpoint),
+                    tokenizer=checkpoint.tokenizer_json)  # fmt: skip
     return hub_dir

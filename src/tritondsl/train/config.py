@@ -12,6 +12,7 @@ from typing import Any, Literal
 from tritondsl.train.dataspec import BUILTIN_DATASETS as BUILTIN_DATASETS
 from tritondsl.train.dataspec import ImageOptions, parse
 from tritondsl.train.errors import TrainingError
+from tritondsl.train.text import check_tokenizer_spec
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "onecycle", "constant"]
@@ -27,6 +28,7 @@ LOCKED_FIELDS = (
     "model", "params", "precision", "data", "batch_size", "optimizer", "lr", "momentum",
     "weight_decay", "schedule", "label_smoothing", "seed", "limit_train", "limit_test",
     "images", "distill_temperature", "distill_weight", "fp32_warmup_epochs",
+    "tokenizer", "seq_len",
 )  # fmt: skip
 # Fields that describe one invocation, not the training: a resumed run does not inherit them.
 # ``init`` and ``teacher`` name files to read: on resume the weights come from the
@@ -41,7 +43,7 @@ class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint."""
 
     source: str  # a .tdsl path, .tdsl text, or a zoo name ("resnet18")
-    data: str = "synthetic"  # a data spec: fashion-mnist, imagefolder:DIR, module:function...
+    data: str = "synthetic"  # a data spec: fashion-mnist, imagefolder:DIR, text:fortunes...
     epochs: int = 1
     batch_size: int = 64  # global: split evenly over distributed processes
     lr: float | None = None  # None: 0.05 for sgd, 1e-3 for adamw
@@ -73,6 +75,8 @@ class TrainConfig:
     distill_temperature: float = 4.0
     distill_weight: float = 0.5  # loss = (1-w)·CE + w·T²·KL(teacher ‖ student)
     fp32_warmup_epochs: int = 0  # train the ternary layers in fp32 for the first N epochs
+    tokenizer: str = "bytes"  # text data: bytes | bpe:N (train/text.py)
+    seq_len: int | None = None  # text data: tokens per block (None: the input's T, else 256)
     vanishing: float = 1e-7  # warn when a layer's mean gradient norm over an epoch is below
     exploding: float = 1e3  # warn when a layer's gradient norm ever exceeds this
 
@@ -99,7 +103,8 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise TrainingError(f"{name} must be > 0, got {value}")
-        for name in ("stop_after", "limit_train", "limit_test"):
+        check_tokenizer_spec(self.tokenizer)
+        for name in ("stop_after", "limit_train", "limit_test", "seq_len"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise TrainingError(f"{name} must be >= 1, got {value}")

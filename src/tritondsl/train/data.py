@@ -158,6 +158,9 @@ def load_datasets(
         datasets = Datasets(name, train, test)
     elif spec.kind == "hook":
         datasets = from_hook(name)
+    elif spec.kind == "text":
+        raise DataError(f"{name} is text: it trains language models (tritondsl.train.text), "
+                        "not classifiers of samples and labels")  # fmt: skip
     elif name == "fashion-mnist":
         datasets = fashion_mnist()
     elif name == "fashion-mnist-5k":

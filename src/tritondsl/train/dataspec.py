@@ -6,6 +6,8 @@ A spec is one string:
 * ``imagefolder:DIR``: one sub-folder of images per class, either ``DIR/train`` and
   ``DIR/val`` (or ``DIR/test``), or the class folders directly in DIR, split by
   ``ImageOptions.val_fraction``;
+* ``text:fortunes`` (Debian's fortunes package) or ``text:PATH`` (a UTF-8 file, or a folder
+  of ``.txt`` files): text for a language model (``tritondsl.train.text``);
 * ``module:function`` or ``path/to/file.py:function``: a hook that returns
   ``(train_dataset, test_dataset)``. A hook runs code, so only a spec the user typed may
   name one (a checkpoint never does: ``DataSpec.from_checkpoint_allowed``).
@@ -24,9 +26,10 @@ from tritondsl.train.errors import DataError
 
 BUILTIN_DATASETS = ("fashion-mnist", "fashion-mnist-5k", "synthetic")
 IMAGEFOLDER = "imagefolder"
+TEXT = "text"
 SMALL_IMAGES = ("resize", "pad")
 BAD_IMAGES = ("skip", "error")
-Kind = Literal["builtin", "imagefolder", "hook"]
+Kind = Literal["builtin", "imagefolder", "text", "hook"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -59,6 +62,10 @@ def parse(text: str) -> DataSpec:
         if not rest:
             raise DataError("imagefolder: needs a folder, e.g. imagefolder:data/pets")
         return DataSpec("imagefolder", rest)
+    if sep and prefix == TEXT:
+        if not rest:
+            raise DataError("text: needs a corpus: text:fortunes, or text:PATH (a file or folder)")
+        return DataSpec("text", rest)
     module, sep, function = text.rpartition(":")
     if sep and module and function:
         return DataSpec("hook", text)
@@ -66,8 +73,8 @@ def parse(text: str) -> DataSpec:
 
 
 def _accepted() -> str:
-    return (f"choose {', '.join(BUILTIN_DATASETS)}, imagefolder:DIR, or module:function "
-            "(path/to/file.py:function)")  # fmt: skip
+    return (f"choose {', '.join(BUILTIN_DATASETS)}, imagefolder:DIR, text:fortunes, "
+            "text:PATH, or module:function (path/to/file.py:function)")  # fmt: skip
 
 
 @dataclass(frozen=True)

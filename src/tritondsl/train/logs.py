@@ -36,10 +36,12 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def write_logs(out: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite both logs from the whole history (a resumed run keeps them consistent)."""
+def write_logs(out: Path, history: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
+    """Rewrite both logs from the whole history (a resumed run keeps them consistent);
+    ``extra`` columns follow the usual ones in metrics.csv (a language model's perplexity)."""
     table = io.StringIO()
-    writer = csv.DictWriter(table, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    columns = (*CSV_COLUMNS, *extra)
+    writer = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     write_atomically(out / CSV_FILE, table.getvalue())
@@ -64,8 +66,10 @@ class Reporter:
             log.warning("%s", text)
 
     @contextmanager
-    def epoch_bar(self, epoch: int, epochs: int, steps: int) -> Iterator[EpochBar]:
-        """A progress bar over one epoch's steps: loss, accuracy, samples/s, peak memory."""
+    def epoch_bar(
+        self, epoch: int, epochs: int, steps: int, unit: str = "samples"
+    ) -> Iterator[EpochBar]:
+        """A progress bar over one epoch's steps: loss, accuracy, ``unit``/s, peak memory."""
         # Bars are for terminals: in a CI log or a pipe the epoch lines say it all.
         shown = self.console.is_terminal and log.isEnabledFor(logging.INFO)
         if not (self.enabled and self.progress and shown):
@@ -77,7 +81,7 @@ class Reporter:
             MofNCompleteColumn(),
             TextColumn(
                 "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}  "
-                "{task.fields[sps]:,.0f} samples/s  peak RSS {task.fields[rss]:,.0f} MiB"
+                "{task.fields[sps]:,.0f} " + unit + "/s  peak RSS {task.fields[rss]:,.0f} MiB"
             ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),

@@ -29,10 +29,10 @@ from tritondsl.backend.quantizers import is_ternary
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train import data as tdata
 from tritondsl.train import distributed as tdist
-from tritondsl.train import logs, plots
+from tritondsl.train import logs, plots, text
 from tritondsl.train import teacher as tteacher
 from tritondsl.train import weights as tweights
-from tritondsl.train.build import build_model, declared_input, resolve_source
+from tritondsl.train.build import build_model, declared_input, input_declaration, resolve_source
 from tritondsl.train.config import TrainConfig
 from tritondsl.train.errors import CheckpointError, DataError, NonFiniteError, TrainingError
 from tritondsl.train.imagefolder import ImageFolder
@@ -42,6 +42,7 @@ from tritondsl.train.monitor import (
     peak_rss_mb,
     ternary_stats,
 )
+from tritondsl.train.task import LanguageModel, Task
 
 Metrics = dict[str, Any]
 PLOT_EVERY_S = 30.0
@@ -51,6 +52,7 @@ _AFTER_NONFINITE = (
     "checkpoints/last holds the last complete epoch."
 )
 ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4  # OneCycleLR's defaults
+DEFAULT_SEQ_LEN = 256  # text blocks for a model whose input leaves T symbolic
 
 
 def lr_at(schedule: str, base: float, step: int, total: int) -> float:
@@ -105,18 +107,29 @@ class Trainer:
             # initial weights to the others, so the initialisation above does not matter.
             _seed_everything(config.seed + self.ctx.rank)
         self.input_name, self.declared = declared_input(self.model)
-        self.num_classes = self._probe_classes()
-        self.data = tdata.load_datasets(
-            config.data, self.declared[1:], self.num_classes, config.limit_train,
-            config.limit_test, config.images,
-        )  # fmt: skip
-        self._check_labels()
-        sample_shape = self.data.sample_shape()
-        self.adapt = tdata.input_adapter(self.declared, sample_shape, f"dataset {config.data!r}")
+        self.text: text.TextData | None = None
         self.teacher = None
-        if config.teacher is not None:
-            self.teacher = tteacher.build(config, sample_shape, self.num_classes)
-            self.teacher.model.to(self.ctx.device)
+        if text.is_text_spec(config.data):
+            if config.teacher is not None:
+                raise TrainingError("--teacher distills image classifiers; a language model "
+                                    "trains on its text alone")  # fmt: skip
+            self.task: Task = self._load_text()
+            self.adapt: tdata.Adapter = tdata.input_adapter(self.declared, (self.seq_len,), "")
+        else:
+            self.task = Task(config.label_smoothing)
+            self._refuse_token_ids()
+            self.num_classes = self._probe_classes()
+            self.data = tdata.load_datasets(
+                config.data, self.declared[1:], self.num_classes, config.limit_train,
+                config.limit_test, config.images,
+            )  # fmt: skip
+            self._check_labels()
+            sample_shape = self.data.sample_shape()
+            self.adapt = tdata.input_adapter(self.declared, sample_shape,
+                                             f"dataset {config.data!r}")  # fmt: skip
+            if config.teacher is not None:
+                self.teacher = tteacher.build(config, sample_shape, self.num_classes)
+                self.teacher.model.to(self.ctx.device)
         if self.resumed is not None:
             ckpt.check_model(self.resumed, self.model)
             self._check_teacher(self.resumed)
@@ -125,12 +138,11 @@ class Trainer:
             tdata.to_device(self.data, self.ctx.device)
         self.optimizer = self._make_optimizer()
         self.epoch, self.step, self.history = 0, 0, []
-        self.best_acc, self.best_epoch = -1.0, 0
+        self.best_score, self.best_epoch = -math.inf, 0
         self._plotted_at = time.monotonic()
         if self.resumed is not None:
             self._load(self.resumed)
         self.grads = GradientMonitor(self.model)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.ddp_model = tdist.wrap(self.model, self.ctx, config.sync_bn)
 
     @property
@@ -140,7 +152,7 @@ class Trainer:
 
     @property
     def best_checkpoint(self) -> Path:
-        """Folder of the checkpoint with the best test accuracy."""
+        """Folder of the best checkpoint: best test accuracy, or lowest validation loss."""
         return self.out / "checkpoints" / "best"
 
     def fit(self) -> list[Metrics]:
@@ -187,7 +199,7 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64)
         lr = config.peak_lr
         start = time.perf_counter()
-        with self.report.epoch_bar(epoch, config.epochs, steps) as bar:
+        with self.report.epoch_bar(epoch, config.epochs, steps, self.task.unit) as bar:
             batches = tdata.batches(self.data.train, indices, per_rank, ctx.device,
                                     config.workers)  # fmt: skip
             for batch, (x, y) in enumerate(batches, 1):
@@ -196,14 +208,14 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 output = self.ddp_model(self.adapt(x))
-                loss = self._loss(output, y, x)
-                stats = torch.stack([loss.detach() * len(y),
-                                     (output.argmax(1) == y).sum().to(loss.dtype),
-                                     torch.tensor(float(len(y)), device=loss.device)])  # fmt: skip
+                loss, stats = self.task.batch(output, y)
+                if self.teacher is not None:
+                    loss = self._distilled(loss, output, x)
+                    stats[0] = loss.detach() * stats[2]  # the loss is what training minimises
                 # Every rank sees the global figures, so all stop together on a NaN.
                 stats = tdist.all_reduce_sum(stats, ctx).double().cpu()
                 if not math.isfinite(float(stats[0])):
-                    self._nonfinite_loss(epoch, batch, x, float(stats[0] / stats[2]))
+                    self._nonfinite_loss(epoch, batch, self.adapt(x), float(stats[0] / stats[2]))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._check_gradients(epoch, batch, self.grads.step())
@@ -216,33 +228,33 @@ class Trainer:
         cuda_peak = None
         if ctx.device.type == "cuda":
             cuda_peak = torch.cuda.max_memory_allocated(ctx.device) / 2**20
-        return {
-            "epoch": epoch, "step": self.step, "lr": lr,
-            "train_loss": float(totals[0] / totals[2]), "train_acc": float(totals[1] / totals[2]),
-            "samples_per_s": float(totals[2]) / seconds, "epoch_s": seconds,
+        samples = float(totals[2]) / (self.seq_len if self.text is not None else 1)
+        record = {"epoch": epoch, "step": self.step, "lr": lr,
+                  **self.task.metrics("train", totals)}  # fmt: skip
+        record.update({
+            "samples_per_s": samples / seconds, "epoch_s": seconds,
             "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak,
-        }  # fmt: skip
+        })  # fmt: skip
+        if self.text is not None:
+            record["tokens_per_s"] = float(totals[2]) / seconds
+        return record
 
     @torch.no_grad()
     def _evaluate(self) -> Metrics:
-        """Test loss and accuracy; each rank takes every world_size-th sample, then all sum."""
+        """Test (validation) metrics; each rank takes every world_size-th sample, then all sum."""
         model, ctx = self.model, self.ctx
         model.eval()
         indices = list(range(ctx.rank, len(self.data.test), ctx.world_size))  # type: ignore[arg-type]
         sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
-        criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing,
-                                        reduction="sum")  # fmt: skip
-        batch_size = max(self.config.batch_size // ctx.world_size, 256)
+        per_rank = self.config.batch_size // ctx.world_size
+        # Logits of a text block are [T, vocab] per sample: keep text batches as trained.
+        batch_size = per_rank if self.text is not None else max(per_rank, 256)
         batches = tdata.batches(self.data.test, indices, batch_size, ctx.device,
                                 self.config.workers)  # fmt: skip
         for x, y in batches:
-            output = model(self.adapt(x))
-            sums[0] += criterion(output, y).double()
-            sums[1] += (output.argmax(1) == y).sum()
-            sums[2] += len(y)
+            sums += self.task.batch(model(self.adapt(x)), y)[1].double()
         tdist.all_reduce_sum(sums, ctx)
-        count = max(float(sums[2]), 1.0)
-        return {"test_loss": float(sums[0]) / count, "test_acc": float(sums[1]) / count}
+        return self.task.metrics("test", sums.cpu())
 
     def _finish_epoch(self, record: Metrics, plot: bool) -> None:
         """Record the epoch; rank 0 writes checkpoint, logs and plots; then all sync."""
@@ -255,16 +267,17 @@ class Trainer:
         # An fp32 warm-up epoch is not a candidate for best: deployed, the model is ternary.
         warmup = self.epoch <= config.fp32_warmup_epochs
         record["fp32_warmup"] = warmup
-        improved = not warmup and record["test_acc"] > self.best_acc
+        improved = not warmup and self.task.score(record) > self.best_score
         if improved:
-            self.best_acc, self.best_epoch = record["test_acc"], self.epoch
+            self.best_score, self.best_epoch = self.task.score(record), self.epoch
         rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
         if self.ctx.is_main:
             folder = self.out / "checkpoints"
-            ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs)
+            tokenizer = None if self.text is None else self.text.tokenizer.to_json()
+            ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs, tokenizer)
             if improved:
                 ckpt.copy(folder / "last", folder / "best")
-            logs.write_logs(self.out, self.history)
+            logs.write_logs(self.out, self.history, self.task.csv_extra)
             # Drawing takes about a second: refresh the plots at most every PLOT_EVERY_S
             # seconds during a run, and always after its last epoch.
             if plots.MISSING is not None and self.epoch == 1:
@@ -275,10 +288,12 @@ class Trainer:
                 plots.training_curves(self.history, self.out / "training_curves.png")
                 plots.sparsity(self.history, self.out / "sparsity.png")
                 self._plotted_at = time.monotonic()
+        task, unit = self.task, self.task.unit
+        rate = record[f"{unit}_per_s"]
+        split = "test" if self.text is None else "val"
         self.report.line(
-            f"epoch {self.epoch}/{config.epochs}: train loss {record['train_loss']:.4f} "
-            f"acc {record['train_acc']:.2%} | test loss {record['test_loss']:.4f} "
-            f"acc {record['test_acc']:.2%} | {record['samples_per_s']:,.0f} samples/s | "
+            f"epoch {self.epoch}/{config.epochs}: train {task.describe(record, 'train')} | "
+            f"{split} {task.describe(record, 'test')} | {rate:,.0f} {unit}/s | "
             f"{record['epoch_s']:.1f} s | peak RSS {record['peak_rss_mb']:,.0f} MiB"
         )
         for warning in record["warnings"]:
@@ -302,11 +317,9 @@ class Trainer:
             f"{prefix}: {detail}. {_AFTER_NONFINITE}", self.step, where[1] if where else None,
         )  # fmt: skip
 
-    def _loss(self, output: Tensor, labels: Tensor, x: Tensor) -> Tensor:
-        """Cross-entropy, plus the distillation term when the run has a teacher."""
-        loss = self.criterion(output, labels)
-        if self.teacher is None:
-            return loss
+    def _distilled(self, loss: Tensor, output: Tensor, x: Tensor) -> Tensor:
+        """The cross-entropy ``loss`` mixed with the distillation term of the teacher."""
+        assert self.teacher is not None
         config = self.config
         soft = tteacher.distill_loss(output, self.teacher.logits(x), config.distill_temperature)
         return (1 - config.distill_weight) * loss + config.distill_weight * soft
@@ -377,13 +390,60 @@ class Trainer:
         """Number of classes: the width of the model's output for a dummy batch."""
         shape = (2, *tdata.sample_shape_for(self.declared))
         self.model.eval()  # no dropout (no RNG draw), BatchNorm statistics untouched
+        example = torch.zeros(shape)
         with torch.no_grad():
-            output = self.model(torch.zeros(shape))
+            output = self.model(example)
         self.model.train()
-        if not (isinstance(output, Tensor) and output.dim() == 2):
-            got = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise TrainingError(f"training needs a model that returns [N, classes]; got {got}")
-        return int(output.shape[1])
+        return self.task.check_output(output, example)
+
+    def _shown_input(self, tensor: Any) -> str:
+        """The input as the .tdsl declares it: ``ids: Tensor[N, T, int64]``."""
+        return f"{self.input_name}: Tensor[{', '.join(map(str, tensor.shape))}, {tensor.dtype}]"
+
+    def _refuse_token_ids(self) -> None:
+        """A model of token ids learns from text, not from images or synthetic classes."""
+        _, tensor, where = input_declaration(self.model)
+        if tensor.dtype.startswith("int"):
+            shown = self._shown_input(tensor)
+            raise DataError(
+                f"{self.model.tdsl_spec.model} takes token ids ({shown}, {where}): train it on "
+                f"text, e.g. --data text:fortunes, not --data {self.config.data}"
+            )
+
+    def _load_text(self) -> LanguageModel:
+        """Text data (tokenized, packed) for a model of token ids; the language-model task."""
+        config = self.config
+        _, tensor, where = input_declaration(self.model)
+        shown = self._shown_input(tensor)
+        if len(tensor.shape) != 2 or not tensor.dtype.startswith("int"):
+            raise DataError(
+                f"--data {config.data} trains a language model, whose input is token ids "
+                f"[N, T] (e.g. ids: Tensor[N, T, int64]); this model declares {shown} ({where})"
+            )
+        declared_t = tensor.shape[1]
+        if isinstance(declared_t, int) and config.seq_len not in (None, declared_t):
+            raise DataError(
+                f"--seq-len {config.seq_len} does not fit the model's input {shown} ({where}): "
+                f"its blocks must be {declared_t} tokens"
+            )
+        self.seq_len = declared_t if isinstance(declared_t, int) else (
+            config.seq_len or DEFAULT_SEQ_LEN)  # fmt: skip
+        saved = self.resumed.tokenizer() if self.resumed is not None else None
+        self.text = text.load(config.data, config.tokenizer, self.seq_len, saved,
+                              config.limit_train, config.limit_test)  # fmt: skip
+        task = LanguageModel(self.seq_len, self.text.vocab_size, config.label_smoothing)
+        example = torch.zeros(2, self.seq_len, dtype=torch.long)
+        self.model.eval()  # no dropout (no RNG draw), nothing learned
+        try:
+            with torch.no_grad():
+                output = self.model(example)
+        except ValueError as error:  # the model's own checks (rotary context, ids) name a line
+            raise DataError(f"the model cannot take blocks of --seq-len {self.seq_len} "
+                            f"tokens: {error}") from None  # fmt: skip
+        self.model.train()
+        self.num_classes = task.check_output(output, example)
+        self.data = tdata.Datasets(config.data, self.text.train, self.text.val)
+        return task
 
     def _check_labels(self) -> None:
         for split in ("train", "test"):
@@ -417,13 +477,18 @@ class Trainer:
         ckpt.load_optimizer(self.optimizer, self.model, resumed)
         state = resumed.state
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
-        self.best_acc, self.best_epoch = state["best_test_acc"], state["best_epoch"]
+        self.best_epoch = state["best_epoch"]
+        # Checkpoints before the task abstraction kept the best accuracy only.
+        self.best_score = state.get("best_score", state["best_test_acc"])
 
     def _state(self) -> dict[str, Any]:
         spec = self.model.tdsl_spec
         return {
-            "epoch": self.epoch, "step": self.step, "best_test_acc": self.best_acc,
-            "best_epoch": self.best_epoch, "config": self.config.to_json(),
+            "epoch": self.epoch, "step": self.step, "best_score": self.best_score,
+            "best_test_acc": self.history[self.best_epoch - 1]["test_acc"],
+            "best_epoch": self.best_epoch, "task": self.task.name,
+            "seq_len": self.seq_len if self.text is not None else None,
+            "config": self.config.to_json(),
             "spec": {"source": spec.source, "model": spec.model, "params": spec.params,
                      "precision": spec.precision},
             "history": self.history,

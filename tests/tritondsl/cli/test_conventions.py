@@ -161,7 +161,7 @@ def test_shell_completion_lists_choices(monkeypatch: pytest.MonkeyPatch) -> None
     env = {"_TRITONDSL_COMPLETE": "complete_bash", "COMP_CWORD": "4",
            "COMP_WORDS": "tritondsl export x --format "}  # fmt: skip
     result = runner.invoke(app, [], prog_name="tritondsl", env=env)
-    assert result.output.split() == ["onnx", "torchscript", "pt2", "hub", "release"]
+    assert result.output.split() == ["onnx", "decoder", "torchscript", "pt2", "hub", "release"]
 
 
 def test_usage_errors_exit_2() -> None:
