@@ -136,6 +136,14 @@ def bench_onnx(quick: bool) -> list[tuple[str, float, float, int, int]]:
     return bench_onnx.measure(quick=quick)
 
 
+def bench_decode(quick: bool) -> list[tuple[str, float, float, float]]:
+    """Decode tokens/s at batch 1, PyTorch fp32 / ORT fp32 / ORT ternary (bench_decode.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_decode  # type: ignore[import-not-found]
+
+    return bench_decode.measure(quick=quick)
+
+
 def bench_finetune(quick: bool) -> tuple[dict[str, Any], list[str]]:
     """From fp32 to ternary: fine-tuning accuracy and the ResNet18 flow's time, with the
     markdown tables (see benchmarks/bench_finetune.py)."""
@@ -233,6 +241,14 @@ def main() -> None:
                          f"{int2 / fp32:.2f} | {fp32_size:,} B | {int2_size:,} B |")
             chart[f"onnxruntime int2/fp32 {label}"] = int2 / fp32
         sections["ONNX Runtime (target: int2 <= 1.1x fp32)"] = table
+
+    table = ["| decoder | PyTorch fp32 | ORT fp32 | ORT ternary | ternary / ORT fp32 |",
+             "|---|---|---|---|---|"]
+    for label, torch_rate, fp32_rate, ternary_rate in bench_decode(quick):
+        table.append(f"| {label} | {torch_rate:.1f} tok/s | {fp32_rate:.1f} tok/s | "
+                     f"{ternary_rate:.1f} tok/s | {ternary_rate / fp32_rate:.2f}x |")
+        chart[f"decode s/token ORT ternary/fp32 {label}"] = fp32_rate / ternary_rate
+    sections["Decoding at batch 1 (goal: ORT ternary >= 3x ORT fp32 at dim >= 1024)"] = table
 
     finetune, table = bench_finetune(quick)
     sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
