@@ -78,7 +78,8 @@ def test_float_decoder_equals_pytorch(ternary: torch.nn.Module, tmp_path: Path) 
 def test_nbits_decoder_picks_the_same_greedy_tokens(ternary: torch.nn.Module, nbits: Path
                                                     ) -> None:  # fmt: skip
     # Random weights give nearly flat logits, the hardest case for a kernel that quantizes
-    # activations; a trained model agrees far more often (benchmarks/bench_lm.py).
+    # activations: near ties may part, so the bound is 80% here (the goal of 99% is for a
+    # trained model).
     agree, total = greedy_agreement(TorchDecoder(ternary), OnnxDecoder(nbits, threads=1),
                                     [3, 1, 4, 1, 5], 40)  # fmt: skip
     assert total == 40 and agree >= 32, agree
