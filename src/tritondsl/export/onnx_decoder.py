@@ -28,8 +28,8 @@ stays 2-bit), the int8 kernel measured fastest for many rows (see benchmarks/).
 
 from __future__ import annotations
 
-import io
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,18 +214,20 @@ def _trace(wrapper: nn.Module, layout: DecoderLayout) -> Any:
     axes = {"ids": {0: "batch", 1: "new"}, "logits": {0: "batch", 1: "new"}}
     axes.update({name: {0: "batch", 2: "past"} for name in inputs[1:]})
     axes.update({name: {0: "batch", 2: "total"} for name in outputs[1:]})
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="tritondsl-decoder-") as folder, \
+            warnings.catch_warnings():  # fmt: skip
+        # A file, not a buffer: over 2 GB the exporter writes the weights beside it.
+        traced = Path(folder) / "traced.onnx"
         # Shape comparisons in the input checks become constants of the trace, as meant.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            wrapper, (ids, *past), buffer, dynamo=False, opset_version=EXPORT_OPSET,
+            wrapper, (ids, *past), str(traced), dynamo=False, opset_version=EXPORT_OPSET,
             input_names=inputs, output_names=outputs, dynamic_axes=axes,
             do_constant_folding=False,
             # As in export.onnx: no merging of equal weights, each keeps its module's name.
             keep_initializers_as_inputs=True,
         )  # fmt: skip
-    proto = onnx.load_from_string(buffer.getvalue())
+        proto = onnx.load(str(traced))
     initializers = {t.name for t in proto.graph.initializer}
     real = [i for i in proto.graph.input if i.name not in initializers]
     del proto.graph.input[:]
@@ -301,7 +303,8 @@ def _save(proto: Any, path: Path) -> None:
 # -- running ------------------------------------------------------------------------------
 
 
-def _session(proto: Any, threads: int | None, lut: bool) -> Any:
+def _session(model: Any, threads: int | None, lut: bool) -> Any:
+    """An onnxruntime CPU session of ``model``: a path (any size) or a proto (under 2 GB)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -311,7 +314,8 @@ def _session(proto: Any, threads: int | None, lut: bool) -> Any:
         options.intra_op_num_threads = threads
     if lut:
         options.add_session_config_entry(LUT_GEMM_KEY, "1")
-    return ort.InferenceSession(proto.SerializeToString(), options,
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    return ort.InferenceSession(source, options,
                                 providers=["CPUExecutionProvider"])  # fmt: skip
 
 
@@ -369,7 +373,7 @@ class OnnxDecoder:
         layers = len(self.layout.kv)
         self.inputs, self.outputs = input_names(layers), output_names(layers)
         nbits = any(n.op_type == "MatMulNBits" for n in proto.graph.node)
-        self.step_session = _session(proto, threads, lut=nbits)
+        self.step_session = _session(Path(path), threads, lut=nbits)
         self.prefill_session = (_session(int8_prefill_graph(proto), threads, lut=False)
                                 if nbits else self.step_session)  # fmt: skip
         self.past: list[np.ndarray] = self._empty()
