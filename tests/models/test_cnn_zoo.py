@@ -1,4 +1,4 @@
-"""The CNN zoo: torchvision's layouts, torchvision's functions, and where precision is kept.
+"""The CNN zoo: torchvision's layouts and functions, where precision is kept, ONNX export.
 
 State_dict layouts are checked in tests/compiler/test_check.py (front end only); here the
 built models are run against the independent functional forwards of tests/reference_nets.py.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 import tritondsl
 from tests import reference_nets as ref
 from tritondsl.compiler.check import check_file
+from tritondsl.export.api import to_onnx
 from tritondsl.models import zoo_path
 
 CNNS = ["resnet50", "vgg11_bn", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
@@ -91,3 +93,26 @@ def test_ternary_model_keeps_the_first_conv_and_the_classifier_full_precision(na
     if name == "vgg11_bn":  # the 4096-wide hidden layers hold most weights: ternary
         assert [m.precision.kind for m in layers if m.path.startswith("classifier")] == [
             "ternary", "ternary", "fp32"]
+
+
+EXPORTS = [
+    ("resnet50", {"num_classes": 10}, (1, 3, 32, 32)),
+    ("mobilenet_v3_small", {"num_classes": 10}, (1, 3, 32, 32)),
+    ("mobilenet_v3_large", {"num_classes": 10}, (1, 3, 32, 32)),
+    ("efficientnet_b0", {"num_classes": 10}, (1, 3, 32, 32)),
+    ("unet", {"width": 8, "depth": 3}, (1, 1, 16, 16)),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "shape"), EXPORTS, ids=[e[0] for e in EXPORTS])
+def test_ternary_model_exports_to_onnx_and_verifies_in_onnxruntime(
+        name: str, args: dict, shape: tuple[int, ...], tmp_path: Path) -> None:
+    model = tritondsl.load_model(name, **args).eval()
+    randomize_batchnorm(model)
+    sizes = {}
+    for form in ("int2", "packed", "float"):
+        report = to_onnx(model, tmp_path / f"{name}-{form}.onnx", torch.randn(*shape),
+                         weights=form)
+        assert report.verified and report.ok, report.lines()
+        sizes[form] = report.file_bytes
+    assert sizes["int2"] < sizes["float"] and sizes["packed"] < sizes["float"]
