@@ -888,6 +888,8 @@ def _linear_op(g: Gen, x: str, shape: Shape) -> Drawn | None:
 def _split_heads(g: Gen, x: str, shape: Shape) -> Drawn | None:
     if len(shape) < 2:  # the batch must stay in front
         return None
+    if g.symbolic:  # the feature size must be known; a symbolic W may still be last
+        return None
     heads = int(g.choice([h for h in range(1, shape[-1] + 1) if shape[-1] % h == 0]))
     return Drawn(f"split_heads({x}, {heads})",
                  (*shape[:-2], heads, shape[-2], shape[-1] // heads))  # fmt: skip
