@@ -45,10 +45,13 @@ def test_fashion_mnist_three_epochs(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_5k_smoke(tmp_path: Path) -> None:
-    r = _train(("ternary", "a8", "broken_ste"), "fashion-mnist-5k", 2, tmp_path)
+    # 8 epochs of 4,000 images (250 steps): Fashion-MNIST needs them where the MNIST-digit
+    # subset this smoke once used reached 80% in 2 (measured on fashion-mnist-5k, seed 0:
+    # ternary 72.4% after 2 epochs, 76.4% after 4, 83.4% after 8; broken STE 62.1%).
+    r = _train(("ternary", "a8", "broken_ste"), "fashion-mnist-5k", 8, tmp_path)
     ternary = r["ternary"]["test_accuracy"]
     assert ternary >= 0.80
-    assert r["broken_ste"]["test_accuracy"] < ternary
+    assert r["broken_ste"]["test_accuracy"] <= ternary - 0.08
     assert r["ternary"]["values_per_scale_group"] == [3]
     # 8-bit inputs, trained or only calibrated, cost little (the full measurement is
     # `python -m tests.integration.accuracy`, on all of Fashion-MNIST).
