@@ -24,6 +24,7 @@ _LAZY = {
     "ArtifactNotFoundError": "tritondsl.export.artifact",
     "ArtifactAuthError": "tritondsl.export.artifact",
     "CorruptArtifactError": "tritondsl.export.artifact",
+    "onnx_session": "tritondsl.export.onnx_session",
 }
 
 

@@ -77,6 +77,20 @@ class Runtime(StrEnum):
     onnx = "onnx"
 
 
+class Activations(StrEnum):
+    """``tritondsl export --activations`` (``tritondsl.export.onnx_int8.ACTIVATION_FORMS``)."""
+
+    float = "float"
+    int8 = "int8"
+
+
+class Linear(StrEnum):
+    """``tritondsl export --linear`` (``tritondsl.export.onnx_int8.LINEAR_KERNELS``)."""
+
+    int8 = "int8"
+    nbits = "nbits"
+
+
 def value(choice: StrEnum | None) -> str | None:
     """The plain string of a choice (None stays None), for library calls."""
     return None if choice is None else str(choice)

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, fail
-from tritondsl.cli.choices import Format, Weights, value
+from tritondsl.cli.choices import Activations, Format, Linear, Weights, value
 
 if TYPE_CHECKING:
-    from torch import nn
+    from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ def export(
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="the file (hub, release: the folder) to write",
+            "--output",
+            "-o",
+            help="the file (hub, release: the folder) to write",
             show_default=False,
         ),
     ],
@@ -62,6 +64,39 @@ def export(
     force: Annotated[
         bool, typer.Option("--force", help="hub, release: replace a non-empty output folder")
     ] = False,
+    activations: Annotated[
+        Activations,
+        typer.Option(
+            help="onnx: float (default) or int8: W1.58A8 for onnxruntime's int8 kernels "
+            "(QLinearConv, QGemm), ternary weights 2-bit on disk; run it with "
+            "the onnx_session loader of the Python API (fast) or plain onnxruntime"
+        ),
+    ] = Activations.float,
+    calibrate: Annotated[
+        str | None,
+        typer.Option(
+            help="int8: data for the activation scales the model lacks and for --verify: "
+            "any train --data spec, or random (a smoke run)"
+        ),
+    ] = None,
+    calibration_batches: Annotated[
+        int, typer.Option(min=1, help="int8: batches of 32 taken from the training split")
+    ] = 16,
+    keep_fp32: Annotated[
+        bool,
+        typer.Option("--keep-fp32", help="int8: keep the full-precision (@fp32) layers float"),
+    ] = False,
+    float_layer: Annotated[
+        list[str] | None,
+        typer.Option(help="int8: keep this layer float (repeatable), e.g. --float-layer fc"),
+    ] = None,
+    linear: Annotated[
+        Linear,
+        typer.Option(
+            help="int8: ternary Linear layers on int8 QGemm, or nbits: 2-bit MatMulNBits "
+            "(lookup-table kernel, for one row at a time) where K % 32 and N % 128 allow"
+        ),
+    ] = Linear.int8,
     _v: Verbose = 0,
     _q: Quiet = False,
 ) -> None:
@@ -78,6 +113,8 @@ def export(
     if weights is not None and str(weights) not in chosen.weights:
         accepted = ", ".join(chosen.weights) or f"none (--format {format_} takes no --weights)"
         raise typer.BadParameter(f"choose one of {accepted}", param_hint="--weights")
+    int8 = activations == Activations.int8
+    _check_int8_options(format_, weights, int8, calibrate, keep_fp32, float_layer, linear)
     try:
         with task("building the model"):
             loaded, card, tokenizer = (_load_checkpoint(checkpoint) if checkpoint is not None
@@ -90,7 +127,14 @@ def export(
             log.info("weights from %s", checkpoint)
         for note in notes:
             log.warning("%s", note)
-        job = ExportJob(built, example, output, value(weights), verify, force, card=card,
+        options: dict[str, object] = {}
+        if int8:
+            options = _int8_options(built, example, calibrate, calibration_batches, verify)
+            options.update(keep_fp32=keep_fp32, float_layers=tuple(float_layer or ()))
+            options.update(activations="int8", linear=str(linear))
+            if checkpoint is None:  # random init: nearly tied logits, agreement says little
+                options["min_agreement"] = None
+        job = ExportJob(built, example, output, value(weights), verify, force, options, card=card,
                         tokenizer=tokenizer)  # fmt: skip
         with task(f"exporting {format_}"):
             report = chosen.run(job)
@@ -103,6 +147,46 @@ def export(
         typer.echo(line)
     if not report.ok:
         fail(f"{output} does not match the PyTorch model")
+
+
+def _check_int8_options(
+    format_: Format,
+    weights: Weights | None,
+    int8: bool,
+    calibrate: str | None,
+    keep_fp32: bool,
+    float_layer: list[str] | None,
+    linear: Linear,
+) -> None:
+    """The int8-only options need --activations int8, which needs --format onnx."""
+    if int8 and format_ != Format.onnx:
+        raise typer.BadParameter("int8 activations are an ONNX form", param_hint="--activations")
+    if int8 and weights not in (None, Weights.int2):
+        raise typer.BadParameter(
+            "int8 activations store ternary weights as int2", param_hint="--weights"
+        )
+    given = {
+        "--calibrate": calibrate is not None, "--keep-fp32": keep_fp32,
+        "--float-layer": bool(float_layer), "--linear": linear != Linear.int8,
+    }  # fmt: skip
+    for option, used in given.items():
+        if used and not int8:
+            raise typer.BadParameter("needs --activations int8", param_hint=option)
+
+
+def _int8_options(
+    built: nn.Module, example: Tensor, calibrate: str | None, batches: int, verify: bool
+) -> dict[str, object]:
+    """Calibration and verification batches from ``--calibrate DATA`` (none without it)."""
+    if calibrate is None:
+        return {}
+    from tritondsl.export.onnx_int8 import declared_input
+    from tritondsl.train.calibration import calibration_data
+
+    declared = declared_input(built, example)
+    data = calibration_data(calibrate, declared, example, num_batches=batches)
+    log.warning("calibration data: %s", data.description)
+    return {"calibration": data.calibration, "verify_data": data.verify if verify else None}
 
 
 def _load_checkpoint(folder: Path) -> tuple[nn.Module, dict[str, Any] | None, str | None]:

@@ -18,12 +18,21 @@ are listed in ``formats.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
+from tritondsl.export.int8_verify import (
+    MIN_AGREEMENT,
+    AgreementCheck,
+    example_batches,
+    verify_int8,
+)
 from tritondsl.export.onnx import export_onnx
+from tritondsl.export.onnx_int8 import ACTIVATION_FORMS, IR_VERSION, OPSET, export_int8
 from tritondsl.export.onnx_verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -44,7 +53,7 @@ class ExportReport:
     format: str  # "onnx", "torchscript", "pt2"
     path: Path
     file_bytes: int
-    checks: list[OutputCheck] = field(default_factory=list)  # empty when not verified
+    checks: list[OutputCheck | AgreementCheck] = field(default_factory=list)  # [] = not verified
     weights: str | None = None  # ONNX weight form
     opset: int | None = None
     ir_version: int | None = None
@@ -103,8 +112,38 @@ def to_onnx(
     verify: bool = True,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    *,
+    activations: str = "float",
+    calibration: Sequence[Tensor] | None = None,
+    verify_data: Iterable[Any] | None = None,
+    keep_fp32: bool = False,
+    float_layers: Sequence[str] = (),
+    linear: str = "int8",
+    min_agreement: float | None = MIN_AGREEMENT,
 ) -> ExportReport:
-    """Deploy a copy of ``model``, write it as ONNX (int2 / packed / float) and verify it."""
+    """Deploy a copy of ``model``, write it as ONNX and verify it.
+
+    ``activations="float"``: ternary weights as int2 / packed / float, float kernels.
+    ``activations="int8"``: W1.58A8 for onnxruntime's int8 kernels (``onnx_int8.py``), trits
+    2-bit on disk; ``calibration`` batches set the activation scales the model lacks,
+    ``verify_data`` ((input, label) batches; default: the calibration batches) is what the
+    file is compared with the PyTorch W1.58A8 model on; ``keep_fp32`` keeps full-precision
+    layers float, ``float_layers`` names layers to keep float, ``linear="nbits"`` writes
+    ternary Linear layers as 2-bit MatMulNBits where the lookup-table kernel fits.
+    Verification on data fails below ``min_agreement`` top-1 agreement (None: report only,
+    e.g. for an untrained model, whose nearly tied logits make agreement meaningless).
+    """
+    if activations not in ACTIVATION_FORMS:
+        raise ValueError(
+            f"activations must be one of {', '.join(ACTIVATION_FORMS)}, got {activations!r}"
+        )
+    if activations == "int8":
+        if weights != "int2":
+            raise ValueError("activations='int8' stores ternary weights as int2; drop weights=")
+        return _to_onnx_int8(
+            model, path, example_input, verify, calibration, verify_data,
+            Int8Options(keep_fp32, tuple(float_layers), linear, min_agreement),
+        )  # fmt: skip
     result = export_onnx(model, path, example_input, weights)
     report = ExportReport(
         "onnx",
@@ -125,6 +164,52 @@ def to_onnx(
     if verify:
         verdict = verify_onnx(result.path, result.inputs, result.expected, atol, rtol)
         report.checks = verdict.checks
+    return report
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """The choices of an ``activations="int8"`` export besides its data."""
+
+    keep_fp32: bool = False
+    float_layers: tuple[str, ...] = ()
+    linear: str = "int8"
+    min_agreement: float | None = MIN_AGREEMENT
+
+
+def _to_onnx_int8(
+    model: nn.Module,
+    path: str | Path,
+    example_input: Tensor,
+    verify: bool,
+    calibration: Sequence[Tensor] | None,
+    verify_data: Iterable[Any] | None,
+    options: Int8Options,
+) -> ExportReport:
+    result = export_int8(
+        model, path, example_input, calibration, keep_fp32=options.keep_fp32,
+        float_layers=options.float_layers, linear=options.linear,
+    )  # fmt: skip
+    report = ExportReport(
+        "onnx", result.path, result.path.stat().st_size, weights="int2", opset=OPSET,
+        ir_version=IR_VERSION, stats=weight_stats(result.path), layers=result.layers,
+    )  # fmt: skip
+    kernels = sorted({how.rpartition("; ")[2] for how in result.layers.values()})
+    report.notes.append(
+        f"activations int8 (W1.58A8): {len(result.layers) - len(result.float_layers)} layers on "
+        f"onnxruntime integer kernels ({', '.join(kernels)}); run it with "
+        "tritondsl.onnx_session(path) or plain onnxruntime"
+    )
+    if calibration is not None:
+        report.notes.append(f"calibration: {result.calibration_batches} batches")
+    report.notes.extend(result.notes)
+    report.notes.extend(f"kept float: {name} ({why})" for name, why in result.float_layers.items())
+    if verify:
+        data = verify_data if verify_data is not None else calibration
+        batches = data if data is not None else example_batches(result.example_input)
+        report.checks = [
+            verify_int8(result.path, result.reference, batches, judged=data is not None)
+        ]
     return report
 
 

@@ -56,7 +56,11 @@ class ExportFormat:
 
 
 def _onnx_job(job: ExportJob) -> ExportReport:
-    return to_onnx(job.model, job.output, job.example_input, job.weights or "int2", job.verify)
+    # options: activations, calibration, verify_data, keep_fp32, float_layers, linear
+    return to_onnx(
+        job.model, job.output, job.example_input, job.weights or "int2", job.verify,
+        **job.options,
+    )  # fmt: skip
 
 
 def _one_input(job: ExportJob, form: str) -> Tensor:

@@ -55,7 +55,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper, version_converter
 from torch import Tensor, nn
 
-from tritondsl.backend.layers import QuantConv2d, QuantConvTranspose2d, QuantModule
+from tritondsl.backend.layers import QuantModule
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
 from tritondsl.compiler.check import ModelInfo
 from tritondsl.export.exportable import onnx_input_axes
@@ -119,11 +119,11 @@ def _array(name: str, value: Tensor | np.ndarray) -> TensorProto:
     return numpy_helper.from_array(np.array(array, order="C"), name)  # keeps 0-d arrays 0-d
 
 
-def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
-    """A plain Conv2d / ConvTranspose2d / Linear computing with ``weight``, the layer's
-    dequantized weight."""
+def _float_twin(layer: nn.Module, weight: Tensor) -> nn.Module:
+    """A plain Conv2d / ConvTranspose2d / Linear like ``layer`` computing with ``weight``
+    (e.g. its dequantized weight)."""
     twin: nn.Module
-    if isinstance(layer, QuantConv2d):
+    if isinstance(layer, nn.Conv2d):
         twin = nn.utils.skip_init(  # skip_init: no random init to overwrite
             nn.Conv2d,
             layer.in_channels,
@@ -136,7 +136,7 @@ def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
             layer.bias is not None,
             layer.padding_mode,
         )
-    elif isinstance(layer, QuantConvTranspose2d):
+    elif isinstance(layer, nn.ConvTranspose2d):
         twin = nn.utils.skip_init(
             nn.ConvTranspose2d,
             layer.in_channels,
@@ -150,7 +150,7 @@ def _float_twin(layer: QuantModule, weight: Tensor) -> nn.Module:
             layer.dilation,
         )
     else:
-        shape = layer.weight_shape
+        shape = weight.shape
         twin = nn.utils.skip_init(nn.Linear, shape[1], shape[0], layer.bias is not None)
     twin.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     if layer.bias is not None:
