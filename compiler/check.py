@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from tritondsl.compiler import nodes as n
-from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter, printable
+from tritondsl.compiler.diagnostics import (
+    CompileError,
+    Diagnostic,
+    Reporter,
+    TooManyErrors,
+    printable,
+)
 from tritondsl.compiler.evaluate import BudgetExceeded
 from tritondsl.compiler.infer import ShapeInference
 from tritondsl.compiler.instantiate import resolve_precisions
 from tritondsl.compiler.layers import LAYERS, activation_state
-from tritondsl.compiler.parser import MAX_SOURCE_BYTES, decode, parse
+from tritondsl.compiler.parser import MAX_SOURCE_BYTES, SOURCE_LIMIT, decode, parse
 from tritondsl.compiler.resolve import resolve
 from tritondsl.compiler.values import EvalError, Module, Poison, Tensor, TensorDecl
 
@@ -115,7 +121,7 @@ def check_file(
             [Diagnostic(f"cannot read file: {exc.strerror or exc}", None)], shown
         ) from None
     if len(data) > MAX_SOURCE_BYTES:
-        limit = f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB"
+        limit = SOURCE_LIMIT
         raise CompileError([Diagnostic(f"file is too large; the limit is {limit}", None)], shown)
     return check_source(decode(data, shown), shown, args, sizes)
 
@@ -140,6 +146,23 @@ def _check(
 ) -> CheckedProgram:
     program = parse(source, path)
     reporter = Reporter()
+    try:
+        checked = _check_program(program, source, reporter, args, sizes)
+    except TooManyErrors as stop:
+        diagnostics = [*_ordered(reporter.diagnostics), stop.diagnostic]
+        raise CompileError(diagnostics, path, source) from None
+    if reporter.has_errors:
+        raise CompileError(_ordered(reporter.diagnostics), path, source)
+    return checked
+
+
+def _check_program(
+    program: n.Program,
+    source: str,
+    reporter: Reporter,
+    args: Mapping[str, Mapping[str, Any]],
+    sizes: dict[str, int],
+) -> CheckedProgram:
     definitions = resolve(program, reporter)
     for name in args:
         if name not in definitions or definitions[name].kind != "model":
@@ -157,8 +180,6 @@ def _check(
             _check_unused(engine, program)
         except BudgetExceeded as error:
             engine.report(error)
-    if reporter.has_errors:
-        raise CompileError(_ordered(reporter.diagnostics), path, source)
     return checked
 
 
@@ -195,15 +216,8 @@ def _check_unused(engine: ShapeInference, program: n.Program) -> None:
 
 
 def _ordered(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """Drop repeats (a block instantiated many times) and sort by position."""
-    seen: set[tuple[str, Any]] = set()
-    unique = []
-    for diag in diagnostics:
-        key = (diag.message, diag.span)
-        if key not in seen:
-            seen.add(key)
-            unique.append(diag)
-    return sorted(unique, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+    """Sort by position (the Reporter already dropped repeats)."""
+    return sorted(diagnostics, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
 
 
 def verify(checked: CheckedProgram) -> None:

@@ -47,11 +47,28 @@ class CompileError(Exception):
         return "\n".join(parts)
 
 
-class Reporter:
-    """Collects diagnostics for one file; passes append to it and go on where they can."""
+MAX_ERRORS = 100  # a file with more stops here: every later pass costs time per error
 
-    def __init__(self) -> None:
+
+class TooManyErrors(Exception):
+    """Raised by a ``Reporter`` at its limit; ``diagnostic`` says so (after the others)."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+class Reporter:
+    """Collects diagnostics for one file; passes append to it and go on where they can.
+
+    The same message at the same place is kept once (a block instantiated many times
+    fails the same way each time); at ``limit`` different errors it raises TooManyErrors.
+    """
+
+    def __init__(self, limit: int = MAX_ERRORS) -> None:
         self.diagnostics: list[Diagnostic] = []
+        self.limit = limit
+        self._seen: set[tuple[str, Span | None]] = set()
 
     def error(
         self,
@@ -61,7 +78,13 @@ class Reporter:
         notes: Iterable[tuple[str, Span | None]] = (),
     ) -> None:
         """Record an error."""
+        if (message, span) in self._seen:
+            return
+        self._seen.add((message, span))
         self.diagnostics.append(Diagnostic(message, span, "error", help, tuple(notes)))
+        if len(self.diagnostics) >= self.limit:
+            stop = f"stopped after {self.limit} errors"
+            raise TooManyErrors(Diagnostic(stop, None, "note", "fix these and check again"))
 
     @property
     def has_errors(self) -> bool:

@@ -7,17 +7,24 @@ definition, so a file with several broken definitions shows all of them.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from tritondsl.compiler import nodes as n
 from tritondsl.compiler.arith import MAX_INT_BITS
-from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter
+from tritondsl.compiler.diagnostics import CompileError, Diagnostic, Reporter, TooManyErrors
 from tritondsl.compiler.syntax_errors import (
     DEF_KEYWORDS,
     end_position,
@@ -27,7 +34,10 @@ from tritondsl.compiler.syntax_errors import (
     unclosed_help,
 )
 
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
+# The largest input is checked in under 2 s on 2 cores (benchmarks/bench_check_limits.py;
+# lark's LALR parser is the bound) and is 33x the largest zoo model.
+MAX_SOURCE_BYTES = 128 * 1024
+SOURCE_LIMIT = f"{MAX_SOURCE_BYTES // 1024} KiB"
 MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
@@ -95,20 +105,26 @@ def parse(source: str, path: str = "<input>") -> n.Program:
     """Parse .tdsl text into a ``Program``; raise ``CompileError`` listing every syntax error."""
     reporter = Reporter()
     if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
-        size = len(source.encode("utf-8", "surrogatepass")) / 1e6
+        size = len(source.encode("utf-8", "surrogatepass")) / 1024
         reporter.error(
-            f"file is too large ({size:.1f} MB); the limit is "
-            f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB",
+            f"file is too large ({size:,.0f} KiB); the limit is {SOURCE_LIMIT}",
             None,
         )
         raise CompileError(reporter.diagnostics, path, source)
-    tree = _parse_tree(source, reporter)
-    if tree is not None:
-        _check_depth(tree, reporter)
-    if reporter.has_errors or tree is None:
-        raise CompileError(reporter.diagnostics, path, source)
-    builder = _AstBuilder(reporter)
-    program = n.Program(tuple(builder.transform(tree)), path)
+    try:
+        tree = _parse_tree(source, reporter)
+        if tree is not None:
+            _check_depth(tree, reporter)
+        if reporter.has_errors or tree is None:
+            raise CompileError(reporter.diagnostics, path, source)
+        program = n.Program(tuple(_AstBuilder(reporter).transform(tree)), path)
+    except TooManyErrors as stop:
+        raise CompileError([*reporter.diagnostics, stop.diagnostic], path, source) from None
+    except VisitError as error:  # the AST builder reached the error limit
+        if not isinstance(error.orig_exc, TooManyErrors):
+            raise
+        diagnostics = [*reporter.diagnostics, error.orig_exc.diagnostic]
+        raise CompileError(diagnostics, path, source) from None
     if reporter.has_errors:
         raise CompileError(reporter.diagnostics, path, source)
     return program
@@ -132,25 +148,35 @@ def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
     """Parse, and after a syntax error resume at the next top-level definition."""
     lark, postlex = _lark()
     text, tree = source, None
+    starts: list[tuple[int, int]] | None = None  # (line, offset) of every definition
+    done = -1  # index in starts of the last resume point: each retry starts further on
     while True:
         try:
             result = lark.parse(text)
         except UnexpectedInput as exc:
+            # Each retry reports one error and the reporter stops at its limit, so this
+            # loop runs at most MAX_ERRORS times, each parse ending at its first error.
             reporter.error(*_describe(exc, source, postlex))
-            line = getattr(exc, "line", -1)
-            resume = _next_definition(source, max(line, 1))
-            if resume is None:
+            starts = _definition_starts(source) if starts is None else starts
+            line = max(getattr(exc, "line", -1), 1)
+            index = max(bisect.bisect_right(starts, (line, len(source))), done + 1)
+            done = index
+            if index == len(starts):
                 return None
-            text = "\n" * (source.count("\n", 0, resume)) + source[resume:]
+            resume_line, resume = starts[index]
+            text = "\n" * (resume_line - 1) + source[resume:]  # keeps line numbers
             continue
         return tree if reporter.has_errors else result
 
 
-def _next_definition(source: str, after_line: int) -> int | None:
+def _definition_starts(source: str) -> list[tuple[int, int]]:
+    """(line, offset) of each line that starts a definition, in one pass over ``source``."""
+    starts, line, counted = [], 1, 0
     for match in _DEF_START.finditer(source):
-        if source.count("\n", 0, match.start()) + 1 > after_line:
-            return match.start()
-    return None
+        line += source.count("\n", counted, match.start())
+        counted = match.start()
+        starts.append((line, match.start()))
+    return starts
 
 
 def _describe(exc: UnexpectedInput, source: str, tokens: _NewlineFilter) -> tuple:

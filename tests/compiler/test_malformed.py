@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tritondsl.compiler.check import CheckedProgram, check_file, check_source
-from tritondsl.compiler.diagnostics import CompileError, Diagnostic
+from tritondsl.compiler.diagnostics import MAX_ERRORS, CompileError, Diagnostic
 from tritondsl.compiler.parser import MAX_DEPTH, MAX_SOURCE_BYTES
 
 CORPUS = Path(__file__).resolve().parent / "malformed"
@@ -177,7 +177,7 @@ def test_file_over_the_size_limit_is_refused(tmp_path: Path, via: str) -> None:
         else:
             check_source(text)
     [diag] = info.value.diagnostics
-    assert "too large" in diag.message and "2 MiB" in diag.message
+    assert "too large" in diag.message and "128 KiB" in diag.message
 
 
 def test_missing_file_is_a_diagnostic(tmp_path: Path) -> None:
@@ -246,3 +246,38 @@ def test_many_statements_are_fine() -> None:
     forward = "let y = x\n" + "y = relu(y)\n" * 5_000 + "return fc(y)"
     checked = check_source(in_model("", forward))
     assert checked.models["Net"].output is not None
+
+
+def test_error_recovery_is_bounded_by_counting() -> None:
+    # Each retry after a syntax error reports one error; the reporter stops at MAX_ERRORS,
+    # so 10,000 broken definitions cost 100 retries, each ending at its own error.
+    text = "model A x\n" * 10_000
+    with pytest.raises(CompileError) as info:
+        check_source(text)
+    *errors, stop = info.value.diagnostics
+    assert len(errors) == MAX_ERRORS
+    assert [d.span.line for d in errors if d.span] == list(range(1, MAX_ERRORS + 1))
+    assert (stop.severity, stop.message) == ("note", f"stopped after {MAX_ERRORS} errors")
+    assert info.value.render().endswith(f"{MAX_ERRORS} errors in <input>")
+
+
+def test_an_error_repeated_by_many_instances_is_reported_once() -> None:
+    block = ("block B() {\n    fc = Linear(4, 4)\n    forward(x) {\n        return fc(x, x)\n"
+             "    }\n}\n")  # fmt: skip
+    members = "".join(f"    b{i} = B()\n" for i in range(300))
+    calls = "".join(f"        let y{i} = b{i}(x)\n" for i in range(300))
+    model = (f"model M() {{\n    input x: Tensor[N, 4]\n{members}    forward(x) {{\n{calls}"
+             "        return x\n    }\n}\n")  # fmt: skip
+    with pytest.raises(CompileError) as info:
+        check_source(block + model)
+    assert [d.message for d in info.value.diagnostics] == ["Linear takes one input, got 2"]
+
+
+def test_many_different_errors_stop_at_the_limit() -> None:
+    lets = "".join(f"    let v{i} = w{i}\n" for i in range(1000))
+    with pytest.raises(CompileError) as info:
+        check_source(f"model M() {{\n    input x: Tensor[N, 4]\n{lets}"
+                     "    forward(x) {\n        return x\n    }\n}\n")  # fmt: skip
+    *errors, stop = info.value.diagnostics
+    assert len(errors) == MAX_ERRORS and stop.message == f"stopped after {MAX_ERRORS} errors"
+    assert errors[0].message == "unknown name 'w0'"
