@@ -139,6 +139,22 @@ def bench_onnx(quick: bool) -> list[tuple[str, float, float, int, int]]:
     return bench_onnx.measure(quick=quick)
 
 
+def bench_int8(quick: bool) -> tuple[list[str], dict[str, float]]:
+    """W1.58A8 on onnxruntime's int8 kernels vs fp32, and MatMulNBits (bench_int8.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_int8  # type: ignore[import-not-found]
+
+    return bench_int8.measure(quick=quick)
+
+
+def bench_check_limits(quick: bool) -> list[tuple[str, int, float, float]]:
+    """`check` on hostile inputs at the source size limit (bench_check_limits.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_check_limits  # type: ignore[import-not-found]
+
+    return bench_check_limits.measure(repeats=1 if quick else 3, quick=quick)
+
+
 def bench_decode(quick: bool) -> list[tuple[str, float, float, float]]:
     """Decode tokens/s at batch 1, PyTorch fp32 / ORT fp32 / ORT ternary (bench_decode.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -210,6 +226,11 @@ def main() -> None:
         chart["check / import torch"] = ours / base
     sections["Front end (target: ratio <= 0.5)"] = table
 
+    table = ["| input at the size limit | bytes | best | median |", "|---|---|---|---|"]
+    for label, size_bytes, best, median in bench_check_limits(quick):
+        table.append(f"| {label} | {size_bytes:,} | {best:.2f} s | {median:.2f} s |")
+    sections["Front end on hostile input (target: every median <= 2 s)"] = table
+
     table = ["| model | compile (check + codegen + load) |", "|---|---|"]
     table += [f"| {label} | {s * 1000:.0f} ms |" for label, s in bench_compile(repeats)]
     sections["Compile time"] = table
@@ -245,6 +266,11 @@ def main() -> None:
             chart[f"onnxruntime int2/fp32 {label}"] = int2 / fp32
         sections["ONNX Runtime (target: int2 <= 1.1x fp32)"] = table
 
+    table, int8_chart = bench_int8(quick)
+    chart.update(int8_chart)
+    sections["ONNX Runtime int8 kernels: W1.58A8 vs fp32 (goals at batch 1: ResNet18 <= 0.30x, "
+             "MobileNetV2 <= 0.65x; files 1/12 and 1/6 of fp32)"] = table
+
     table = ["| decoder | PyTorch fp32 | ORT fp32 | ORT ternary | ternary / ORT fp32 |",
              "|---|---|---|---|---|"]
     for label, torch_rate, fp32_rate, ternary_rate in bench_decode(quick):
@@ -262,7 +288,7 @@ def main() -> None:
     chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
         finetune["resnet"]["flow_s"] / 300)
 
-    out = args.out if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
+    out = args.output if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
     write_report(sections, chart, out)
     print((out / "RESULTS.md").read_text())
 

@@ -1,19 +1,14 @@
 """``tritondsl.onnx_session``: run a tritondsl ONNX file in onnxruntime on its fast kernels.
 
-An ``--activations int8`` file stores ternary weights as 2-bit INT2 initializers feeding
-``DequantizeLinear``. onnxruntime fuses ``DequantizeLinear`` + Conv/Gemm + ``QuantizeLinear``
-into its int8 kernels (QLinearConv, QGemm) only when the DequantizeLinear reads an *int8*
-initializer; given INT2 it keeps the DequantizeLinear and runs the float kernel (correct,
-about 1.7x slower than fp32 for ResNet18). So the loader rewrites every INT2 initializer
-into an INT8 initializer with the same values, in memory, before the session is built; the
-file stays small (2 bits per ternary weight) and plain onnxruntime still runs it unchanged.
-
-The same rewrite from another language, in words: for each initializer with
-``data_type == INT2`` (25), read ``raw_data`` as bytes holding four values each, the first
-in the lowest two bits; sign-extend each 2-bit value (0, 1, -2 -> 0b10, -1 -> 0b11); keep the
-first ``prod(dims)`` values; store them as ``INT8`` (data_type 3) with the same dims, named
-like the output of the ``Cast(to=INT8)`` node that reads it, and delete that Cast.
-docs/export.md shows it in C++.
+An ``--activations int8`` file stores ternary weights as 2-bit INT2 initializers, each read
+by a ``Cast(to=INT8)`` feeding ``DequantizeLinear``. onnxruntime fuses ``DequantizeLinear`` +
+Conv/Gemm + ``QuantizeLinear`` into its int8 kernels (QLinearConv, QGemm) only when the
+DequantizeLinear reads an int8 constant. onnxruntime 1.31 folds the Cast at load time and
+fuses (benchmarks/bench_int8.py measures a plain session beside this one); a runtime that
+does not runs the float kernels. So the loader does the folding itself, in memory, before
+the session is built: the file stays small (2 bits per ternary weight) and the fast path does
+not depend on the runtime's constant folding. docs/export.md describes the rewrite step by
+step and gives it in a few lines of plain onnx + numpy, for ports to other languages.
 """
 
 from __future__ import annotations
