@@ -155,6 +155,28 @@ def bench_check_limits(quick: bool) -> list[tuple[str, int, float, float]]:
     return bench_check_limits.measure(repeats=1 if quick else 3, quick=quick)
 
 
+ACCURACY_VARIANTS = ("fp32", "ternary", "a8", "a8_lsq", "broken_ste")
+
+
+def bench_accuracy(quick: bool) -> tuple[dict[str, dict[str, Any]], str, int]:
+    """Fashion-MNIST test accuracy of every variant of tests/integration/accuracy.py (same
+    epochs, optimizer and seed), each in its own single-threaded process, all at once;
+    returns the results by variant (plus ``a8_calibrated``), the data and the epochs."""
+    import json
+
+    data, epochs = ("fashion-mnist-5k", 1) if quick else ("fashion-mnist", 3)
+    out = Path(tempfile.mkdtemp(prefix="tritondsl-accuracy-"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.accuracy", "--variant",
+                               v, "--data", data, "--epochs", str(epochs), "--output", str(out)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+             for v in ACCURACY_VARIANTS]  # fmt: skip
+    if any(p.wait() for p in procs):
+        raise RuntimeError("an accuracy run failed (see its output above)")
+    names = (*ACCURACY_VARIANTS, "a8_calibrated")
+    return {v: json.loads((out / f"{v}.json").read_text()) for v in names}, data, epochs
+
+
 def bench_decode(quick: bool) -> list[tuple[str, float, float, float]]:
     """Decode tokens/s at batch 1, PyTorch fp32 / ORT fp32 / ORT ternary (bench_decode.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -278,6 +300,26 @@ def main() -> None:
                      f"{ternary_rate:.1f} tok/s | {ternary_rate / fp32_rate:.2f}x |")
         chart[f"decode s/token ORT ternary/fp32 {label}"] = fp32_rate / ternary_rate
     sections["Decoding at batch 1 (goal: ORT ternary >= 3x ORT fp32 at dim >= 1024)"] = table
+
+    results, data, epochs = bench_accuracy(quick)
+    table = ["| variant | test accuracy | vs W1.58A32 |", "|---|---|---|"]
+    labels = {"fp32": "fp32 (weights and activations)",
+              "ternary": "W1.58A32 (ternary convs, float activations)",
+              "a8": "W1.58A8 trained (observed input scales)",
+              "a8_lsq": "W1.58A8 trained (learned, LSQ input scales)",
+              "a8_calibrated": "W1.58A8 calibrated only (W1.58A32's weights, 2,048 images)",
+              "broken_ste": "W1.58A32 with the STE broken (control)"}  # fmt: skip
+    base = results["ternary"]["test_accuracy"]
+    for variant, label in labels.items():
+        acc = results[variant]["test_accuracy"]
+        table.append(f"| {label} | {acc:.2%} | {(acc - base) * 100:+.2f} pt |")
+    trained = results["a8"]["test_accuracy"]
+    short = (base - 0.005 - trained) * 100
+    verdict = "met" if short <= 0 else f"missed by {short:.2f} pt"
+    table += ["", f"Goal: W1.58A8 trained >= W1.58A32 - 0.5 pt: {verdict}."]
+    chart["Fashion-MNIST W1.58A8 trained / W1.58A32 accuracy"] = trained / base
+    sections[f"Fashion-MNIST accuracy: {data}, {epochs} epochs, FashionCNN width 16, AdamW 3e-3 "
+             "cosine, seed 0 (`python -m tests.integration.accuracy`)"] = table
 
     finetune, table = bench_finetune(quick)
     sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
