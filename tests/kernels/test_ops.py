@@ -7,10 +7,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
+import tritondsl.kernels
 from tritondsl.kernels import ternary_conv2d, ternary_linear
 from tritondsl.kernels._common import conv2d_geometry
 from tritondsl.kernels.reference import ternary_conv2d_reference, ternary_linear_reference
@@ -169,8 +171,35 @@ def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(
-        ['tritondsl.kernels._common', 'tritondsl.kernels.packing', 'tritondsl.kernels.reference']
+        ['tritondsl.kernels._common', 'tritondsl.kernels.ops', 'tritondsl.kernels.packing',
+         'tritondsl.kernels.reference']
     )
+
+
+def test_the_folder_imported_as_plain_kernels_reuses_the_registered_ops() -> None:
+    # With the repository root on sys.path, transformers probes Hugging Face's `kernels` by
+    # importing it and gets this folder: registering the ops a second time used to make
+    # torch free the first registration's operators (the next conv2d call segfaulted).
+    root = str(Path(tritondsl.kernels.__file__).parents[1])
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = _run_python(
+        f"""
+        import sys
+        sys.path.insert(0, {root!r})
+        import torch
+        import tritondsl.kernels as K
+        from tritondsl.kernels.packing import pack
+        import kernels
+        assert kernels.ternary_conv2d is K.ternary_conv2d
+        x, packed = torch.randn(1, 2, 5, 5), pack(torch.randint(-1, 2, (3, 18)))
+        for _ in range(3):
+            y = K.ternary_conv2d(x, packed, torch.ones(3), None, [3, 2, 3, 3], [2, 1], 1, 1, 1)
+        print(list(y.shape))
+        """,
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 3, 3, 5]"
 
 
 _GPU_SCRIPT = """
