@@ -95,9 +95,10 @@ def make_venv(wheel: Path) -> Path:
     venv.create(env_dir, clear=True, with_pip=False)  # this venv's pip installs into it
     python = env_dir / "bin" / "python"
     site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-    # Every site-packages folder this Python sees (a venv may layer over another), none
-    # inside the repository.
-    folders = [p for p in sys.path if "site-packages" in p and not Path(p).is_relative_to(ROOT)]
+    # Every site-packages folder this Python sees (a venv may layer over another), the
+    # repository's own .venv included: a plain path in a .pth adds the folder without running
+    # the .pth files in it, so the editable install's finder stays out and the wheel wins.
+    folders = [p for p in sys.path if "site-packages" in p]
     (Path(site.strip()) / "_third_party.pth").write_text("\n".join(folders) + "\n")
     run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel])
     return python
