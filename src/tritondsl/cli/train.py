@@ -189,7 +189,7 @@ def train(
     several = os.environ.get("WORLD_SIZE", "1") != "1"
     rank = f"[rank {os.environ.get('RANK', '0')}] " if several else ""
     try:
-        from tritondsl.train import Trainer
+        from tritondsl.train import Trainer, interrupts
 
         options["params"] = parse_params(param) if param else None
         options["teacher_params"] = parse_params(teacher_param) if teacher_param else None
@@ -199,7 +199,9 @@ def train(
         config = config_for_cli(file, options)
         config.init_strict = init_strict
         config.progress = progress
-        Trainer(config).fit()
+        # From the first moment the data loads, so no Ctrl-C is lost (see interrupts).
+        with interrupts.catching():
+            Trainer(config).fit()
     except CompileError as error:
         typer.echo(error.render(), err=True)
         raise typer.Exit(EXIT_INPUT) from None

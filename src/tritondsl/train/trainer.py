@@ -29,7 +29,7 @@ from tritondsl.backend.quantizers import is_ternary
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train import data as tdata
 from tritondsl.train import distributed as tdist
-from tritondsl.train import logs, plots, text
+from tritondsl.train import interrupts, logs, plots, text
 from tritondsl.train import teacher as tteacher
 from tritondsl.train import weights as tweights
 from tritondsl.train.build import build_model, declared_input, input_declaration, resolve_source
@@ -168,13 +168,15 @@ class Trainer:
         else:
             self._announce(last)
         try:
-            for epoch in range(self.epoch + 1, last + 1):
-                record = self._train_epoch(epoch)
-                record.update(self._evaluate())
-                self._finish_epoch(record, plot=epoch == last)
-            if self.ctx.is_main and config.hub is not None and self.history:
-                ckpt.to_hub(self.best_checkpoint, config.hub)
-                self.report.line(f"wrote Hub folder {config.hub}")
+            with interrupts.catching():
+                for epoch in range(self.epoch + 1, last + 1):
+                    record = self._train_epoch(epoch)
+                    record.update(self._evaluate())
+                    self._finish_epoch(record, plot=epoch == last)
+                if self.ctx.is_main and config.hub is not None and self.history:
+                    with interrupts.deferred():
+                        ckpt.to_hub(self.best_checkpoint, config.hub)
+                    self.report.line(f"wrote Hub folder {config.hub}")
         finally:
             tdist.teardown(self.ctx)
         return self.history
@@ -203,6 +205,7 @@ class Trainer:
             batches = tdata.batches(self.data.train, indices, per_rank, ctx.device,
                                     config.workers)  # fmt: skip
             for batch, (x, y) in enumerate(batches, 1):
+                interrupts.check()
                 lr = lr_at(config.schedule, config.peak_lr, self.step, total_steps)
                 self.step += 1
                 for group in self.optimizer.param_groups:
@@ -252,6 +255,7 @@ class Trainer:
         batches = tdata.batches(self.data.test, indices, batch_size, ctx.device,
                                 self.config.workers)  # fmt: skip
         for x, y in batches:
+            interrupts.check()
             sums += self.task.batch(model(self.adapt(x)), y)[1].double()
         tdist.all_reduce_sum(sums, ctx)
         return self.task.metrics("test", sums.cpu())
@@ -272,22 +276,25 @@ class Trainer:
             self.best_score, self.best_epoch = self.task.score(record), self.epoch
         rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
         if self.ctx.is_main:
-            folder = self.out / "checkpoints"
-            tokenizer = None if self.text is None else self.text.tokenizer.to_json()
-            ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs, tokenizer)
-            if improved:
-                ckpt.copy(folder / "last", folder / "best")
-            logs.write_logs(self.out, self.history, self.task.csv_extra)
-            # Drawing takes about a second: refresh the plots at most every PLOT_EVERY_S
-            # seconds during a run, and always after its last epoch.
-            if plots.MISSING is not None and self.epoch == 1:
-                self.report.warn(f"{plots.MISSING}; metrics.csv has the same numbers")
-            elif plots.MISSING is None and (
-                plot or time.monotonic() - self._plotted_at >= PLOT_EVERY_S
-            ):
-                plots.training_curves(self.history, self.out / "training_curves.png")
-                plots.sparsity(self.history, self.out / "sparsity.png")
-                self._plotted_at = time.monotonic()
+            # A Ctrl-C now waits for the checkpoint, logs and plots to be written whole.
+            with interrupts.deferred():
+                folder = self.out / "checkpoints"
+                tokenizer = None if self.text is None else self.text.tokenizer.to_json()
+                ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs,
+                           tokenizer)  # fmt: skip
+                if improved:
+                    ckpt.copy(folder / "last", folder / "best")
+                logs.write_logs(self.out, self.history, self.task.csv_extra)
+                # Drawing takes about a second: refresh the plots at most every PLOT_EVERY_S
+                # seconds during a run, and always after its last epoch.
+                if plots.MISSING is not None and self.epoch == 1:
+                    self.report.warn(f"{plots.MISSING}; metrics.csv has the same numbers")
+                elif plots.MISSING is None and (
+                    plot or time.monotonic() - self._plotted_at >= PLOT_EVERY_S
+                ):
+                    plots.training_curves(self.history, self.out / "training_curves.png")
+                    plots.sparsity(self.history, self.out / "sparsity.png")
+                    self._plotted_at = time.monotonic()
         task, unit = self.task, self.task.unit
         rate = record[f"{unit}_per_s"]
         split = "test" if self.text is None else "val"
