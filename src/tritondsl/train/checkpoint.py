@@ -14,7 +14,8 @@ best test accuracy so far)::
     tokenizer.json         language models: the tokenizer (Hugging Face's format)
 
 Folders are written under a temporary name and renamed into place, so a crash never
-leaves half a checkpoint. Reading validates everything before the caller loads anything.
+leaves half a checkpoint. Reading validates everything (checkpoint_state.py) before the
+caller loads anything.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from tritondsl.export.artifact import MAX_TOKENIZER_BYTES, TOKENIZER_NAME
 from tritondsl.files import replace_dir
+from tritondsl.train.checkpoint_state import validate
 from tritondsl.train.config import TrainConfig
 from tritondsl.train.errors import CheckpointError, DataError
 from tritondsl.train.text import TextTokenizer
@@ -102,6 +104,7 @@ def read(path: Path) -> Checkpoint:
             tensors[name] = load_file(folder / name)
         except (OSError, SafetensorError) as error:
             raise CheckpointError(f"{folder / name}: unreadable ({error})") from None
+    validate(state, tensors[RNG_FILE], folder / STATE_FILE)
     return Checkpoint(folder, state, tensors[MODEL_FILE], tensors[OPTIMIZER_FILE],
                       tensors[RNG_FILE], read_tokenizer(folder))  # fmt: skip
 
