@@ -8,8 +8,11 @@ module registered with ``linecache`` so ``inspect`` and TorchScript can read it.
 from __future__ import annotations
 
 import builtins
+import copyreg
+import functools
 import hashlib
 import linecache
+import pickle
 import sys
 import types
 from dataclasses import dataclass
@@ -97,7 +100,10 @@ def where_declared(model: nn.Module, key: str) -> str:
 def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledProgram:
     """Check and compile a zoo model (``"resnet18"``), a .tdsl file (a path) or .tdsl text;
     raise ``CompileError`` on errors."""
-    checked = _check(path_or_text)
+    return _compile_checked(_check(path_or_text), precision)
+
+
+def _compile_checked(checked: CheckedProgram, precision: str | None) -> CompiledProgram:
     source = generate(checked, precision)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     label = source_label(checked.path)
@@ -109,7 +115,33 @@ def compile(path_or_text: str | Path, precision: str | None = None) -> CompiledP
     module.__file__ = filename
     sys.modules[name] = module
     exec(builtins.compile(source, filename, "exec"), module.__dict__)
+    # Pickle finds classes by module name, and this module has no file to import from:
+    # instances pickle as "rebuild from this .tdsl source", which any process can do.
+    origin = (name, checked.source, checked.path, precision)
+    for value in vars(module).values():
+        if isinstance(value, type) and value.__module__ == name:
+            copyreg.pickle(value, functools.partial(_reduce, origin=origin))
     return CompiledProgram(checked, source, module, precision)
+
+
+def _reduce(obj: nn.Module, origin: tuple[str, str, str, str | None]) -> tuple[Any, ...]:
+    return rebuild_instance, (*origin, type(obj).__qualname__), obj.__getstate__()
+
+
+def rebuild_instance(module_name: str, source: str, path: str, precision: str | None,
+                     qualname: str) -> nn.Module:  # fmt: skip
+    """An empty instance of a generated class for unpickling (``torch.load`` of a model),
+    compiling its .tdsl source again in a process that has not compiled it yet."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = _compile_checked(check_source(source, path), precision).module
+        if module.__name__ != module_name:
+            raise pickle.UnpicklingError(
+                f"{module_name} was generated from {path} by another version of tritondsl "
+                f"(this one generates {module.__name__}); save a state_dict instead"
+            )
+    cls = getattr(module, qualname)
+    return cls.__new__(cls)
 
 
 def load_model(
