@@ -20,6 +20,7 @@ routed at run time by ``rt.weights_of`` / ``rt.activations_of``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -135,25 +136,22 @@ def generate(checked: CheckedProgram, precision: str | None = None) -> str:
             errors.append(Diagnostic(error.message, error.span))
     if errors:
         raise CompileError(errors, checked.path, checked.source)
-    body = "\n".join(line for c in classes for line in [*c.init, *c.forward])
-    imports = [
-        line
-        for line, used in (
-            ("import torch", "torch." in body),
-            ("import torch.nn.functional as F", "F." in body),
-            ("from torch import Tensor, nn", True),
-        )
-        if used
-    ]
     from tritondsl import __version__
 
-    return _template().render(
-        version=__version__,
-        source_name=repr(source_label(checked.path)),
-        sha256=hashlib.sha256(checked.source.encode()).hexdigest(),
-        imports=imports,
-        classes=classes,
-    )
+    def render(imports: list[str]) -> str:
+        return _template().render(
+            version=__version__,
+            source_name=repr(source_label(checked.path)),
+            sha256=hashlib.sha256(checked.source.encode()).hexdigest(),
+            imports=imports,
+            classes=classes,
+        )
+
+    # Import what the code uses as a name; text inside strings (a file named F.tdsl) is not use.
+    optional = {"torch": "import torch", "F": "import torch.nn.functional as F"}
+    names = {node.id for node in ast.walk(ast.parse(render([]))) if isinstance(node, ast.Name)}
+    imports = [line for name, line in optional.items() if name in names]
+    return render([*imports, "from torch import Tensor, nn"])
 
 
 def uses_activations(program: n.Program) -> bool:

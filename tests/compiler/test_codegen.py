@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import tritondsl
@@ -117,6 +119,37 @@ def test_hostile_file_names_never_become_code(
     model = tritondsl.load_model(hostile)  # compiles and executes in this process
     assert model(torch.zeros(2, 784)).shape == (2, 10)
     assert "TDSL_PWNED" not in os.environ
+
+
+def _skeleton(tree: ast.AST) -> str:
+    """The module's structure with every string literal emptied (names may only reach those)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = ""
+    return ast.dump(tree)
+
+
+FILE_NAME_CHARS = st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stem=st.text(FILE_NAME_CHARS, min_size=1, max_size=40)
+       | st.binary(min_size=1, max_size=40).map(lambda b: os.fsdecode(b.replace(b"/", b"_"))))
+def test_no_file_name_changes_the_generated_code_beyond_its_strings(
+    stem: str, tmp_path: Path
+) -> None:
+    source = (ROOT / "examples" / "ternary_mlp.tdsl").read_bytes()
+    plain = tmp_path / "plain.tdsl"
+    plain.write_bytes(source)
+    hostile = tmp_path / f"{stem.replace(chr(0), '_')}.tdsl"
+    try:
+        hostile.write_bytes(source)
+    except OSError:  # too long in bytes for this file system, or a reserved name
+        return
+    expected = _skeleton(ast.parse(generate(check_file(plain))))
+    assert _skeleton(ast.parse(generate(check_file(hostile)))) == expected
+    hostile.unlink()
 
 
 @pytest.mark.slow  # eleven CLI processes; the in-process test above covers the escaping
