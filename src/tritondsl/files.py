@@ -17,6 +17,29 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+class OutputError(OSError):
+    """A file or folder tritondsl was asked to write cannot be written there (in words)."""
+
+
+def check_output_file(path: str | Path) -> Path:
+    """``path`` as a Path if a file can be created or replaced there; OutputError if not."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder; give a file path")
+    if not target.parent.exists():
+        raise OutputError(f"cannot write {target}: the folder {target.parent} does not exist")
+    if not target.parent.is_dir():
+        raise OutputError(f"cannot write {target}: {target.parent} is a file, not a folder")
+    if not os.access(target.parent, os.W_OK):
+        raise OutputError(f"cannot write {target}: no permission to write in {target.parent}")
+    return target
+
+
+def _in_words(error: OSError, target: Path) -> OutputError:
+    reason = error.strerror or str(error)
+    return OutputError(f"cannot write {target}: {reason[0].lower()}{reason[1:]}")
+
+
 def write_atomically(path: str | Path, data: bytes | str) -> None:
     """Replace ``path`` with ``data`` (str is written as UTF-8)."""
     payload = data.encode() if isinstance(data, str) else data
@@ -27,8 +50,11 @@ def write_atomically(path: str | Path, data: bytes | str) -> None:
 @contextlib.contextmanager
 def open_atomically(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write ``path`` through; it replaces ``path`` when the block ends."""
-    target = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = check_output_file(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:  # a read-only file system, a full disk
+        raise _in_words(error, target) from None
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -38,6 +64,9 @@ def open_atomically(path: str | Path) -> Iterator[BinaryIO]:
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise (error if isinstance(error, OutputError) else _in_words(error, target)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

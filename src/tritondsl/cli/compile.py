@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app
+from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, fail
 from tritondsl.cli.choices import Precision, value
-from tritondsl.files import write_atomically
+from tritondsl.files import OutputError, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -43,5 +43,8 @@ def compile_(
     if output is None:
         typer.echo(source, nl=False)
         return
-    write_atomically(output, source)
+    try:
+        write_atomically(output, source)
+    except OutputError as error:
+        fail(str(error))
     log.info("wrote %s", output)

@@ -106,6 +106,7 @@ def export(
     """
     from tritondsl.compiler.diagnostics import CompileError
     from tritondsl.export import EXPORTERS, ExportJob, prepare
+    from tritondsl.files import check_output_file
     from tritondsl.progress import task
     from tritondsl.train.errors import TrainingError
 
@@ -116,6 +117,8 @@ def export(
     int8 = activations == Activations.int8
     _check_int8_options(format_, weights, int8, calibrate, keep_fp32, float_layer, linear)
     try:
+        if not chosen.folder:  # before minutes of building and exporting
+            check_output_file(output)
         with task("building the model"):
             loaded, card, tokenizer = (_load_checkpoint(checkpoint) if checkpoint is not None
                                        else (None, None, None))  # fmt: skip

@@ -53,6 +53,7 @@ class ExportFormat:
     run: Callable[[ExportJob], ExportReport]
     weights: tuple[str, ...] = ()  # accepted --weights values, the default first; () = none
     help: str = ""
+    folder: bool = False  # -o names a folder (else a file)
 
 
 def _onnx_job(job: ExportJob) -> ExportReport:
@@ -159,11 +160,13 @@ EXPORTERS: dict[str, ExportFormat] = {
         export_hub,
         ("2bit", "base3"),
         "Hugging Face folder (save_pretrained; -o is a folder); --weights 2bit or base3",
+        folder=True,
     ),
     "release": ExportFormat(
         export_release,
         ("2bit", "base3"),
         "release bundle: Hub folder + int2 ONNX + manifest.json (-o is a new folder)",
+        folder=True,
     ),
 }
 

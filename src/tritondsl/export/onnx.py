@@ -71,6 +71,7 @@ from tritondsl.export.torch_export import (
     run_outputs,
     spec_info,
 )
+from tritondsl.files import write_atomically
 from tritondsl.kernels.packing import pack
 
 WEIGHT_FORMS = ("int2", "packed", "float")
@@ -403,7 +404,7 @@ def export_onnx(
         raise ValueError("model is larger than 2 GB, which a single ONNX protobuf cannot hold")
     # full_check runs strict shape inference too: a file other tools would refuse fails here.
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+    write_atomically(path, proto.SerializeToString())
     return OnnxExport(
         path,
         weights,

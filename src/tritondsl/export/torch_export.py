@@ -39,6 +39,7 @@ from tritondsl.backend.layers import (
 from tritondsl.backend.quantizers import quantizer_kind
 from tritondsl.compiler.check import ModelInfo, check_source
 from tritondsl.export.onnx_verify import OutputCheck, compare_outputs
+from tritondsl.files import open_atomically
 
 # Kinds of weight storage a scriptable layer decodes (TorchScript constants, not strings).
 TERNARY, LEARNED, INT8, FP16 = 0, 1, 2, 3
@@ -328,7 +329,8 @@ def export_torchscript(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             module = torch.jit.trace(deployed, example_input, check_trace=False)
             method = "trace"
-        torch.jit.save(module, str(path))
+        with open_atomically(path) as file:
+            torch.jit.save(module, file)
         loaded = torch.jit.load(str(path))
     checks, notes = _check_reloaded(loaded, deployed, example_input, atol, rtol)
     return TorchExport(path, method, checks, reason, notes)
@@ -360,7 +362,8 @@ def export_pt2(
         dynamic[0] = torch.export.Dim("batch", min=1)
     shapes = ({**dynamic},) if dynamic else None
     program = torch.export.export(deployed, (traced_input,), dynamic_shapes=shapes)
-    torch.export.save(program, str(path))
+    with open_atomically(path) as file:
+        torch.export.save(program, file)
     loaded = torch.export.load(str(path)).module()
     checks, notes = _check_reloaded(loaded, deployed, example_input, atol, rtol)
     return TorchExport(path, "torch.export", checks, notes=notes)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import ROOT
@@ -66,3 +67,20 @@ def test_compile_as_a_subprocess(tmp_path: Path) -> None:
     namespace: dict = {}
     exec(compile(out.read_text(), str(out), "exec"), namespace)  # our own generated code
     assert namespace["TernaryMLP"]().out.out_features == 10
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("missing/out.py", "does not exist"), (".", "it is a folder"),
+     ("a_file/out.py", "is a file, not a folder")],
+)  # fmt: skip
+def test_an_output_that_cannot_be_written_is_one_line_and_nothing_is_left(
+    tmp_path: Path, where: str, message: str
+) -> None:
+    (tmp_path / "a_file").write_text("x")
+    source = str(ROOT / "examples" / "ternary_mlp.tdsl")
+    result = runner.invoke(app, ["compile", source, "-o", str(tmp_path / where)])
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot write {tmp_path / where}: " in result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a_file"]

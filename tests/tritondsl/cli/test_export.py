@@ -71,3 +71,17 @@ def test_folder_outputs_refuse_a_non_empty_folder_unless_forced(
     names = {p.name for p in out.iterdir()}
     assert "keep.txt" not in names and {"config.json", "model.safetensors"} <= names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+@pytest.mark.parametrize("form", ["onnx", "torchscript", "pt2"])
+def test_a_file_format_into_a_folder_or_a_missing_folder_is_refused_in_words(
+    tmp_path: Path, form: str
+) -> None:
+    for where, message in ((tmp_path, "it is a folder; give a file path"),
+                           (tmp_path / "missing" / "m.out",
+                            f"the folder {tmp_path / 'missing'} does not exist")):  # fmt: skip
+        result = runner.invoke(app, ["export", MLP, "--format", form, "-o", str(where)])
+        assert result.exit_code == 1, result.output
+        assert f"error: cannot write {where}: {message}" in result.output
+        assert "Errno" not in result.output
+    assert list(tmp_path.iterdir()) == []
