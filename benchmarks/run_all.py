@@ -1,7 +1,7 @@
 """Every benchmark side by side in one run, reported as ratios; writes RESULTS.md and a chart.
 
-    python benchmarks/run_all.py            # full run (about an hour on 2 cores: the
-                                            # fine-tuning runs of bench_finetune.py)
+    python benchmarks/run_all.py            # full run (about 40 minutes on 2 cores, most
+                                            # of it training: bench_finetune.py, bench_lm.py)
     python benchmarks/run_all.py --quick    # small sizes, a smoke test of the whole pipeline
 
 Each comparison alternates its variants run by run and reports medians, so machine noise
@@ -195,6 +195,16 @@ def bench_finetune(quick: bool) -> tuple[dict[str, Any], list[str]]:
     return results, finetune.tables(results)
 
 
+def bench_lm(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    """A small BitNet LM on fortunes: fp32 / W1.58A32 / W1.58A8 perplexity and the ONNX
+    decoder's greedy agreement, with the markdown rows (see benchmarks/bench_lm.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_lm as lm  # type: ignore[import-not-found]
+
+    results = lm.measure(quick=quick)
+    return results, lm.table(results)
+
+
 def machine() -> str:
     """A one-line description of this machine."""
     cpu = platform.processor() or "unknown CPU"
@@ -329,6 +339,15 @@ def main() -> None:
         rows["ternary fine-tuned + distillation"]["test_acc"] / rows["fp32 (3 epochs)"]["test_acc"])
     chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
         finetune["resnet"]["flow_s"] / 300)
+
+    lm, table = bench_lm(quick)
+    size = lm["size"]
+    sections[f"Language model: bitnet_b158 ({size['layers']} layers, dim {size['dim']}, byte "
+             f"tokens) on fortunes, {lm['variants']['fp32']['step']} steps each (goals: ternary "
+             "perplexity <= 1.15x fp32; ONNX decoder same greedy token >= 99%)"] = table
+    variants = lm["variants"]
+    chart["LM perplexity W1.58A8 / fp32"] = (variants["W1.58A8"]["val_ppl"]
+                                             / variants["fp32"]["val_ppl"])  # fmt: skip
 
     out = args.output if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
     write_report(sections, chart, out)
