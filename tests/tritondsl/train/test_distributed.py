@@ -14,6 +14,7 @@ could flip a trit. What remains is summation order, hence a float tolerance.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import socket
 import subprocess
@@ -102,3 +103,25 @@ def test_distributed_resume_is_bit_exact_with_dropout(tmp_path: Path) -> None:
         b = load_file(tmp_path / "split" / "checkpoints" / "last" / name)
         assert all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
     assert not torch.equal(a["rank0.torch"], a["rank1.torch"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_resumes_on_another_number_of_processes(tmp_path: Path) -> None:
+    # The fp32 MLP without dropout or momentum: 2 processes compute what 1 does (see the top),
+    # so 1 epoch on 2 processes + 1 on 1, and 1 on 1 + 1 on 2, both reach 2 epochs on 1.
+    config = functools.partial(tiny, params={"hidden": [16], "dropout": 0}, precision="fp32",
+                               momentum=0.0, lr=0.1, limit_test=64, device="cpu")  # fmt: skip
+    Trainer(config(tmp_path / "one")).fit()
+    fork_ddp(config(tmp_path / "two_then_one", stop_after=1))
+    history = Trainer(config(tmp_path / "two_then_one", resume=tmp_path / "two_then_one")).fit()
+    assert [record["epoch"] for record in history] == [1, 2]
+    Trainer(config(tmp_path / "one_then_two", stop_after=1)).fit()
+    fork_ddp(config(tmp_path / "one_then_two", resume=tmp_path / "one_then_two"))
+    one = load_file(tmp_path / "one" / "checkpoints" / "last" / "model.safetensors")
+    for run in ("two_then_one", "one_then_two"):
+        other = load_file(tmp_path / run / "checkpoints" / "last" / "model.safetensors")
+        assert other.keys() == one.keys()
+        for name in one:
+            assert torch.allclose(other[name], one[name], rtol=1e-5, atol=1e-6), (run, name)
+    rng = load_file(tmp_path / "one_then_two" / "checkpoints" / "last" / "rng.safetensors")
+    assert {key.split(".")[0] for key in rng} == {"rank0", "rank1"}
