@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -134,6 +135,14 @@ def ternary_stats(model: nn.Module) -> dict[str, dict[str, float]]:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
+    # Linux keeps getrusage's ru_maxrss across exec, so a training process started by a big
+    # one (a benchmark driver) would report its parent's peak; VmHWM is this program's own.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

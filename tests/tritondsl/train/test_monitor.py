@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,4 +84,14 @@ def test_peak_rss_is_the_kernels_high_water_mark_in_mib() -> None:
     status = Path("/proc/self/status").read_text()
     high_water_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
     assert abs(peak_rss_mb() - high_water_kib / 1024) < 8
+    del block
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_process_started_by_a_bigger_one_reports_its_own_peak() -> None:
+    block = torch.ones(1024 * 2**20 // 4)  # this process now peaks above 1 GiB
+    probe = "from tritondsl.train.monitor import peak_rss_mb; print(peak_rss_mb())"
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           check=True)  # fmt: skip
+    assert float(child.stdout) < peak_rss_mb() - 512, (child.stdout, peak_rss_mb())
     del block
