@@ -37,14 +37,17 @@ test-wheel: install
 	$(PY) scripts/check_wheel.py
 
 # The lowest declared versions (constraints-min.txt) of onnx, onnxruntime, safetensors,
+# huggingface_hub, httpx2,
 # lark and typer in .venv-min, which sees everything else (torch 2.13.0 included) from
 # .venv through a site-dir .pth: a few small wheels, no second torch. Then the tests of
-# what those packages serve: ONNX export and checks, Hub folders, the front end, the CLI.
+# what those packages serve: ONNX export and checks, Hub folders, releases, the front end,
+# the CLI.
 MIN_VENV := .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_TESTS := tests/tritondsl/export/test_onnx.py tests/tritondsl/export/test_onnx_verify.py \
   tests/tritondsl/export/test_artifact.py tests/tritondsl/export/test_hub.py \
-  tests/tritondsl/export/test_api.py tests/tritondsl/cli tests/compiler/test_check.py \
+  tests/tritondsl/export/test_api.py tests/tritondsl/export/test_release.py \
+  tests/tritondsl/export/test_github.py tests/tritondsl/cli tests/compiler/test_check.py \
   tests/compiler/test_malformed.py
 test-min: install
 	test -x $(MIN_PY) || python3 -m venv $(MIN_VENV)

@@ -331,10 +331,12 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHu
         monkeypatch.setattr(constants, "ENDPOINT", server.url)
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
                             server.url + "/{repo_id}/resolve/{revision}/{filename}")  # fmt: skip
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        # Older huggingface_hub (the 0.25 floor) has neither Xet nor stored tokens.
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True, raising=False)
         # Only the tokens a test passes: none from this machine's login or environment.
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"),
+                            raising=False)  # fmt: skip
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
             monkeypatch.delenv(name, raising=False)
         yield server
