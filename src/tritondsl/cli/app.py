@@ -139,7 +139,12 @@ def fail(message: str) -> NoReturn:
 
 def main() -> None:
     """Console-script entry point."""
+    # Signal handling only (no torch): from here on a Ctrl-C is remembered, so one that an
+    # import or a library swallows still stops the command (see train/interrupts.py).
+    from tritondsl.train import interrupts
+
     try:
-        app()
+        with interrupts.catching():
+            app()
     except KeyboardInterrupt:
         sys.exit(130)

@@ -199,7 +199,7 @@ def train(
         config = config_for_cli(file, options)
         config.init_strict = init_strict
         config.progress = progress
-        # From the first moment the data loads, so no Ctrl-C is lost (see interrupts).
+        # Nested in main()'s: a no-op there, and the same guard for callers of this function.
         with interrupts.catching():
             Trainer(config).fit()
     except CompileError as error:
