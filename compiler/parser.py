@@ -1,8 +1,9 @@
 """Text -> AST: the Lark LALR parser, friendly syntax errors, and input limits.
 
-Lark is used only here: its trees become ``nodes`` dataclasses with ``Span``s at
-once. Syntax errors are reported in words (not token names), one per top-level
-definition, so a file with several broken definitions shows all of them.
+Lark is used only here (and in ``tree_depth``, the tree class it builds): its trees
+become ``nodes`` dataclasses with ``Span``s at once. Syntax errors are reported in words
+(not token names), one per top-level definition, so a file with several broken
+definitions shows all of them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from tritondsl.compiler.syntax_errors import (
     token_words,
     unclosed_help,
 )
+from tritondsl.compiler.tree_depth import HeightTree, TooDeep
 
 # The largest input is checked in under 2 s on 2 cores (benchmarks/bench_check_limits.py;
 # lark's LALR parser is the bound) and is 33x the largest zoo model.
 MAX_SOURCE_BYTES = 128 * 1024
 SOURCE_LIMIT = f"{MAX_SOURCE_BYTES // 1024} KiB"
-MAX_DEPTH = 100  # deepest syntax tree accepted; real programs stay under 30
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
@@ -94,6 +95,7 @@ def _lark() -> tuple[Lark, _NewlineFilter]:
         "tdsl.lark",
         rel_to=__file__,
         parser="lalr",
+        tree_class=HeightTree,
         propagate_positions=True,
         maybe_placeholders=True,
         postlex=postlex,
@@ -113,8 +115,6 @@ def parse(source: str, path: str = "<input>") -> n.Program:
         raise CompileError(reporter.diagnostics, path, source)
     try:
         tree = _parse_tree(source, reporter)
-        if tree is not None:
-            _check_depth(tree, reporter)
         if reporter.has_errors or tree is None:
             raise CompileError(reporter.diagnostics, path, source)
         program = n.Program(tuple(_AstBuilder(reporter).transform(tree)), path)
@@ -153,6 +153,9 @@ def _parse_tree(source: str, reporter: Reporter) -> Tree | None:
     while True:
         try:
             result = lark.parse(text)
+        except TooDeep as deep:
+            reporter.error(deep.message, deep.span, deep.help)
+            return None
         except UnexpectedInput as exc:
             # Each retry reports one error and the reporter stops at its limit, so this
             # loop runs at most MAX_ERRORS times, each parse ending at its first error.
@@ -279,32 +282,6 @@ def _terminal_pattern(name: str) -> str | None:
         return str(_lark()[0].get_terminal(name).pattern.value)
     except KeyError:
         return None
-
-
-def _check_depth(tree: Tree, reporter: Reporter) -> None:
-    """Reject absurdly deep trees before any recursive pass sees them."""
-    stack: list[tuple[Any, int]] = [(tree, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if not isinstance(node, Tree):
-            continue
-        if depth > MAX_DEPTH:
-            meta = node.meta
-            span = (
-                n.Span(meta.line, meta.column, meta.end_line, meta.end_column)
-                if not meta.empty
-                else None
-            )
-            statements = node.data in ("body", "if_stmt", "elif_clause", "for_stmt", "seq_body")
-            reporter.error(
-                f"nesting is too deep (more than {MAX_DEPTH} levels)",
-                span,
-                "move inner statements into a block of their own"
-                if statements
-                else "split the expression with 'let' bindings",
-            )
-            return
-        stack.extend((child, depth + 1) for child in node.children)
 
 
 def _span(meta: Any) -> n.Span:

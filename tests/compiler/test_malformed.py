@@ -22,7 +22,8 @@ import pytest
 
 from tritondsl.compiler.check import CheckedProgram, check_file, check_source
 from tritondsl.compiler.diagnostics import MAX_ERRORS, CompileError, Diagnostic
-from tritondsl.compiler.parser import MAX_DEPTH, MAX_SOURCE_BYTES
+from tritondsl.compiler.parser import MAX_SOURCE_BYTES
+from tritondsl.compiler.tree_depth import MAX_DEPTH
 
 CORPUS = Path(__file__).resolve().parent / "malformed"
 FILES = sorted(CORPUS.glob("*.tdsl"))
@@ -239,6 +240,10 @@ def test_very_long_expression_chain_is_refused_in_words() -> None:
     [diag] = info.value.diagnostics
     assert diag.message == f"nesting is too deep (more than {MAX_DEPTH} levels)"
     assert diag.help == "split the expression with 'let' bindings"
+    # The parse stops at the first node taller than the limit: the error covers the
+    # first MAX_DEPTH or so terms ("1 + " is 4 columns each), not the whole chain.
+    assert diag.span.line == diag.span.end_line
+    assert 4 * (MAX_DEPTH - 2) < diag.span.end_column - diag.span.column < 4 * (MAX_DEPTH + 2)
 
 
 def test_many_statements_are_fine() -> None:
