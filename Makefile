@@ -37,7 +37,7 @@ test-wheel: install
 	$(PY) scripts/check_wheel.py
 
 # The lowest declared versions (constraints-min.txt) of onnx, onnxruntime, safetensors,
-# huggingface_hub, httpx2,
+# huggingface_hub, httpx2, openvino,
 # lark and typer in .venv-min, which sees everything else (torch 2.13.0 included) from
 # .venv through a site-dir .pth: a few small wheels, no second torch. Then the tests of
 # what those packages serve: ONNX export and checks, Hub folders, releases, the front end,
@@ -57,6 +57,7 @@ test-min: install
 	$(MIN_PY) -m pip install -q --disable-pip-version-check --no-deps -r constraints-min.txt
 	$(MIN_PY) scripts/check_pins.py constraints-min.txt
 	$(MIN_PY) -m pytest -q -m "not slow" -p no:cacheprovider $(MIN_TESTS)
+	$(MIN_PY) -m pytest -q -p no:cacheprovider tests/tritondsl/export/test_consumers.py -k openvino
 
 # The inner loop: everything but the tests marked slow (the full suite is `make test`).
 test-fast: install
