@@ -80,6 +80,11 @@ class KVCache:
         self.values[i] = torch.cat([past_v, v], dim=-2)
         return self.keys[i], self.values[i]
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
+        """Causal attention of ``q`` over what ``update`` returned, as one fused operation, or
+        None so that PyTorch computes it (an exporter's subclass fuses it; this one never)."""
+        return None
+
 
 _ACTIVE: list[KVCache | None] = []  # the caches of the forwards running now (innermost last)
 
@@ -129,7 +134,12 @@ def scaled_dot_product_attention(
     enable_gqa: bool = False,
 ) -> Tensor:
     """``F.scaled_dot_product_attention``; while decoding, causal masks line up with the cache."""
-    if is_causal and _cache() is not None:
+    cache = _cache()
+    if is_causal and attn_mask is None and not dropout_p and cache is not None:
+        fused = cache.attend(q, k, v, scale)
+        if fused is not None:
+            return fused
+    if is_causal and cache is not None:
         causal = _causal(q.shape[-2], k.shape[-2], q.device)
         if attn_mask is None:
             attn_mask = causal

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from tritondsl.backend.layers import QuantLinear, QuantModule
 from tritondsl.backend.quantizers import Decomposition, quantizer_kind
 from tritondsl.export.onnx import EXPORT_OPSET, _describe, _float_twin
+from tritondsl.export.onnx_attention import FusedAttentionCache
 from tritondsl.export.onnx_verify import OutputCheck, compare_outputs
 from tritondsl.export.torch_export import deployed_copy, replace_modules, spec_info
 from tritondsl.transformer import KVCache
@@ -139,7 +140,7 @@ class _CachedDecoder(nn.Module):
 
     def forward(self, ids: Tensor, *past: Tensor) -> tuple[Tensor, ...]:
         """One forward with the cache built from ``past``; the presents after it."""
-        cache = KVCache(list(past[0::2]), list(past[1::2]))
+        cache = FusedAttentionCache(list(past[0::2]), list(past[1::2]))
         logits = self.model(ids, cache=cache)
         presents = [t for pair in zip(cache.keys, cache.values, strict=True) for t in pair]
         return (logits, *presents)
@@ -277,7 +278,8 @@ def _to_nbits(
         n, k = trits.shape
         why = lut_unsupported(k, n)
         stored[name] = "MatMulNBits (lookup table)" if why is None else f"MatMulNBits ({why})"
-    if any(s.startswith("MatMulNBits") for s in stored.values()):
+    nbits = any(s.startswith("MatMulNBits") for s in stored.values())
+    if nbits and all(o.domain != DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return stored
 

@@ -1,0 +1,101 @@
+"""Cached attention as one ``com.microsoft`` ``GroupQueryAttention`` node in a traced decoder.
+
+Traced op by op, each decoding step of an attention layer concatenates the whole cache,
+transposes all keys for ``Q·Kᵀ``, builds a causal mask and runs MatMul/Softmax/MatMul:
+measured on 8-layer decoders this was more of a step's time than the ternary projections
+(see benchmarks/bench_decode.py). onnxruntime's GroupQueryAttention takes the new keys and
+values with the pasts (``[batch, kv_heads, past, head_dim]``), appends them and attends
+causally (the queries are the last positions) in one kernel, with any ratio of query heads
+to key/value heads. ``FusedAttentionCache`` is the ``KVCache`` an export traces with: each
+``kv_cache`` + causal ``scaled_dot_product_attention`` pair becomes that node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tritondsl.transformer import KVCache, _causal
+
+
+class _GroupQueryAttention(torch.autograd.Function):
+    """``(q, k, v, past_k, past_v) -> (attention, present_k, present_v)``; q, k, v are
+    ``[batch, heads, new, head_dim]``, as ``scaled_dot_product_attention`` takes them."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor,
+        scale: float | None, heads: int, kv_heads: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """What the node computes, in PyTorch (the values the tracer carries on)."""
+        keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
+        groups = heads // kv_heads
+        mask = _causal(q.shape[-2], keys.shape[-2], q.device)
+        out = F.scaled_dot_product_attention(
+            q, keys.repeat_interleave(groups, dim=-3), values.repeat_interleave(groups, dim=-3),
+            attn_mask=mask, scale=scale,
+        )  # fmt: skip
+        return out, keys, values
+
+    @staticmethod
+    def symbolic(
+        g: Any, q: Any, k: Any, v: Any, past_k: Any, past_v: Any, scale: float | None,
+        heads: int, kv_heads: int,
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
+        """The node, with its inputs as it wants them: ``[batch, new, heads · head_dim]``."""
+
+        def const(values: list[int]) -> Any:
+            return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+        def packed(x: Any) -> Any:
+            return g.op("Reshape", g.op("Transpose", x, perm_i=[0, 2, 1, 3]), const([0, 0, -1]))
+
+        new = g.op("Shape", k, start_i=2, end_i=3)
+        total = g.op("Cast", g.op("Add", g.op("Shape", past_k, start_i=2, end_i=3), new),
+                     to_i=6)  # fmt: skip  (6: int32, what the node takes)
+        seqlens = g.op("Expand", g.op("Sub", total, g.op("Constant", value_t=torch.tensor(
+            [1], dtype=torch.int32))), g.op("Shape", q, start_i=0, end_i=1))  # fmt: skip
+        out, present_k, present_v = g.op(
+            "com.microsoft::GroupQueryAttention", packed(q), packed(k), packed(v), past_k,
+            past_v, seqlens, g.op("Reshape", total, const([])), num_heads_i=heads,
+            kv_num_heads_i=kv_heads, scale_f=0.0 if scale is None else scale, outputs=3,
+        )  # fmt: skip
+        # The exporter knows no types of a custom node's outputs; the checker wants them.
+        out.setType(q.type().with_sizes([None, None, None]))
+        present_k.setType(past_k.type().with_sizes([None, kv_heads, None, None]))
+        present_v.setType(past_v.type().with_sizes([None, kv_heads, None, None]))
+        heads_out = g.op("Reshape", out, const([0, 0, heads, -1]))
+        return g.op("Transpose", heads_out, perm_i=[0, 2, 1, 3]), present_k, present_v
+
+
+class FusedAttentionCache(KVCache):
+    """A ``KVCache`` for tracing: each layer's causal attention over it is one node."""
+
+    def __init__(self, keys: list[Tensor], values: list[Tensor]) -> None:
+        super().__init__(keys, values)
+        self._pending: list[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append as ``KVCache`` does, remembering the pasts for ``attend``."""
+        i = self.slot
+        if i >= len(self.keys):  # no pasts (a first forward): nothing to fuse with
+            return super().update(k, v)
+        past_k, past_v = self.keys[i], self.values[i]
+        keys, values = super().update(k, v)
+        self._pending.append((i, past_k, past_v, k, v, keys, values))
+        return keys, values
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
+        """The fused node when ``k``/``v`` are a layer's cache as ``update`` returned it."""
+        for entry in self._pending:
+            i, past_k, past_v, new_k, new_v, keys, values = entry
+            if keys is k and values is v:
+                self._pending.remove(entry)
+                out, self.keys[i], self.values[i] = _GroupQueryAttention.apply(
+                    q, new_k, new_v, past_k, past_v, scale, int(q.shape[-3]), int(k.shape[-3])
+                )
+                return out
+        return None
