@@ -24,6 +24,11 @@ than an fp32 MatMul for one row (decoding) when K % 32 == 0 and N % 128 == 0.
 a prompt's: for a prefill of many tokens it uses a second session of the same file in which
 every MatMulNBits became ``DynamicQuantizeMatMul`` on int8 trits, built in memory (the file
 stays 2-bit), the int8 kernel measured fastest for many rows (see benchmarks/).
+
+Each attention layer is one ``com.microsoft`` ``GroupQueryAttention`` node
+(``export.onnx_attention``), in float and nbits files alike. onnxruntime runs it for any
+batch with one new token or with empty pasts, but several new tokens after a past only for
+batch 1: ``OnnxDecoder.run`` then runs the rows one by one.
 """
 
 from __future__ import annotations
@@ -387,6 +392,13 @@ class OnnxDecoder:
 
     def run(self, ids: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward of ``ids [batch, new]`` after ``past``: logits and the presents."""
+        if ids.shape[0] > 1 and ids.shape[1] > 1 and past[0].shape[2]:
+            # GroupQueryAttention takes several new tokens after a past for one row only
+            # (onnxruntime refuses more); rows are independent, so they run one by one.
+            rows = [self.run(ids[i : i + 1], [p[i : i + 1] for p in past])
+                    for i in range(ids.shape[0])]  # fmt: skip
+            presents = zip(*(p for _, p in rows), strict=True)
+            return np.concatenate([r[0] for r in rows]), [np.concatenate(p) for p in presents]
         session = self.step_session if ids.shape[1] == 1 else self.prefill_session
         feed = {"ids": ids.astype(np.int64), **dict(zip(self.inputs[1:], past, strict=True))}
         logits, *presents = session.run(self.outputs, feed)

@@ -69,6 +69,17 @@ def test_ternary_linears_become_matmulnbits(ternary: torch.nn.Module, tmp_path: 
     assert not any(name.endswith("up_proj.weight") for name in inits)
 
 
+def test_each_attention_layer_is_one_fused_node(nbits: Path) -> None:
+    nodes = onnx.load(str(nbits)).graph.node
+    fused = [n for n in nodes if n.op_type == "GroupQueryAttention"]
+    assert [(n.domain, n.output[1]) for n in fused] == [
+        ("com.microsoft", "present.0.key"), ("com.microsoft", "present.1.key")]
+    heads = {a.name: a.i for a in fused[0].attribute}
+    assert (heads["num_heads"], heads["kv_num_heads"]) == (4, 2)
+    # Nothing of the unfused attention is left: no softmax, no concatenated cache.
+    assert not any(n.op_type == "Softmax" for n in nodes)
+
+
 def test_float_decoder_equals_pytorch(ternary: torch.nn.Module, tmp_path: Path) -> None:
     exported = export_decoder(ternary, tmp_path / "f.onnx", "float")
     assert all(c.rel < 1e-5 for c in exported.checks), [c.line() for c in exported.checks]
