@@ -34,6 +34,13 @@ class Schedule(StrEnum):
     constant = "constant"
 
 
+class Parallel(StrEnum):
+    """``train --parallel`` under torchrun (``train.config.PARALLEL``)."""
+
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class SmallImages(StrEnum):
     """``train --small-images`` (``train.dataspec.SMALL_IMAGES``)."""
 

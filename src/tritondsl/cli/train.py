@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 
 from tritondsl.cli.app import EXIT_INPUT, Quiet, Verbose, app, fail
-from tritondsl.cli.choices import BadImages, Optimizer, Precision, Schedule, SmallImages, value
+from tritondsl.cli.choices import (
+    BadImages,
+    Optimizer,
+    Parallel,
+    Precision,
+    Schedule,
+    SmallImages,
+    value,
+)
 from tritondsl.train import dataspec
 from tritondsl.train.config import BUILTIN_DATASETS, PER_RUN_FIELDS, TrainConfig
 from tritondsl.train.errors import CheckpointError, TrainingError
@@ -59,6 +67,10 @@ def train(
     limit_test: Annotated[int | None, typer.Option(min=1, help="first N test samples")] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if any)")
+    ] = None,
+    parallel: Annotated[
+        Parallel | None,
+        typer.Option(help="under torchrun: ddp (replicas, default) or fsdp (FSDP2 sharding)"),
     ] = None,
     hub: Annotated[
         Path | None, typer.Option(help="write the best checkpoint here as a Hub folder")
@@ -162,7 +174,8 @@ def train(
 ) -> None:
     """Train a model with quantization-aware training; checkpoints, logs and plots go to --output.
 
-    Under `torchrun --nproc_per_node=K` the same command trains with DistributedDataParallel.
+    Under `torchrun --nproc_per_node=K` the same command trains with DistributedDataParallel
+    (or with FSDP2 sharding: `--parallel fsdp`).
     """
     import os
 
@@ -179,6 +192,7 @@ def train(
         "teacher": teacher, "distill_temperature": distill_temperature,
         "distill_weight": distill_weight, "fp32_warmup_epochs": fp32_warmup_epochs,
         "workers": workers, "tokenizer": tokenizer, "seq_len": seq_len,
+        "parallel": value(parallel),
     }  # fmt: skip
     images = {
         "size": size, "small": value(small_images), "crop_scale": crop_scale,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,19 +125,21 @@ def read_tokenizer(folder: Path) -> str | None:
 
 def write(
     folder: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, Tensor],
+    optimizer: dict[str, Any],
+    names: list[str],
     state: dict[str, Any],
     rngs: list[RngState] | None = None,
     tokenizer_json: str | None = None,
 ) -> None:
     """Write a checkpoint folder atomically.
 
-    ``state`` is the JSON part (minus the optimizer structure); ``rngs`` holds each
-    process's ``rng_state()`` in rank order (this process's alone by default);
-    ``tokenizer_json`` a language model's tokenizer.
+    ``weights`` and ``optimizer`` are full state dicts (the optimizer's index-keyed, its
+    parameters called ``names``, see ``param_names``); ``state`` is the JSON part (minus
+    the optimizer structure); ``rngs`` holds each process's ``rng_state()`` in rank order
+    (this process's alone by default); ``tokenizer_json`` a language model's tokenizer.
     """
-    tensors, structure = flatten_optimizer(optimizer, model)
+    tensors, structure = flatten_optimizer(optimizer, names)
     rng_tensors: dict[str, Tensor] = {}
     rng_json = []
     for rank, (values, extra) in enumerate(rngs or [rng_state()]):
@@ -144,7 +147,7 @@ def write(
         rng_json.append(extra)
     full = {"format": FORMAT, "version": VERSION, **state, "optimizer": structure,
             "rng": rng_json}  # fmt: skip
-    model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    model_tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
 
     def fill(tmp: Path) -> None:
         save_file(model_tensors, tmp / MODEL_FILE, metadata={"format": FORMAT})
@@ -191,11 +194,16 @@ def check_model(checkpoint: Checkpoint, model: nn.Module) -> None:
             )
 
 
+def param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
+    """The model's names of the optimizer's parameters, in the optimizer's (index) order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
 def flatten_optimizer(
-    optimizer: torch.optim.Optimizer, model: nn.Module
+    state_dict: dict[str, Any], names: list[str]
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """An optimizer state_dict as safetensors tensors plus a JSON structure that names them."""
-    state_dict = optimizer.state_dict()
     tensors: dict[str, Tensor] = {}
     state: dict[str, dict[str, Any]] = {}
     for index, entries in state_dict["state"].items():
@@ -208,19 +216,21 @@ def flatten_optimizer(
             else:
                 state[str(index)][name] = {"value": _jsonable(value)}
     groups = [{k: _jsonable(v) for k, v in g.items()} for g in state_dict["param_groups"]]
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    return tensors, {"state": state, "param_groups": groups, "param_names": order}
+    return tensors, {"state": state, "param_groups": groups, "param_names": names}
 
 
 def load_optimizer(
-    optimizer: torch.optim.Optimizer, model: nn.Module, checkpoint: Checkpoint
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    checkpoint: Checkpoint,
+    load: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Restore the optimizer from a checkpoint (after checking it covers the same tensors)."""
+    """Restore the optimizer from a checkpoint (after checking it covers the same tensors).
+
+    ``load`` takes the full index-keyed state dict (default ``optimizer.load_state_dict``).
+    """
     structure = checkpoint.state["optimizer"]
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    if structure["param_names"] != order:
+    if structure["param_names"] != param_names(optimizer, model):
         raise CheckpointError(f"{checkpoint.path}: the optimizer state is for other parameters")
     template = optimizer.state_dict()["param_groups"]
     if len(template) != len(structure["param_groups"]):
@@ -241,7 +251,7 @@ def load_optimizer(
             else:
                 state[int(index)][name] = ref["value"]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        (load or optimizer.load_state_dict)({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit: {error}") from None
 

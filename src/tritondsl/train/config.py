@@ -16,8 +16,10 @@ from tritondsl.train.text import check_tokenizer_spec
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "onecycle", "constant"]
+Parallel = Literal["ddp", "fsdp"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("cosine", "onecycle", "constant")
+PARALLEL: tuple[str, ...] = ("ddp", "fsdp")
 DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3}
 DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adamw": 0.01}
 
@@ -34,7 +36,8 @@ LOCKED_FIELDS = (
 # ``init`` and ``teacher`` name files to read: on resume the weights come from the
 # checkpoint, and a teacher only from the command line, never from the checkpoint.
 PER_RUN_FIELDS = ("stop_after", "hub", "progress", "device", "resume", "out", "workers",
-                  "init", "init_strict", "reinit", "teacher", "teacher_params")  # fmt: skip
+                  "init", "init_strict", "reinit", "teacher", "teacher_params",
+                  "parallel")  # fmt: skip
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
@@ -63,6 +66,7 @@ class TrainConfig:
     limit_test: int | None = None
     sync_bn: bool = True  # SyncBatchNorm under DDP on GPUs (it has no CPU implementation)
     device: str | None = None  # None: cuda if available, else cpu
+    parallel: Parallel = "ddp"  # under torchrun: DistributedDataParallel or FSDP2 sharding
     progress: bool = True
     hub: Path | None = None  # write the best checkpoint here as a Hub folder when done
     images: ImageOptions = field(default_factory=ImageOptions)  # for imagefolder:DIR
@@ -95,6 +99,8 @@ class TrainConfig:
             raise TrainingError(
                 f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"
             )
+        if self.parallel not in PARALLEL:
+            raise TrainingError(f"unknown --parallel {self.parallel!r}; choose ddp or fsdp")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.weight_decay is None:

@@ -1,4 +1,4 @@
-"""DistributedDataParallel set-up from torchrun's environment (nccl on GPUs, gloo on CPU).
+"""Distributed set-up from torchrun's environment (nccl on GPUs, gloo on CPU): DDP or FSDP.
 
 Under ``torchrun --nproc_per_node=K`` every process runs the same command; torchrun sets
 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Without them this module
@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tritondsl.train import sharding
 from tritondsl.train.errors import TrainingError
 
 CPU = torch.device("cpu")
@@ -41,9 +42,14 @@ class DistContext:
         return self.rank == 0
 
 
-def setup(device: str | None = None) -> DistContext:
+def setup(device: str | None = None, parallel: str = "ddp") -> DistContext:
     """Join the process group torchrun describes (if any) and pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if parallel == "fsdp" and world_size == 1:
+        raise TrainingError(
+            "--parallel fsdp shards the model over torchrun's processes, and this is one "
+            "process: start it with torchrun --nproc_per_node=K (K >= 2), or drop --parallel"
+        )
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     wanted = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,17 +73,21 @@ def teardown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, ctx: DistContext, sync_bn: bool) -> nn.Module:
-    """DDP-wrap the model when distributed; BatchNorm becomes SyncBatchNorm on GPUs.
+def wrap(model: nn.Module, ctx: DistContext, sync_bn: bool, parallel: str = "ddp") -> nn.Module:
+    """DDP-wrap (or FSDP-shard in place) the model when distributed; BatchNorm becomes
+    SyncBatchNorm on GPUs.
 
     PyTorch's SyncBatchNorm has no CPU implementation, so on CPU each process normalises
     with the statistics of its own share of the batch (and DDP copies rank 0's running
-    statistics to the others at every forward).
+    statistics to the others at every forward; FSDP leaves each process its own).
     """
     if not ctx.distributed:
         return model
     if sync_bn and ctx.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if parallel == "fsdp":
+        sharding.shard(model)
+        return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
 

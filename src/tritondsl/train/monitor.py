@@ -8,16 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from tritondsl.backend.layers import QuantModule
 from tritondsl.backend.quantizers import is_ternary
+from tritondsl.train.sharding import local
 
 
 class GradientMonitor:
-    """Per-layer gradient norms of every step, summarised per epoch."""
+    """Per-layer gradient norms of every step, summarised per epoch.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``sharded``: the gradients are FSDP shards, and each norm sums the squares of all.
+    """
+
+    def __init__(self, model: nn.Module, sharded: bool = False) -> None:
+        self.sharded = sharded
         self.params: list[Tensor] = []
         self.layers: list[str] = []
         index: list[int] = []
@@ -43,11 +49,14 @@ class GradientMonitor:
         """Norms of this step's gradients per layer (after backward); accumulates them."""
         norms = torch.stack([
             torch.zeros((), device=self._device) if p.grad is None
-            else torch.linalg.vector_norm(p.grad.detach().float())
+            else torch.linalg.vector_norm(local(p.grad.detach()).float())
             for p in self.params
         ])  # fmt: skip
         squares = torch.zeros(len(self.layers), device=self._device)
-        layer_norms = squares.index_add_(0, self._index, norms.square()).sqrt()
+        squares.index_add_(0, self._index, norms.square())
+        if self.sharded:
+            dist.all_reduce(squares)
+        layer_norms = squares.sqrt()
         self._sum += layer_norms
         self._max = torch.maximum(self._max, layer_norms)
         self._steps += 1

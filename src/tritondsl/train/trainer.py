@@ -29,7 +29,7 @@ from tritondsl.backend.quantizers import is_ternary
 from tritondsl.train import checkpoint as ckpt
 from tritondsl.train import data as tdata
 from tritondsl.train import distributed as tdist
-from tritondsl.train import interrupts, logs, plots, text
+from tritondsl.train import interrupts, logs, plots, sharding, text
 from tritondsl.train import teacher as tteacher
 from tritondsl.train import weights as tweights
 from tritondsl.train.build import build_model, declared_input, input_declaration, resolve_source
@@ -79,7 +79,7 @@ class Trainer:
         """Check the config; ``model_transform`` may adjust the freshly built model in place
         (e.g. freeze layers) before training starts."""
         self.config = config
-        self.ctx = tdist.setup(config.device)
+        self.ctx = tdist.setup(config.device, config.parallel)
         self.report = logs.Reporter(self.ctx.is_main, config.progress)
         if config.batch_size % self.ctx.world_size:
             raise TrainingError(
@@ -136,14 +136,17 @@ class Trainer:
         self.model.to(self.ctx.device)
         if self.ctx.device.type == "cuda":
             tdata.to_device(self.data, self.ctx.device)
+        if self.resumed is not None:
+            self.model.load_state_dict(self.resumed.model)
+        # FSDP replaces the parameters: the optimizer and the monitor take the sharded ones.
+        self.ddp_model = tdist.wrap(self.model, self.ctx, config.sync_bn, config.parallel)
         self.optimizer = self._make_optimizer()
         self.epoch, self.step, self.history = 0, 0, []
         self.best_score, self.best_epoch = -math.inf, 0
         self._plotted_at = time.monotonic()
         if self.resumed is not None:
             self._load(self.resumed)
-        self.grads = GradientMonitor(self.model)
-        self.ddp_model = tdist.wrap(self.model, self.ctx, config.sync_bn)
+        self.grads = GradientMonitor(self.model, sharding.is_sharded(self.model))
 
     @property
     def out(self) -> Path:
@@ -257,6 +260,11 @@ class Trainer:
         for x, y in batches:
             interrupts.check()
             sums += self.task.batch(model(self.adapt(x)), y)[1].double()
+        if sharding.is_sharded(model):  # every FSDP forward all-gathers: all run as many
+            most = len(range(0, len(self.data.test), ctx.world_size))  # type: ignore[arg-type]
+            missing = -(-most // batch_size) - -(-len(indices) // batch_size)
+            for x, _ in tdata.batches(self.data.test, [0] * missing, 1, ctx.device, 0):
+                model(self.adapt(x))
         tdist.all_reduce_sum(sums, ctx)
         return self.task.metrics("test", sums.cpu())
 
@@ -264,7 +272,8 @@ class Trainer:
         """Record the epoch; rank 0 writes checkpoint, logs and plots; then all sync."""
         config = self.config
         record["grad_norms"] = self.grads.summary()
-        record["ternary"] = ternary_stats(self.model)
+        with sharding.unsharded(self.model):
+            record["ternary"] = ternary_stats(self.model)
         record["warnings"] = self.grads.warnings(config.vanishing, config.exploding)
         self.history.append(record)
         self.epoch = record["epoch"]
@@ -275,12 +284,14 @@ class Trainer:
         if improved:
             self.best_score, self.best_epoch = self.task.score(record), self.epoch
         rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
+        weights, optimizer = sharding.full_state(self.model, self.optimizer)
         if self.ctx.is_main:
             # A Ctrl-C now waits for the checkpoint, logs and plots to be written whole.
             with interrupts.deferred():
                 folder = self.out / "checkpoints"
                 tokenizer = None if self.text is None else self.text.tokenizer.to_json()
-                ckpt.write(folder / "last", self.model, self.optimizer, self._state(), rngs,
+                names = ckpt.param_names(self.optimizer, self.model)
+                ckpt.write(folder / "last", weights, optimizer, names, self._state(), rngs,
                            tokenizer)  # fmt: skip
                 if improved:
                     ckpt.copy(folder / "last", folder / "best")
@@ -480,8 +491,8 @@ class Trainer:
         return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
 
     def _load(self, resumed: ckpt.Checkpoint) -> None:
-        self.model.load_state_dict(resumed.model)
-        ckpt.load_optimizer(self.optimizer, self.model, resumed)
+        loader = sharding.optimizer_loader(self.model, self.optimizer)
+        ckpt.load_optimizer(self.optimizer, self.model, resumed, loader)
         state = resumed.state
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.best_epoch = state["best_epoch"]

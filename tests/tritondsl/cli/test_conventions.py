@@ -40,7 +40,7 @@ def _choice_options() -> list[tuple[str, str, list[str]]]:
 def test_every_enum_matches_the_set_it_stands_for() -> None:
     from tritondsl.backend.precision import NAMED
     from tritondsl.export import EXPORTERS
-    from tritondsl.train.config import OPTIMIZERS, SCHEDULES
+    from tritondsl.train.config import OPTIMIZERS, PARALLEL, SCHEDULES
     from tritondsl.train.dataspec import BAD_IMAGES, SMALL_IMAGES
 
     def values(enum: type[StrEnum]) -> list[str]:
@@ -49,6 +49,7 @@ def test_every_enum_matches_the_set_it_stands_for() -> None:
     assert values(choices.Precision) == list(NAMED)
     assert values(choices.Optimizer) == list(OPTIMIZERS)
     assert values(choices.Schedule) == list(SCHEDULES)
+    assert values(choices.Parallel) == list(PARALLEL)
     assert values(choices.SmallImages) == list(SMALL_IMAGES)
     assert values(choices.BadImages) == list(BAD_IMAGES)
     assert values(choices.Format) == list(EXPORTERS)
@@ -60,7 +61,8 @@ def test_the_choices_found_cover_the_known_options() -> None:
     found = {(command, option) for command, option, _ in _choice_options()}
     assert {("export", "--format"), ("export", "--weights"), ("compile", "--precision"),
             ("train", "--precision"), ("train", "--optimizer"), ("train", "--schedule"),
-            ("train", "--small-images"), ("train", "--bad-images")} <= found
+            ("train", "--small-images"), ("train", "--bad-images"),
+            ("train", "--parallel")} <= found
 
 
 @pytest.mark.parametrize(("command", "option", "values"), _choice_options())

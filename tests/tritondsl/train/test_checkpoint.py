@@ -7,6 +7,7 @@ import pickle
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,12 @@ def stepped(
     return model, optimizer
 
 
+def flattened(
+    optimizer: torch.optim.Optimizer, model: nn.Module
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return ckpt.flatten_optimizer(optimizer.state_dict(), ckpt.param_names(optimizer, model))
+
+
 @pytest.mark.parametrize(
     ("optimizer_cls", "kwargs"),
     [(torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}), (torch.optim.AdamW, {"lr": 0.01})],
@@ -41,7 +48,7 @@ def test_optimizer_state_survives_safetensors_and_json(
     tmp_path: Path, optimizer_cls: type[torch.optim.Optimizer], kwargs: dict[str, float]
 ) -> None:
     model, optimizer = stepped(optimizer_cls, **kwargs)
-    tensors, structure = ckpt.flatten_optimizer(optimizer, model)
+    tensors, structure = flattened(optimizer, model)
     structure = json.loads(json.dumps(structure))  # exactly what the file holds
     checkpoint = ckpt.Checkpoint(tmp_path, {"optimizer": structure}, {}, tensors, {})
     fresh = optimizer_cls(model.parameters(), **kwargs)  # no state yet
@@ -55,7 +62,7 @@ def test_optimizer_state_survives_safetensors_and_json(
 
 def test_optimizer_for_other_parameters_is_refused(tmp_path: Path) -> None:
     model, optimizer = stepped(torch.optim.SGD, lr=0.1, momentum=0.9)
-    tensors, structure = ckpt.flatten_optimizer(optimizer, model)
+    tensors, structure = flattened(optimizer, model)
     other = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
     checkpoint = ckpt.Checkpoint(tmp_path, {"optimizer": structure}, {}, tensors, {})
     with pytest.raises(CheckpointError, match="optimizer state is for other parameters"):
