@@ -38,7 +38,7 @@ _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def shard(model: nn.Module) -> None:
-    """``fully_shard`` the model in place: quantized layers and large modules first, then the root."""
+    """``fully_shard`` the model in place: quantized layers and large modules, then the root."""
     # Every process starts from rank 0's weights (DDP's guarantee), whatever --init did.
     with torch.no_grad():
         for tensor in model.state_dict().values():
