@@ -29,7 +29,8 @@ WORD = 2**32
 # The JSON type of each TrainConfig annotation (its first part; "| None" allows null).
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "Path": (str,),
-    "Optimizer": (str,), "Schedule": (str,), "dict": (dict,), "ImageOptions": (dict,),
+    "Optimizer": (str,), "Schedule": (str,), "Parallel": (str,),
+    "dict": (dict,), "ImageOptions": (dict,),
     "list": (list,),
 }  # fmt: skip
 
