@@ -13,17 +13,15 @@ from torch import Tensor, nn
 
 from tritondsl.backend.layers import QuantModule
 from tritondsl.backend.quantizers import is_ternary
-from tritondsl.train.sharding import local
+from tritondsl.train.sharding import is_sharded, local, unsharded
 
 
 class GradientMonitor:
-    """Per-layer gradient norms of every step, summarised per epoch.
+    """Per-layer gradient norms of every step, summarised per epoch (of FSDP's shards too)."""
 
-    ``sharded``: the gradients are FSDP shards, and each norm sums the squares of all.
-    """
-
-    def __init__(self, model: nn.Module, sharded: bool = False) -> None:
-        self.sharded = sharded
+    def __init__(self, model: nn.Module) -> None:
+        # Under FSDP each process holds a shard of each gradient: norms sum all the squares.
+        self.sharded = is_sharded(model)
         self.params: list[Tensor] = []
         self.layers: list[str] = []
         index: list[int] = []
@@ -129,16 +127,17 @@ def _nonfinite(output: Any) -> bool:
 
 @torch.no_grad()
 def ternary_stats(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Per ternary layer: the fraction of zero trits and the mean scale."""
+    """Per ternary layer: the fraction of zero trits and the mean scale (FSDP: on every rank)."""
     stats = {}
-    for name, module in model.named_modules():
-        if isinstance(module, QuantModule) and is_ternary(module.quantizer):
-            dec = module.decomposition()
-            scales = torch.cat([s.detach().flatten().float() for s in dec.scales])
-            stats[name] = {
-                "zero_fraction": float((dec.codes == 0).float().mean()),
-                "scale": float(scales.mean()),
-            }
+    with unsharded(model):
+        for name, module in model.named_modules():
+            if isinstance(module, QuantModule) and is_ternary(module.quantizer):
+                dec = module.decomposition()
+                scales = torch.cat([s.detach().flatten().float() for s in dec.scales])
+                stats[name] = {
+                    "zero_fraction": float((dec.codes == 0).float().mean()),
+                    "scale": float(scales.mean()),
+                }
     return stats
 
 

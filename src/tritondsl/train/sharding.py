@@ -61,19 +61,29 @@ def _own_size(module: nn.Module) -> int:
 
 def full_state(
     model: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The full model and (index-keyed) optimizer state dicts, on rank 0; call on every rank."""
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+    """What ``checkpoint.write`` takes: the full model and (index-keyed) optimizer state
+    dicts, and the optimizer's parameter names; complete on rank 0, call it on every rank."""
+    names = param_names(optimizer, model)
     if not is_sharded(model):
-        return model.state_dict(), optimizer.state_dict()
+        return model.state_dict(), optimizer.state_dict(), names
     weights = get_model_state_dict(model, options=_FULL)
     by_name = get_optimizer_state_dict(model, optimizer, options=_FULL)
     if not by_name:  # ranks other than 0 get nothing
-        return weights, {"state": {}, "param_groups": []}
-    order = [name for group in by_name["param_groups"] for name in group["params"]]
-    index = {name: i for i, name in enumerate(order)}
+        return weights, {"state": {}, "param_groups": []}, names
+    index = {name: i for i, name in enumerate(names)}
     state = {index[name]: entries for name, entries in by_name["state"].items()}
     groups = [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]]
-    return weights, {"state": state, "param_groups": groups}
+    return weights, {"state": state, "param_groups": groups}, names
+
+
+def missing_forwards(model: nn.Module, total: int, mine: int, batch_size: int, world: int) -> int:
+    """Forwards this rank adds to an evaluation of ``mine`` of ``total`` samples so that it
+    runs as many as rank 0 (which has the most): FSDP all-gathers in each; 0 unsharded."""
+    if not is_sharded(model):
+        return 0
+    most = len(range(0, total, world))
+    return -(-most // batch_size) - -(-mine // batch_size)
 
 
 def optimizer_loader(
@@ -85,6 +95,11 @@ def optimizer_loader(
     names = param_names(optimizer, model)
 
     def load(state_dict: dict[str, Any]) -> None:
+        shaped = [v for entries in state_dict["state"].values() for v in entries.values()
+                  if isinstance(v, Tensor) and v.dim() > 0]  # fmt: skip
+        if not shaped:  # nothing to shard (SGD without momentum), which torch's loader refuses
+            optimizer.load_state_dict(state_dict)
+            return
         by_name = {
             "state": {names[i]: entries for i, entries in state_dict["state"].items()},
             "param_groups": [{**g, "params": [names[i] for i in g["params"]]}

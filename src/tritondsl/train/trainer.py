@@ -132,12 +132,11 @@ class Trainer:
                 self.teacher.model.to(self.ctx.device)
         if self.resumed is not None:
             ckpt.check_model(self.resumed, self.model)
+            self.model.load_state_dict(self.resumed.model)
             self._check_teacher(self.resumed)
         self.model.to(self.ctx.device)
         if self.ctx.device.type == "cuda":
             tdata.to_device(self.data, self.ctx.device)
-        if self.resumed is not None:
-            self.model.load_state_dict(self.resumed.model)
         # FSDP replaces the parameters: the optimizer and the monitor take the sharded ones.
         self.ddp_model = tdist.wrap(self.model, self.ctx, config.sync_bn, config.parallel)
         self.optimizer = self._make_optimizer()
@@ -146,7 +145,7 @@ class Trainer:
         self._plotted_at = time.monotonic()
         if self.resumed is not None:
             self._load(self.resumed)
-        self.grads = GradientMonitor(self.model, sharding.is_sharded(self.model))
+        self.grads = GradientMonitor(self.model)
 
     @property
     def out(self) -> Path:
@@ -250,7 +249,8 @@ class Trainer:
         """Test (validation) metrics; each rank takes every world_size-th sample, then all sum."""
         model, ctx = self.model, self.ctx
         model.eval()
-        indices = list(range(ctx.rank, len(self.data.test), ctx.world_size))  # type: ignore[arg-type]
+        total = len(self.data.test)  # type: ignore[arg-type]
+        indices = list(range(ctx.rank, total, ctx.world_size))
         sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
         per_rank = self.config.batch_size // ctx.world_size
         # Logits of a text block are [T, vocab] per sample: keep text batches as trained.
@@ -260,11 +260,9 @@ class Trainer:
         for x, y in batches:
             interrupts.check()
             sums += self.task.batch(model(self.adapt(x)), y)[1].double()
-        if sharding.is_sharded(model):  # every FSDP forward all-gathers: all run as many
-            most = len(range(0, len(self.data.test), ctx.world_size))  # type: ignore[arg-type]
-            missing = -(-most // batch_size) - -(-len(indices) // batch_size)
-            for x, _ in tdata.batches(self.data.test, [0] * missing, 1, ctx.device, 0):
-                model(self.adapt(x))
+        extra = sharding.missing_forwards(model, total, len(indices), batch_size, ctx.world_size)
+        for x, _ in tdata.batches(self.data.test, [0] * extra, 1, ctx.device):
+            model(self.adapt(x))  # FSDP all-gathers in every forward: all run as many
         tdist.all_reduce_sum(sums, ctx)
         return self.task.metrics("test", sums.cpu())
 
@@ -272,8 +270,7 @@ class Trainer:
         """Record the epoch; rank 0 writes checkpoint, logs and plots; then all sync."""
         config = self.config
         record["grad_norms"] = self.grads.summary()
-        with sharding.unsharded(self.model):
-            record["ternary"] = ternary_stats(self.model)
+        record["ternary"] = ternary_stats(self.model)
         record["warnings"] = self.grads.warnings(config.vanishing, config.exploding)
         self.history.append(record)
         self.epoch = record["epoch"]
@@ -284,15 +281,13 @@ class Trainer:
         if improved:
             self.best_score, self.best_epoch = self.task.score(record), self.epoch
         rngs = tdist.all_gather_objects(ckpt.rng_state(), self.ctx)
-        weights, optimizer = sharding.full_state(self.model, self.optimizer)
+        full = sharding.full_state(self.model, self.optimizer)  # weights, optimizer, names
         if self.ctx.is_main:
             # A Ctrl-C now waits for the checkpoint, logs and plots to be written whole.
             with interrupts.deferred():
                 folder = self.out / "checkpoints"
                 tokenizer = None if self.text is None else self.text.tokenizer.to_json()
-                names = ckpt.param_names(self.optimizer, self.model)
-                ckpt.write(folder / "last", weights, optimizer, names, self._state(), rngs,
-                           tokenizer)  # fmt: skip
+                ckpt.write(folder / "last", *full, self._state(), rngs, tokenizer)
                 if improved:
                     ckpt.copy(folder / "last", folder / "best")
                 logs.write_logs(self.out, self.history, self.task.csv_extra)
