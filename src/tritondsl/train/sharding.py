@@ -3,8 +3,8 @@
 Each quantized layer and each module whose own parameters hold at least ``MIN_SHARD``
 values becomes one FSDP unit (its weight, bias and quantizer scales all-gathered together
 before its forward), then the root takes the rest. Buffers (BatchNorm statistics,
-activation-observer ranges) are not sharded: every process keeps its own, as under DDP on
-CPU, and the checkpoint keeps rank 0's.
+activation-observer ranges) are not sharded: as under DDP, every training forward starts
+from rank 0's, which the checkpoint keeps.
 
 Checkpoints stay the single-process format: ``full_state`` gathers the full model and
 optimizer state dicts on rank 0 (torch's ``get_*_state_dict`` with ``full_state_dict``),
@@ -48,6 +48,15 @@ def shard(model: nn.Module) -> None:
         if isinstance(module, QuantModule) or _own_size(module) >= MIN_SHARD:
             fully_shard(module)
     fully_shard(model)
+    model.register_forward_pre_hook(_sync_buffers)
+
+
+def _sync_buffers(model: nn.Module, _inputs: Any) -> None:
+    """Rank 0's buffers (BatchNorm statistics, observer ranges) before each training forward,
+    as DDP's ``broadcast_buffers`` does: the replicas stay one model."""
+    if model.training:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import ROOT
 from tests.tritondsl.train.conftest import tiny
 from tests.tritondsl.train.test_distributed import fork_ddp, torchrun
 from tests.tritondsl.train.test_language_model import lm
@@ -72,6 +73,20 @@ def test_fsdp_trains_what_ddp_trains(tmp_path: Path) -> None:
     init = Trainer(tiny(tmp_path / "init")).model.state_dict()
     trained = load_file(tmp_path / "fsdp" / "checkpoints" / "last" / "model.safetensors")
     assert not torch.allclose(init["out.weight"], trained["out.weight"], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_sharded_cnn_with_batchnorm_and_activation_observers_trains_as_ddp_does(
+    tmp_path: Path,
+) -> None:
+    # FashionCNN with 8-bit activations on real images: its BatchNorm statistics and
+    # observer ranges are buffers, which both take from rank 0 before every training step.
+    config = functools.partial(tiny, source=str(ROOT / "examples" / "fashion_mnist_a8.tdsl"),
+                               params={}, data="fashion-mnist-5k", batch_size=64, epochs=1,
+                               limit_train=256, limit_test=129, device="cpu")  # fmt: skip
+    fork_ddp(config(tmp_path / "ddp"))
+    fork_ddp(config(tmp_path / "fsdp", parallel="fsdp"))
+    assert_same_training(tmp_path / "fsdp", tmp_path / "ddp")
 
 
 @pytest.mark.slow
