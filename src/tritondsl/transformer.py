@@ -80,9 +80,6 @@ class KVCache:
         self.values[i] = torch.cat([past_v, v], dim=-2)
         return self.keys[i], self.values[i]
 
-    def rotated(self, x: Tensor, rotated: Tensor, theta: float, context: int) -> None:
-        """``rotary`` turned ``x`` into ``rotated`` (an exporter's subclass fuses the two)."""
-
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
         """Causal attention of ``q`` over what ``update`` returned, as one fused operation, or
         None so that PyTorch computes it (an exporter's subclass fuses it; this one never)."""
@@ -210,10 +207,7 @@ def rotary(x: Tensor, theta: float = 10000.0, context: int = 0, where: str = "")
     angles = torch.cat([freqs, freqs], dim=-1)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     first, second = x[..., : dim // 2], x[..., dim // 2 :]
-    rotated = x * cos + torch.cat([-second, first], dim=-1) * sin
-    if cache is not None and context:
-        cache.rotated(x, rotated, theta, context)
-    return rotated
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class Embedding(nn.Embedding):

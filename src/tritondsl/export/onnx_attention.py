@@ -7,10 +7,7 @@ measured on 8-layer decoders this was more of a step's time than the ternary pro
 values with the pasts (``[batch, kv_heads, past, head_dim]``), appends them and attends
 causally (the queries are the last positions) in one kernel, with any ratio of query heads
 to key/value heads. ``FusedAttentionCache`` is the ``KVCache`` an export traces with: each
-``kv_cache`` + causal ``scaled_dot_product_attention`` pair becomes that node. Where the
-queries and keys come straight from ``rotary`` with a context, the node also rotates them
-(``do_rotary``, rotate-half, from cos/sin tables of the context's positions), so the
-per-step recomputation of the angles leaves the graph too.
+``kv_cache`` + causal ``scaled_dot_product_attention`` pair becomes that node.
 """
 
 from __future__ import annotations
@@ -24,28 +21,16 @@ from torch import Tensor
 from tritondsl.transformer import KVCache, _causal
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor, offset: int) -> Tensor:
-    """``x [..., new, head_dim]`` at positions ``offset...``, rotate-half, from the tables."""
-    positions = torch.arange(x.shape[-2], device=x.device) + offset
-    c, s = cos[positions], sin[positions]
-    first, second = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return x * torch.cat([c, c], dim=-1) + torch.cat([-second, first], dim=-1) * torch.cat(
-        [s, s], dim=-1)  # fmt: skip
-
-
 class _GroupQueryAttention(torch.autograd.Function):
-    """``(q, k, v, past_k, past_v, cos, sin) -> (attention, present_k, present_v)``; q, k, v
-    are ``[batch, heads, new, head_dim]``, as ``scaled_dot_product_attention`` takes them;
-    with ``cos``/``sin`` tables ``[positions, head_dim / 2]`` the node rotates q and k first."""
+    """``(q, k, v, past_k, past_v) -> (attention, present_k, present_v)``; q, k, v are
+    ``[batch, heads, new, head_dim]``, as ``scaled_dot_product_attention`` takes them."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor,
-        cos: Tensor | None, sin: Tensor | None, scale: float | None, heads: int, kv_heads: int,
+        scale: float | None, heads: int, kv_heads: int,
     ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """What the node computes, in PyTorch (the values the tracer carries on)."""
-        if cos is not None and sin is not None:
-            q, k = (_rotate(x, cos, sin, past_k.shape[-2]) for x in (q, k))
         keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
         groups = heads // kv_heads
         mask = _causal(q.shape[-2], keys.shape[-2], q.device)
@@ -57,8 +42,8 @@ class _GroupQueryAttention(torch.autograd.Function):
 
     @staticmethod
     def symbolic(
-        g: Any, q: Any, k: Any, v: Any, past_k: Any, past_v: Any, cos: Any, sin: Any,
-        scale: float | None, heads: int, kv_heads: int,
+        g: Any, q: Any, k: Any, v: Any, past_k: Any, past_v: Any, scale: float | None,
+        heads: int, kv_heads: int,
     ) -> tuple[Any, Any, Any]:  # fmt: skip
         """The node, with its inputs as it wants them: ``[batch, new, heads · head_dim]``."""
 
@@ -68,7 +53,6 @@ class _GroupQueryAttention(torch.autograd.Function):
         def packed(x: Any) -> Any:
             return g.op("Reshape", g.op("Transpose", x, perm_i=[0, 2, 1, 3]), const([0, 0, -1]))
 
-        rotary = [] if cos is None or cos.node().mustBeNone() else [cos, sin]
         new = g.op("Shape", k, start_i=2, end_i=3)
         total = g.op("Cast", g.op("Add", g.op("Shape", past_k, start_i=2, end_i=3), new),
                      to_i=6)  # fmt: skip  (6: int32, what the node takes)
@@ -76,9 +60,8 @@ class _GroupQueryAttention(torch.autograd.Function):
             [1], dtype=torch.int32))), g.op("Shape", q, start_i=0, end_i=1))  # fmt: skip
         out, present_k, present_v = g.op(
             "com.microsoft::GroupQueryAttention", packed(q), packed(k), packed(v), past_k,
-            past_v, seqlens, g.op("Reshape", total, const([])), *rotary, num_heads_i=heads,
-            kv_num_heads_i=kv_heads, scale_f=0.0 if scale is None else scale,
-            do_rotary_i=int(bool(rotary)), outputs=3,
+            past_v, seqlens, g.op("Reshape", total, const([])), num_heads_i=heads,
+            kv_num_heads_i=kv_heads, scale_f=0.0 if scale is None else scale, outputs=3,
         )  # fmt: skip
         # The exporter knows no types of a custom node's outputs; the checker wants them.
         out.setType(q.type().with_sizes([None, None, None]))
@@ -94,25 +77,6 @@ class FusedAttentionCache(KVCache):
     def __init__(self, keys: list[Tensor], values: list[Tensor]) -> None:
         super().__init__(keys, values)
         self._pending: list[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
-        self._rotary: list[tuple[Tensor, Tensor, float, int]] = []
-
-    def rotated(self, x: Tensor, rotated: Tensor, theta: float, context: int) -> None:
-        """Remember the unrotated ``x``: the fused node rotates it itself."""
-        self._rotary.append((x, rotated, theta, context))
-
-    def _unrotated(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """``q`` and ``k`` before ``rotary``, with its tables, when one rotary made both."""
-        found = [next((e for e in self._rotary if e[1] is t), None) for t in (q, k)]
-        if found[0] is None or found[1] is None or found[0][2:] != found[1][2:]:
-            return None
-        (x_q, _, theta, context), (x_k, _, _, _) = found
-        dim = x_q.shape[-1]
-        # As rotary computes its angles (float32, then the input's type).
-        exponent = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
-        angles = torch.arange(context).float()[:, None] * (1.0 / theta**exponent)[None, :]
-        # Through numpy: the tracer keeps the tables as constants, not as ops run each step.
-        cos, sin = (torch.from_numpy(t.to(x_q.dtype).numpy()) for t in (angles.cos(), angles.sin()))
-        return x_q, x_k, cos, sin
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append as ``KVCache`` does, remembering the pasts for ``attend``."""
@@ -130,11 +94,8 @@ class FusedAttentionCache(KVCache):
             i, past_k, past_v, new_k, new_v, keys, values = entry
             if keys is k and values is v:
                 self._pending.remove(entry)
-                unrotated = self._unrotated(q, new_k)
-                q, new_k, cos, sin = (q, new_k, None, None) if unrotated is None else unrotated
                 out, self.keys[i], self.values[i] = _GroupQueryAttention.apply(
-                    q, new_k, new_v, past_k, past_v, cos, sin, scale, int(q.shape[-3]),
-                    int(k.shape[-3]),
-                )  # fmt: skip
+                    q, new_k, new_v, past_k, past_v, scale, int(q.shape[-3]), int(k.shape[-3])
+                )
                 return out
         return None

