@@ -249,6 +249,7 @@ def test_lsq_gradient_reaches_the_scale_as_the_paper_defines() -> None:
     assert float(quantizer.scale.grad) == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_lsq_learns_its_scale_and_stops_observing() -> None:
     layer = QuantLinear(16, 4, quantizer=TWN(), input_quantizer=A8LSQ())
     optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)

@@ -368,6 +368,7 @@ def test_extra_repr_names_quantizer_and_mode() -> None:
     assert "deployed=True" in repr(layer.deploy_())
 
 
+@pytest.mark.slow
 def test_import_and_cpu_forward_never_load_triton() -> None:
     # The layers use the packing format (tritondsl.kernels.packing) but never the Triton
     # kernels themselves on CPU.

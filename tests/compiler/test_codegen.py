@@ -136,6 +136,7 @@ FILE_NAME_CHARS = st.characters(blacklist_characters="/\x00", blacklist_categori
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stem=st.text(FILE_NAME_CHARS, min_size=1, max_size=40)
        | st.binary(min_size=1, max_size=40).map(lambda b: os.fsdecode(b.replace(b"/", b"_"))))
+@pytest.mark.slow
 def test_no_file_name_changes_the_generated_code_beyond_its_strings(
     stem: str, tmp_path: Path
 ) -> None:
@@ -288,6 +289,7 @@ def test_generated_model_forward_backward_and_shapes(source: Path, name: str) ->
     ],
     ids=["resnet18", "mobilenetv2", "mobilenetv2-width0.5"],
 )
+@pytest.mark.slow
 def test_fp32_zoo_computes_torchvisions_function(zoo, reference, args) -> None:
     torch.manual_seed(0)
     model = tritondsl.load_model(zoo, precision="fp32", **args).eval()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 import tritondsl
@@ -40,6 +41,7 @@ def _doc_functions() -> dict[str, object]:
     return namespace
 
 
+@pytest.mark.slow
 def test_the_documented_rewrite_matches_onnx_session(tmp_path: Path) -> None:
     (tmp_path / "small.tdsl").write_text(SOURCE)
     torch.manual_seed(0)

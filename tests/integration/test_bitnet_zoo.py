@@ -61,6 +61,7 @@ def test_layout_is_transformers(kind: str) -> None:
     assert sum(p.numel() for p in model.parameters()) == REFERENCE[kind]["num_parameters"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bitnet", "llama"])
 def test_fp32_function_is_transformers(kind: str) -> None:
     hf = _hf(kind)
@@ -73,6 +74,7 @@ def test_fp32_function_is_transformers(kind: str) -> None:
         assert _relative(model(ids), hf(ids).logits) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", None])
 def test_cached_decoding_gives_the_uncached_logits(precision: str | None) -> None:
     model = load_model("bitnet_b158", precision=precision, **_params("bitnet")).eval()

@@ -51,6 +51,7 @@ def test_vit_b_16_layout_is_torchvision() -> None:
     assert info.output.shape == ("N", REFERENCE["output_shape"][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "heads", "image"), [("vit_b_16", 12, 224), ("vit_tiny", 3, 64)])
 def test_fp32_function_is_torchvision(name: str, heads: int, image: int) -> None:
     torch.manual_seed(0)

@@ -141,6 +141,7 @@ def test_torch_compile_fullgraph(
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.slow
 def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
     # A fresh interpreter: importing must not load triton, and CPU calls without
     # TRITON_INTERPRET must take the reference path without loading any kernel module.
@@ -176,6 +177,7 @@ def test_import_is_lazy_and_cpu_falls_back_to_the_reference() -> None:
     )
 
 
+@pytest.mark.slow
 def test_the_folder_imported_as_plain_kernels_reuses_the_registered_ops() -> None:
     # With the repository root on sys.path, transformers probes Hugging Face's `kernels` by
     # importing it and gets this folder: registering the ops a second time used to make

@@ -104,6 +104,7 @@ EXPORTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "args", "shape"), EXPORTS, ids=[e[0] for e in EXPORTS])
 def test_ternary_model_exports_to_onnx_and_verifies_in_onnxruntime(
         name: str, args: dict, shape: tuple[int, ...], tmp_path: Path) -> None:

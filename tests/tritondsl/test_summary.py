@@ -96,6 +96,7 @@ def test_layer_form_weights_are_rows_with_their_packed_size() -> None:
     assert "Tiny: 512 parameters" in render_summary(table)
 
 
+@pytest.mark.slow
 def test_rows_show_each_layers_activation_bits() -> None:
     summary = summarize(ROOT / "examples" / "fashion_mnist_a8.tdsl")
     rows = {r.name: r for r in summary.rows}

@@ -60,6 +60,7 @@ def test_cast_of_int2_becomes_an_int8_initializer() -> None:
     assert ours.tolist() == plain.tolist() == [-0.5, 1.0, 2.5, 3.5, 3.5]
 
 
+@pytest.mark.slow
 def test_float_forms_get_weight_dequantize_folded_and_callers_options_win(tmp_path) -> None:
     path = tmp_path / "m.onnx"
     model = tritondsl.load_model("resnet18", num_classes=4)

@@ -134,6 +134,7 @@ def test_pt2_reloads_with_a_dynamic_batch(mixed: nn.Module, tmp_path: Path) -> N
     )  # packed codes kept
 
 
+@pytest.mark.slow
 def test_activation_quantizers_survive_script_and_pt2(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(

@@ -63,6 +63,7 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(data=st.data())
 def test_any_one_field_changed_or_removed_is_refused_or_resumes(
     run: Path, tmp_path: Path, data: st.DataObject

@@ -68,6 +68,7 @@ NEEDS_FASHION = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @NEEDS_FASHION
 def test_the_installed_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tdata.FASHION_ENV, raising=False)

@@ -121,6 +121,7 @@ def test_distilled_runs_resume_only_with_the_same_teacher_given_again(
     assert _strip(again.fit()) == _strip(straight)
 
 
+@pytest.mark.slow
 def test_teacher_of_another_architecture(tmp_path: Path) -> None:
     wide = tmp_path / "wide"
     Trainer(tiny(wide, epochs=1, precision="fp32", params={"hidden": [32]})).fit()
@@ -140,6 +141,7 @@ def test_teacher_of_another_architecture(tmp_path: Path) -> None:
         Trainer(tiny(tmp_path / "kd4", teacher=str(three)))
 
 
+@pytest.mark.slow
 def test_fp32_warmup_trains_in_fp32_then_ternary(tmp_path: Path) -> None:
     # Epoch 1 of a warm-up run is exactly an fp32 run's epoch (same init, same schedule).
     Trainer(tiny(tmp_path / "warm", fp32_warmup_epochs=1, stop_after=1)).fit()
@@ -156,6 +158,7 @@ def test_fp32_warmup_trains_in_fp32_then_ternary(tmp_path: Path) -> None:
         tiny(tmp_path / "x", fp32_warmup_epochs=2)
 
 
+@pytest.mark.slow
 def test_image_folder_run_with_workers_resumes_bit_exact(tmp_path: Path) -> None:
     folder = fashion_folder.write(tmp_path / "images", 96, 40)
     common = {"source": TINY_CNN, "data": f"imagefolder:{folder}", "params": {},
@@ -168,6 +171,7 @@ def test_image_folder_run_with_workers_resumes_bit_exact(tmp_path: Path) -> None
     assert _equal(_weights(tmp_path / "split"), _weights(tmp_path / "straight"))
 
 
+@pytest.mark.slow
 def test_image_folder_fine_tunes_a_zoo_model_with_another_classifier(tmp_path: Path) -> None:
     folder = fashion_folder.write(tmp_path / "images", 32, 40, size=32)
     pretrained = tritondsl.load_model("resnet18", precision="fp32")  # 1000 classes

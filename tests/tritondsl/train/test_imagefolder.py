@@ -67,6 +67,7 @@ def test_train_and_val_folders_give_labelled_normalized_images(folder: Path) -> 
                           .transform(Image.open(train.samples[0][0]), None), atol=1e-6)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_augmentation_is_a_function_of_seed_epoch_and_index(folder: Path) -> None:
     train = _load(f"imagefolder:{folder}").train
     assert isinstance(train, ImageFolder)
@@ -80,6 +81,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(folder: Path) -> Non
     assert not torch.equal(first, _all(train)[0])
 
 
+@pytest.mark.slow
 def test_split_fraction_is_per_class_and_fixed(tmp_path: Path) -> None:
     flat = fashion_folder.write(tmp_path / "flat", 300, 0, flat=True)
     sets = _load(f"imagefolder:{flat}", val_fraction=0.2)

@@ -65,6 +65,7 @@ def test_the_previous_handler_comes_back_and_no_interrupt_outlives_its_block() -
         interrupts.check()  # the earlier interrupt is not pending in a new run
 
 
+@pytest.mark.slow
 def test_an_interrupt_during_the_checkpoint_write_waits_for_the_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

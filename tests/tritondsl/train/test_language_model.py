@@ -55,6 +55,7 @@ def lm(out: Path, data: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_a_decoder_learns_the_text(tmp_path: Path, corpus: str) -> None:
     trainer = Trainer(lm(tmp_path / "run", corpus))
     history = trainer.fit()
@@ -72,6 +73,7 @@ def test_a_decoder_learns_the_text(tmp_path: Path, corpus: str) -> None:
     assert json.loads((best / "tokenizer.json").read_text())["model"]["type"] == "BPE"
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_and_keeps_the_tokenizer(tmp_path: Path, corpus: str) -> None:
     straight = Trainer(lm(tmp_path / "a", corpus, tokenizer="bpe:300", params={**TINY,
                                                                           "vocab": 300}))
@@ -151,6 +153,7 @@ def test_a_checkpoint_with_a_broken_tokenizer_is_refused(tmp_path: Path, corpus:
         Trainer(lm(tmp_path / "run", corpus, resume=tmp_path / "run"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FORTUNES_DIR / "fortunes").is_file(), reason="run `make data`")
 def test_the_fortunes_corpus_trains(tmp_path: Path) -> None:
     history = Trainer(lm(tmp_path / "run", "text:fortunes", epochs=1, limit_train=32,

@@ -87,6 +87,7 @@ def test_peak_rss_is_the_kernels_high_water_mark_in_mib() -> None:
     del block
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_a_process_started_by_a_bigger_one_reports_its_own_peak() -> None:
     block = torch.ones(1024 * 2**20 // 4)  # this process now peaks above 1 GiB
