@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # full run (about 40 minutes on 2 cores, most
                                             # of it training: bench_finetune.py, bench_lm.py)
     python benchmarks/run_all.py --quick    # small sizes, a smoke test of the whole pipeline
+    python benchmarks/run_all.py --reuse-training   # re-measure all but the training sections
 
 Each comparison alternates its variants run by run and reports medians, so machine noise
 hits both sides alike. Ratios are what to read; absolute times depend on the machine.
@@ -16,6 +17,7 @@ import datetime
 import functools
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -217,6 +219,31 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
+TRAINING_SECTIONS = ("Fashion-MNIST accuracy", "From fp32 to ternary", "Language model")
+
+
+def carried_over(results: Path, prefixes: tuple[str, ...]) -> dict[str, list[str]]:
+    """The sections of an earlier RESULTS.md whose titles start with ``prefixes``, dated."""
+    if not results.exists():
+        raise SystemExit(f"--reuse-training: {results} does not exist; run without it first")
+    text = results.read_text()
+    measured = re.search(r"^Measured (\d{4}-\d{2}-\d{2})", text, re.MULTILINE)
+    when = measured.group(1) if measured else "an earlier run"
+    found: dict[str, list[str]] = {}
+    for chunk in text.split("\n## ")[1:]:
+        title, *rows = chunk.split("\n")
+        if title.startswith(prefixes):
+            rows = [r for r in rows if not r.startswith("![ratios]")]
+            while rows and not rows[-1].strip():
+                rows.pop()
+            found[title] = [*rows[1:], "", f"Carried over from the run of {when} "
+                            "(`run_all.py --reuse-training` re-measured the other sections)."]
+    missing = [p for p in prefixes if not any(t.startswith(p) for t in found)]
+    if missing:
+        raise SystemExit(f"--reuse-training: {results} has no section {missing[0]!r}")
+    return found
+
+
 def write_report(sections: dict[str, list[str]], chart: dict[str, float], out: Path) -> None:
     """RESULTS.md plus results.png (a bar chart of the ratios)."""
     import matplotlib
@@ -241,11 +268,57 @@ def write_report(sections: dict[str, list[str]], chart: dict[str, float], out: P
     plt.close(fig)
 
 
+def training_sections(quick: bool, chart: dict[str, float]) -> dict[str, list[str]]:
+    """The sections that train models: accuracy, fp32 -> ternary fine-tuning, the LM."""
+    sections: dict[str, list[str]] = {}
+    results, data, epochs = bench_accuracy(quick)
+    table = ["| variant | test accuracy | vs W1.58A32 |", "|---|---|---|"]
+    labels = {"fp32": "fp32 (weights and activations)",
+              "ternary": "W1.58A32 (ternary convs, float activations)",
+              "a8": "W1.58A8 trained (observed input scales)",
+              "a8_lsq": "W1.58A8 trained (learned, LSQ input scales)",
+              "a8_calibrated": "W1.58A8 calibrated only (W1.58A32's weights, 2,048 images)",
+              "broken_ste": "W1.58A32 with the STE broken (control)"}  # fmt: skip
+    base = results["ternary"]["test_accuracy"]
+    for variant, label in labels.items():
+        acc = results[variant]["test_accuracy"]
+        table.append(f"| {label} | {acc:.2%} | {(acc - base) * 100:+.2f} pt |")
+    trained = results["a8"]["test_accuracy"]
+    short = (base - 0.005 - trained) * 100
+    verdict = "met" if short <= 0 else f"missed by {short:.2f} pt"
+    table += ["", f"Goal: W1.58A8 trained >= W1.58A32 - 0.5 pt: {verdict}."]
+    chart["Fashion-MNIST W1.58A8 trained / W1.58A32 accuracy"] = trained / base
+    sections[f"Fashion-MNIST accuracy: {data}, {epochs} epochs, FashionCNN width 16, AdamW 3e-3 "
+             "cosine, seed 0 (`python -m tests.integration.accuracy`)"] = table
+
+    finetune, table = bench_finetune(quick)
+    sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
+             "ahead of from-scratch; ResNet18 flow <= 300 s)"] = table
+    rows = finetune["fashion"]
+    chart["FashionCNN all-ternary accuracy, fine-tuned + distillation / fp32"] = (
+        rows["ternary fine-tuned + distillation"]["test_acc"] / rows["fp32 (3 epochs)"]["test_acc"])
+    chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
+        finetune["resnet"]["flow_s"] / 300)
+
+    lm, table = bench_lm(quick)
+    size = lm["size"]
+    sections[f"Language model: bitnet_b158 ({size['layers']} layers, dim {size['dim']}, byte "
+             f"tokens) on fortunes, {lm['variants']['fp32']['step']} steps each (goals: ternary "
+             "perplexity <= 1.15x fp32; ONNX decoder same greedy token >= 99%)"] = table
+    variants = lm["variants"]
+    chart["LM perplexity W1.58A8 / fp32"] = (variants["W1.58A8"]["val_ppl"]
+                                             / variants["fp32"]["val_ppl"])  # fmt: skip
+    return sections
+
+
 def main() -> None:
     """Run everything and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--reuse-training", action="store_true",
+                        help="keep the training sections (accuracy, fine-tuning, language "
+                             "model: ~25 min) of the existing RESULTS.md; re-measure the rest")
     args = parser.parse_args()
     quick = args.quick
     repeats = 2 if quick else 5
@@ -313,43 +386,10 @@ def main() -> None:
         chart[f"decode s/token ORT ternary/fp32 {label}"] = fp32_rate / ternary_rate
     sections["Decoding at batch 1 (goal: ORT ternary >= 3x ORT fp32 at dim >= 1024)"] = table
 
-    results, data, epochs = bench_accuracy(quick)
-    table = ["| variant | test accuracy | vs W1.58A32 |", "|---|---|---|"]
-    labels = {"fp32": "fp32 (weights and activations)",
-              "ternary": "W1.58A32 (ternary convs, float activations)",
-              "a8": "W1.58A8 trained (observed input scales)",
-              "a8_lsq": "W1.58A8 trained (learned, LSQ input scales)",
-              "a8_calibrated": "W1.58A8 calibrated only (W1.58A32's weights, 2,048 images)",
-              "broken_ste": "W1.58A32 with the STE broken (control)"}  # fmt: skip
-    base = results["ternary"]["test_accuracy"]
-    for variant, label in labels.items():
-        acc = results[variant]["test_accuracy"]
-        table.append(f"| {label} | {acc:.2%} | {(acc - base) * 100:+.2f} pt |")
-    trained = results["a8"]["test_accuracy"]
-    short = (base - 0.005 - trained) * 100
-    verdict = "met" if short <= 0 else f"missed by {short:.2f} pt"
-    table += ["", f"Goal: W1.58A8 trained >= W1.58A32 - 0.5 pt: {verdict}."]
-    chart["Fashion-MNIST W1.58A8 trained / W1.58A32 accuracy"] = trained / base
-    sections[f"Fashion-MNIST accuracy: {data}, {epochs} epochs, FashionCNN width 16, AdamW 3e-3 "
-             "cosine, seed 0 (`python -m tests.integration.accuracy`)"] = table
-
-    finetune, table = bench_finetune(quick)
-    sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
-             "ahead of from-scratch; ResNet18 flow <= 300 s)"] = table
-    rows = finetune["fashion"]
-    chart["FashionCNN all-ternary accuracy, fine-tuned + distillation / fp32"] = (
-        rows["ternary fine-tuned + distillation"]["test_acc"] / rows["fp32 (3 epochs)"]["test_acc"])
-    chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
-        finetune["resnet"]["flow_s"] / 300)
-
-    lm, table = bench_lm(quick)
-    size = lm["size"]
-    sections[f"Language model: bitnet_b158 ({size['layers']} layers, dim {size['dim']}, byte "
-             f"tokens) on fortunes, {lm['variants']['fp32']['step']} steps each (goals: ternary "
-             "perplexity <= 1.15x fp32; ONNX decoder same greedy token >= 99%)"] = table
-    variants = lm["variants"]
-    chart["LM perplexity W1.58A8 / fp32"] = (variants["W1.58A8"]["val_ppl"]
-                                             / variants["fp32"]["val_ppl"])  # fmt: skip
+    if args.reuse_training:
+        sections.update(carried_over(args.output / "RESULTS.md", TRAINING_SECTIONS))
+    else:
+        sections.update(training_sections(quick, chart))
 
     out = args.output if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
     write_report(sections, chart, out)
