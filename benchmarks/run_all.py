@@ -149,6 +149,14 @@ def bench_int8(quick: bool) -> tuple[list[str], dict[str, float]]:
     return bench_int8.measure(quick=quick)
 
 
+def bench_zoo(quick: bool) -> tuple[list[str], dict[str, float]]:
+    """Issue 15's CNNs at batch 1: ORT fp32 vs W1.58A8, eager fp32 vs deployed (bench_zoo.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_zoo  # type: ignore[import-not-found]
+
+    return bench_zoo.measure(quick=quick)
+
+
 def bench_check_limits(quick: bool) -> list[tuple[str, int, float, float]]:
     """`check` on hostile inputs at the source size limit (bench_check_limits.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -375,6 +383,11 @@ def main() -> None:
     chart.update(int8_chart)
     sections["ONNX Runtime int8 kernels: W1.58A8 vs fp32 (goals at batch 1: ResNet18 <= 0.30x, "
              "MobileNetV2 <= 0.65x; files 1/12 and 1/6 of fp32)"] = table
+
+    table, zoo_chart = bench_zoo(quick)
+    chart.update(zoo_chart)
+    sections["The newer zoo CNNs at batch 1: ONNX Runtime fp32 vs W1.58A8, eager fp32 vs "
+             "deployed"] = table
 
     table = ["| decoder | PyTorch fp32 | ORT fp32 | ORT ternary "
              "| ternary / ORT fp32 (median; fastest step) |",

@@ -203,7 +203,7 @@ def _layers(model: nn.Module, keep_fp32: bool, float_layers: Sequence[str]) -> l
 def _twin(layer: _Layer) -> nn.Module:
     m = layer.module
     weight = m.decomposition().dequantize() if isinstance(m, QuantModule) else m.weight
-    if isinstance(m, nn.Conv2d):
+    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):  # a ConvTranspose2d stays float
         return _float_twin(m, weight)
     return _GemmLinear(weight, m.bias)
 
