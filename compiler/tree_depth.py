@@ -38,14 +38,15 @@ class HeightTree(Tree):
     __slots__ = ("height",)
 
     def __init__(self, data: str, children: list[Any], meta: Any = None) -> None:
-        super().__init__(data, children, meta)
-        height = 1
+        # Tree.__init__'s three assignments, inline: this runs for every node of the parse.
+        self.data, self.children, self._meta = data, children, meta
+        height = 0
         for child in children:
-            if isinstance(child, HeightTree) and child.height >= height:
-                height = child.height + 1
-        if height > MAX_DEPTH:
+            if type(child) is HeightTree and child.height > height:
+                height = child.height
+        if height >= MAX_DEPTH:
             raise TooDeep(str(data), children)
-        self.height = height
+        self.height = height + 1
 
 
 def _children_span(children: list[Any]) -> n.Span | None:
