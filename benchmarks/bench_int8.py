@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from timing import interleaved  # type: ignore[import-not-found]
 
 from tritondsl.export.api import to_onnx
 from tritondsl.export.matmul_nbits import DOMAIN, matmul_nbits
@@ -54,23 +53,6 @@ def cpu_flags() -> list[str]:
     flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
                   if ln.startswith("flags")), [])  # fmt: skip
     return [f for f in CPU_FLAGS if f in flags]
-
-
-def _interleaved(sessions: dict[str, Any], feeds: dict[str, dict], rounds: int
-                 ) -> dict[str, tuple[float, float]]:  # fmt: skip
-    """(min, median) seconds of one run of each session, measured round-robin."""
-    for name, session in sessions.items():  # warm-up: allocations, first-run caches
-        for _ in range(3):
-            session.run(None, feeds[name])
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for round_ in range(rounds):
-        shift = round_ % len(order)
-        for name in order[shift:] + order[:shift]:
-            start = time.perf_counter()
-            sessions[name].run(None, feeds[name])
-            times[name].append(time.perf_counter() - start)
-    return {name: (min(v), statistics.median(v)) for name, v in times.items()}
 
 
 def _export_cnn(name: str, folder: Path, size: int) -> dict[str, Path]:
@@ -127,7 +109,7 @@ def measure_cnns(rounds: int, quick: bool) -> tuple[list[dict[str, Any]], dict[s
                     x = np.random.default_rng(1).standard_normal(
                         (batch, 3, size, size), dtype=np.float32)
                     feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-                    t = _interleaved(sessions, feeds, rounds)
+                    t = interleaved(sessions, feeds, rounds)
                     rows.append({"model": name, "batch": batch, "threads": threads, "size": size,
                                  "fp32": t["fp32"], "int8": t["int8"], "plain": t["plain"],
                                  "fp32_bytes": sizes["fp32"], "int8_bytes": sizes["int8"]})
@@ -164,7 +146,7 @@ def measure_linear(rounds: int, quick: bool, threads: int = 2) -> list[dict[str,
             sessions = {"fp32": onnx_session(_linear_model(m, d, d, False), threads=threads),
                         "nbits": onnx_session(_linear_model(m, d, d, True), threads=threads)}
             a = np.random.default_rng(2).standard_normal((m, d), dtype=np.float32)
-            t = _interleaved(sessions, {k: {"A": a} for k in sessions}, rounds)
+            t = interleaved(sessions, {k: {"A": a} for k in sessions}, rounds)
             rows.append({"m": m, "k": d, "n": d, "threads": threads, **t})
     return rows
 

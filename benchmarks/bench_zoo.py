@@ -21,10 +21,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 import torch
-from bench_int8 import _interleaved  # type: ignore[import-not-found]
+from timing import Eager, interleaved  # type: ignore[import-not-found]
 
 from tritondsl import deploy
 from tritondsl.export.api import to_onnx
@@ -43,18 +42,6 @@ MODELS: dict[str, tuple[int, int, int, int]] = {
     "unet": (1, 256, 4, 64),
 }
 FLOAT_LAYERS = {"unet": ("outc",)}
-
-
-class _Eager:
-    """An eager model with onnxruntime's ``run`` signature, so one timer serves both."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model.eval()
-
-    def run(self, _outputs: None, feed: dict[str, np.ndarray]) -> object:
-        """One forward pass without autograd."""
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(next(iter(feed.values()))))
 
 
 def _onnx_pair(name: str, folder: Path, x: torch.Tensor, threads: int) -> dict[str, Any]:
@@ -79,12 +66,12 @@ def measure_rows(quick: bool, threads: int = 2) -> list[dict[str, Any]]:
             x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(1))
             pair = _onnx_pair(name, Path(tmp), x, threads)
             feed = {pair["fp32"].get_inputs()[0].name: x.numpy()}
-            ort_times = _interleaved({k: pair[k] for k in ("fp32", "int8")},
+            ort_times = interleaved({k: pair[k] for k in ("fp32", "int8")},
                                      {"fp32": feed, "int8": feed}, rounds)  # fmt: skip
             del pair["fp32"], pair["int8"]
-            eager = {"fp32": _Eager(load_model(name, precision="fp32")),
-                     "deployed": _Eager(deploy(copy.deepcopy(load_model(name))))}  # fmt: skip
-            eager_times = _interleaved(eager, {"fp32": feed, "deployed": feed}, rounds)
+            eager = {"fp32": Eager(load_model(name, precision="fp32")),
+                     "deployed": Eager(deploy(copy.deepcopy(load_model(name))))}  # fmt: skip
+            eager_times = interleaved(eager, {"fp32": feed, "deployed": feed}, rounds)
             rows.append({"model": name, "input": f"{channels}x{size}x{size}", "threads": threads,
                          "rounds": rounds, "ort": ort_times, "eager": eager_times,
                          "bytes": pair["bytes"]})  # fmt: skip
