@@ -4,6 +4,7 @@
                                             # of it training: bench_finetune.py, bench_lm.py)
     python benchmarks/run_all.py --quick    # small sizes, a smoke test of the whole pipeline
     python benchmarks/run_all.py --reuse-training   # re-measure all but the training sections
+    python benchmarks/run_all.py --reuse-training accuracy lm   # ... and re-train "finetune"
 
 Each comparison alternates its variants run by run and reports medians, so machine noise
 hits both sides alike. Ratios are what to read; absolute times depend on the machine.
@@ -215,7 +216,9 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
-TRAINING_SECTIONS = ("Fashion-MNIST accuracy", "From fp32 to ternary", "Language model")
+# --reuse-training names: the title each section of RESULTS.md starts with
+TRAINING_SECTIONS = {"accuracy": "Fashion-MNIST accuracy", "finetune": "From fp32 to ternary",
+                     "lm": "Language model"}
 
 
 def carried_over(results: Path, prefixes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -232,6 +235,9 @@ def carried_over(results: Path, prefixes: tuple[str, ...]) -> dict[str, list[str
             rows = [r for r in rows if not r.startswith("![ratios]")]
             while rows and not rows[-1].strip():
                 rows.pop()
+            if rows and rows[-1].startswith("Carried over from"):  # already: keep its date
+                found[title] = rows[1:]
+                continue
             found[title] = [*rows[1:], "", f"Carried over from the run of {when} "
                             "(`run_all.py --reuse-training` re-measured the other sections)."]
     missing = [p for p in prefixes if not any(t.startswith(p) for t in found)]
@@ -264,9 +270,8 @@ def write_report(sections: dict[str, list[str]], chart: dict[str, float], out: P
     plt.close(fig)
 
 
-def training_sections(quick: bool, chart: dict[str, float]) -> dict[str, list[str]]:
-    """The sections that train models: accuracy, fp32 -> ternary fine-tuning, the LM."""
-    sections: dict[str, list[str]] = {}
+def accuracy_section(quick: bool, chart: dict[str, float]) -> dict[str, list[str]]:
+    """Fashion-MNIST accuracy of fp32, W1.58A32 and the W1.58A8 variants."""
     results, data, epochs = bench_accuracy(quick)
     table = ["| variant | test accuracy | vs W1.58A32 |", "|---|---|---|"]
     labels = {"fp32": "fp32 (weights and activations)",
@@ -284,27 +289,34 @@ def training_sections(quick: bool, chart: dict[str, float]) -> dict[str, list[st
     verdict = "met" if short <= 0 else f"missed by {short:.2f} pt"
     table += ["", f"Goal: W1.58A8 trained >= W1.58A32 - 0.5 pt: {verdict}."]
     chart["Fashion-MNIST W1.58A8 trained / W1.58A32 accuracy"] = trained / base
-    sections[f"Fashion-MNIST accuracy: {data}, {epochs} epochs, FashionCNN width 16, AdamW 3e-3 "
-             "cosine, seed 0 (`python -m tests.integration.accuracy`)"] = table
+    return {f"{TRAINING_SECTIONS['accuracy']}: {data}, {epochs} epochs, FashionCNN width 16, "
+            "AdamW 3e-3 cosine, seed 0 (`python -m tests.integration.accuracy`)": table}
 
+
+def finetune_section(quick: bool, chart: dict[str, float]) -> dict[str, list[str]]:
+    """fp32 -> ternary: from scratch, fine-tuned, distilled; the ResNet18 flow."""
     finetune, table = bench_finetune(quick)
-    sections["From fp32 to ternary (goals: fine-tuned + distillation within 0.5 pt of fp32, "
-             "ahead of from-scratch; ResNet18 flow <= 300 s)"] = table
     rows = finetune["fashion"]
     chart["FashionCNN all-ternary accuracy, fine-tuned + distillation / fp32"] = (
         rows["ternary fine-tuned + distillation"]["test_acc"] / rows["fp32 (3 epochs)"]["test_acc"])
     chart["ResNet18 init -> fine-tune -> ONNX seconds / 300 s"] = (
         finetune["resnet"]["flow_s"] / 300)
+    return {f"{TRAINING_SECTIONS['finetune']} (goals: fine-tuned + distillation within 0.5 pt of "
+            "fp32, ahead of from-scratch; ResNet18 flow <= 300 s)": table}
 
+
+def lm_section(quick: bool, chart: dict[str, float]) -> dict[str, list[str]]:
+    """The bitnet_b158 language model: perplexities and the ONNX decoder's agreement."""
     lm, table = bench_lm(quick)
-    size = lm["size"]
-    sections[f"Language model: bitnet_b158 ({size['layers']} layers, dim {size['dim']}, byte "
-             f"tokens) on fortunes, {lm['variants']['fp32']['step']} steps each (goals: ternary "
-             "perplexity <= 1.15x fp32; ONNX decoder same greedy token >= 99%)"] = table
-    variants = lm["variants"]
+    size, variants = lm["size"], lm["variants"]
     chart["LM perplexity W1.58A8 / fp32"] = (variants["W1.58A8"]["val_ppl"]
                                              / variants["fp32"]["val_ppl"])  # fmt: skip
-    return sections
+    return {f"{TRAINING_SECTIONS['lm']}: bitnet_b158 ({size['layers']} layers, dim {size['dim']}, "
+            f"byte tokens) on fortunes, {variants['fp32']['step']} steps each (goals: ternary "
+            "perplexity <= 1.15x fp32; ONNX decoder same greedy token >= 99%)": table}
+
+
+MEASURE_TRAINING = {"accuracy": accuracy_section, "finetune": finetune_section, "lm": lm_section}
 
 
 def main() -> None:
@@ -312,9 +324,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--reuse-training", action="store_true",
-                        help="keep the training sections (accuracy, fine-tuning, language "
-                             "model: ~25 min) of the existing RESULTS.md; re-measure the rest")
+    parser.add_argument("--reuse-training", nargs="*", choices=tuple(TRAINING_SECTIONS),
+                        metavar="SECTION",
+                        help="keep these training sections (all three when none is named: "
+                             "accuracy, finetune, lm; ~25 min) of the existing RESULTS.md; "
+                             "re-measure the rest")
     args = parser.parse_args()
     quick = args.quick
     repeats = 2 if quick else 5
@@ -382,10 +396,13 @@ def main() -> None:
         chart[f"decode s/token ORT ternary/fp32 {label}"] = fp32_rate / ternary_rate
     sections["Decoding at batch 1 (goal: ORT ternary >= 3x ORT fp32 at dim >= 1024)"] = table
 
-    if args.reuse_training:
-        sections.update(carried_over(args.output / "RESULTS.md", TRAINING_SECTIONS))
-    else:
-        sections.update(training_sections(quick, chart))
+    reused = (() if args.reuse_training is None
+              else args.reuse_training or tuple(TRAINING_SECTIONS))  # fmt: skip
+    for key, measure in MEASURE_TRAINING.items():
+        if key in reused:
+            sections.update(carried_over(args.output / "RESULTS.md", (TRAINING_SECTIONS[key],)))
+        else:
+            sections.update(measure(quick, chart))
 
     out = args.output if not quick else Path(tempfile.mkdtemp(prefix="tritondsl-bench-"))
     write_report(sections, chart, out)
