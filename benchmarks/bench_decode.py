@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from tritondsl.export.onnx_decoder import OnnxDecoder, export_decoder
+from tritondsl.export.onnx_decoder import export_decoder
+from tritondsl.export.onnx_decoder_runner import OnnxDecoder
 from tritondsl.generation import Decoder, TorchDecoder
 from tritondsl.models import resolve
 from tritondsl.program import compile as compile_program

@@ -59,7 +59,8 @@ def measure(quick: bool = False, out: Path | None = None) -> dict[str, Any]:
 
 def agreement(run: Path, onnx_path: Path, quick: bool) -> dict[str, Any]:
     """Greedy next-token agreement of the exported ONNX decoder with the trained model."""
-    from tritondsl.export.onnx_decoder import OnnxDecoder, export_decoder
+    from tritondsl.export.onnx_decoder import export_decoder
+    from tritondsl.export.onnx_decoder_runner import OnnxDecoder
     from tritondsl.generation import TorchDecoder, greedy_agreement
     from tritondsl.train.checkpoint import load_trained, tokenizer_of
 

@@ -2,8 +2,8 @@
 
 A ``Decoder`` turns token ids into next-token logits, keeping its own cache: ``prefill``
 takes the prompt, ``step`` one more token. ``TorchDecoder`` runs a built model with a
-``KVCache``; ``tritondsl.export.onnx_decoder.OnnxDecoder`` runs an exported decoder in
-onnxruntime. ``generate`` yields the new token ids one at a time, so a caller can stream::
+``KVCache``; ``tritondsl.export.onnx_decoder_runner.OnnxDecoder`` runs an exported decoder
+in onnxruntime. ``generate`` yields the new token ids one at a time, so a caller can stream::
 
     decoder = TorchDecoder(model)
     for token in generate(decoder, prompt_ids, 100, Sampling(temperature=0.8, top_p=0.9)):

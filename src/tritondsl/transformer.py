@@ -11,8 +11,9 @@ time with the same cache::
     logits = model(next_ids, cache=cache)            # next_ids:   [N, 1]
 
 The cache is plain tensors in and out, so a decoder exports to ONNX with the past keys and
-values as inputs and the present ones as outputs: build ``KVCache(past_keys, past_values)``
-from the inputs, run the model, return ``cache.keys`` and ``cache.values``.
+values as inputs and the present ones as outputs: build a cache from the inputs, run the
+model, return ``cache.keys`` and ``cache.values`` (``export.onnx_attention`` subclasses it
+for buffers of fixed capacity, whose real length is an input: ``offset`` then is a tensor).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class KVCache:
                              f"{len(values)}")
         self.keys, self.values = list(keys), list(values)
         self.context: int | None = None  # the smallest rotary context a forward declared
-        self.offset = 0  # tokens cached before the current forward (the first new position)
+        # Tokens cached before the current forward (the first new position); a traced
+        # subclass sets a 0-d int64 tensor, its graph's input.
+        self.offset: int | Tensor = 0
         self.slot = 0  # the next kv_cache call's index within the current forward
 
     def __len__(self) -> int:
@@ -194,7 +197,13 @@ def rotary(x: Tensor, theta: float = 10000.0, context: int = 0, where: str = "")
     if cache is not None and context:  # so a decoding loop knows where to stop
         cache.context = context if cache.context is None else min(cache.context, context)
     length, dim = x.shape[-2], x.shape[-1]
-    if context and not torch.compiler.is_compiling() and offset + length > context:
+    # A tensor offset is a traced graph's input: the runner of that graph checks it.
+    if (
+        context
+        and isinstance(offset, int)
+        and not torch.compiler.is_compiling()
+        and offset + length > context
+    ):
         raise ValueError(
             f"{offset + length} positions do not fit the context of {context} tokens "
             f"(rotary(..., context={context}) at {where}); shorten the prompt"

@@ -135,7 +135,8 @@ def _decoder(model: nn.Module, runtime: Runtime, onnx_file: Path | None,
         if onnx_file is not None:
             raise typer.BadParameter("needs --runtime onnx", param_hint="--onnx")
         return TorchDecoder(model)
-    from tritondsl.export.onnx_decoder import OnnxDecoder, export_decoder
+    from tritondsl.export.onnx_decoder import export_decoder
+    from tritondsl.export.onnx_decoder_runner import OnnxDecoder
 
     with tempfile.TemporaryDirectory(prefix="tritondsl-decoder-") as folder:
         path = onnx_file or Path(folder) / "decoder.onnx"

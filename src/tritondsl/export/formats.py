@@ -80,7 +80,8 @@ def _decoder_job(job: ExportJob) -> ExportReport:
     exported = export_decoder(job.model, job.output, job.weights or "nbits", job.verify)
     notes = [f"KV cache: {len(exported.layout.kv)} attention layers, context "
              f"{exported.layout.context or 'unlimited'}; run it with "
-             "tritondsl generate --runtime onnx or tritondsl.export.onnx_decoder.OnnxDecoder"]
+             "tritondsl generate --runtime onnx or "
+             "tritondsl.export.onnx_decoder_runner.OnnxDecoder"]
     return ExportReport("decoder", job.output, _file_bytes(job.output),
                         exported.checks, weights=job.weights or "nbits",
                         layers=exported.layers, notes=notes)  # fmt: skip

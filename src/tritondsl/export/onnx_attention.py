@@ -4,10 +4,13 @@ Traced op by op, each decoding step of an attention layer concatenates the whole
 transposes all keys for ``Q·Kᵀ``, builds a causal mask and runs MatMul/Softmax/MatMul:
 measured on 8-layer decoders this was more of a step's time than the ternary projections
 (see benchmarks/bench_decode.py). onnxruntime's GroupQueryAttention takes the new keys and
-values with the pasts (``[batch, kv_heads, past, head_dim]``), appends them and attends
-causally (the queries are the last positions) in one kernel, with any ratio of query heads
-to key/value heads. ``FusedAttentionCache`` is the ``KVCache`` an export traces with: each
-``kv_cache`` + causal ``scaled_dot_product_attention`` pair becomes that node.
+values with the pasts (``[batch, kv_heads, capacity, head_dim]``, the first ``past_length``
+positions real), writes them at ``past_length`` and attends causally (the queries are the
+last positions) in one kernel, with any ratio of query heads to key/value heads. Its present
+is as long as the past buffer (or the total length, if longer): bound to the very memory
+of the past, it is written in place and nothing is copied. ``FusedAttentionCache`` is the
+``KVCache`` an export traces with: each ``kv_cache`` + causal ``scaled_dot_product_attention``
+pair becomes that node.
 """
 
 from __future__ import annotations
@@ -21,29 +24,39 @@ from torch import Tensor
 from tritondsl.transformer import KVCache, _causal
 
 
+def _written(buffer: Tensor, new: Tensor, start: int) -> Tensor:
+    """A copy of ``buffer`` with ``new`` at positions ``start`` on, grown if it is too short."""
+    end = start + new.shape[-2]
+    grown = F.pad(buffer, (0, 0, 0, max(0, end - buffer.shape[-2])))
+    grown[..., start:end, :] = new
+    return grown
+
+
 class _GroupQueryAttention(torch.autograd.Function):
-    """``(q, k, v, past_k, past_v) -> (attention, present_k, present_v)``; q, k, v are
-    ``[batch, heads, new, head_dim]``, as ``scaled_dot_product_attention`` takes them."""
+    """``(q, k, v, past_k, past_v, past_length) -> (attention, present_k, present_v)``; q, k, v
+    are ``[batch, heads, new, head_dim]``, as ``scaled_dot_product_attention`` takes them."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor,
-        scale: float | None, heads: int, kv_heads: int,
+        past_length: Tensor, scale: float | None, heads: int, kv_heads: int,
     ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """What the node computes, in PyTorch (the values the tracer carries on)."""
-        keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
+        start = int(past_length)
+        keys = torch.cat([past_k[..., :start, :], k], dim=-2)
+        values = torch.cat([past_v[..., :start, :], v], dim=-2)
         groups = heads // kv_heads
         mask = _causal(q.shape[-2], keys.shape[-2], q.device)
         out = F.scaled_dot_product_attention(
             q, keys.repeat_interleave(groups, dim=-3), values.repeat_interleave(groups, dim=-3),
             attn_mask=mask, scale=scale,
         )  # fmt: skip
-        return out, keys, values
+        return out, _written(past_k, k, start), _written(past_v, v, start)
 
     @staticmethod
     def symbolic(
-        g: Any, q: Any, k: Any, v: Any, past_k: Any, past_v: Any, scale: float | None,
-        heads: int, kv_heads: int,
+        g: Any, q: Any, k: Any, v: Any, past_k: Any, past_v: Any, past_length: Any,
+        scale: float | None, heads: int, kv_heads: int,
     ) -> tuple[Any, Any, Any]:  # fmt: skip
         """The node, with its inputs as it wants them: ``[batch, new, heads · head_dim]``."""
 
@@ -53,8 +66,9 @@ class _GroupQueryAttention(torch.autograd.Function):
         def packed(x: Any) -> Any:
             return g.op("Reshape", g.op("Transpose", x, perm_i=[0, 2, 1, 3]), const([0, 0, -1]))
 
+        # The real lengths come from past_length, not the pasts' shape (a buffer's capacity).
         new = g.op("Shape", k, start_i=2, end_i=3)
-        total = g.op("Cast", g.op("Add", g.op("Shape", past_k, start_i=2, end_i=3), new),
+        total = g.op("Cast", g.op("Add", g.op("Reshape", past_length, const([1])), new),
                      to_i=6)  # fmt: skip  (6: int32, what the node takes)
         seqlens = g.op("Expand", g.op("Sub", total, g.op("Constant", value_t=torch.tensor(
             [1], dtype=torch.int32))), g.op("Shape", q, start_i=0, end_i=1))  # fmt: skip
@@ -72,11 +86,19 @@ class _GroupQueryAttention(torch.autograd.Function):
 
 
 class FusedAttentionCache(KVCache):
-    """A ``KVCache`` for tracing: each layer's causal attention over it is one node."""
+    """A ``KVCache`` for tracing over fixed-capacity buffers, ``past_length`` positions of
+    them real: each layer's causal attention over it is one node, rotary positions start at
+    ``past_length``."""
 
-    def __init__(self, keys: list[Tensor], values: list[Tensor]) -> None:
+    def __init__(self, keys: list[Tensor], values: list[Tensor], past_length: Tensor) -> None:
         super().__init__(keys, values)
+        self.past_length = past_length
         self._pending: list[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+
+    def begin(self) -> None:
+        """Start a forward: new tokens take positions from ``past_length`` on."""
+        super().begin()
+        self.offset = self.past_length
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append as ``KVCache`` does, remembering the pasts for ``attend``."""
@@ -95,7 +117,12 @@ class FusedAttentionCache(KVCache):
             if keys is k and values is v:
                 self._pending.remove(entry)
                 out, self.keys[i], self.values[i] = _GroupQueryAttention.apply(
-                    q, new_k, new_v, past_k, past_v, scale, int(q.shape[-3]), int(k.shape[-3])
-                )
+                    q, new_k, new_v, past_k, past_v, self.past_length, scale,
+                    int(q.shape[-3]), int(k.shape[-3]),
+                )  # fmt: skip
                 return out
         return None
+
+    def unfused(self) -> list[int]:
+        """The attention layers whose cache was not read by one fused attention."""
+        return [entry[0] for entry in self._pending]

@@ -14,13 +14,11 @@ from tritondsl.export.onnx_decoder import (
     DECODER_KEY,
     DecoderExportError,
     DecoderLayout,
-    OnnxDecoder,
     export_decoder,
-    int8_prefill_graph,
-    verify_decoder,
 )
-from tritondsl.generation import TorchDecoder, greedy_agreement
-from tritondsl.transformer import KVCache
+from tritondsl.export.onnx_decoder_runner import OnnxDecoder, int8_prefill_graph, verify_decoder
+from tritondsl.generation import GenerationError, TorchDecoder, greedy_agreement
+from tritondsl.transformer import KVCache, causal_mask, decoding, kv_cache
 
 # Grouped-query attention (4 query heads share 2 key/value heads), widths where the 2-bit
 # lookup-table kernel applies (N % 128 == 0) next to ones where it does not (k/v: N = 64).
@@ -45,11 +43,13 @@ def nbits(ternary: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) ->
 def test_the_graph_takes_and_returns_the_cache(nbits: Path) -> None:
     proto = onnx.load(str(nbits))
     names = [i.name for i in proto.graph.input]
-    assert names == ["ids", "past.0.key", "past.0.value", "past.1.key", "past.1.value"]
+    assert names == ["ids", "past_length", "past.0.key", "past.0.value", "past.1.key",
+                     "past.1.value"]  # fmt: skip
     assert [o.name for o in proto.graph.output] == [
         "logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
-    past = proto.graph.input[1].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in past] == ["batch", 2, "past", 32]
+    length, past = (proto.graph.input[i].type.tensor_type for i in (1, 2))
+    assert length.elem_type == onnx.TensorProto.INT64 and not length.shape.dim
+    assert [d.dim_param or d.dim_value for d in past.shape.dim] == ["batch", 2, "capacity", 32]
     layout = DecoderLayout.from_json(
         next(p.value for p in proto.metadata_props if p.key == DECODER_KEY))
     assert layout == DecoderLayout([(2, 32), (2, 32)], 256, 48, "nbits")
@@ -118,6 +118,98 @@ def test_batches_and_positions_follow_the_cache(nbits: Path, ternary: torch.nn.M
         expected = ternary(ids)[:, 6:]
     assert presents[3].shape == (2, 2, 9, 32)
     assert np.abs(logits - expected.numpy()).max() < 0.05 * np.abs(expected.numpy()).max()
+
+
+def _plain(decoder: OnnxDecoder, prompt: list[int], steps: list[int]
+           ) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
+    """The last logits of a prefill and each step, and the presents after them, by
+    ``session.run`` on plain arrays (onnxruntime copies the cache into new presents)."""
+    past = [np.zeros((1, heads, 0, dim), np.float32) for heads, dim in decoder.layout.kv
+            for _ in "kv"]  # fmt: skip
+    logits, past = decoder.run(np.array([prompt]), past)
+    rows = [logits[0, -1]]
+    for token in steps:
+        logits, past = decoder.run(np.array([[token]]), past)
+        rows.append(logits[0, -1])
+    return rows, past
+
+
+def test_shared_buffers_and_plain_runs_agree(nbits: Path) -> None:
+    decoder = OnnxDecoder(nbits, threads=1)
+    prompt, steps = [5, 17, 200, 3, 64], [9, 31, 250, 0]
+    expected, presents = _plain(decoder, prompt, steps)
+    got = [decoder.prefill(prompt).numpy(), *(decoder.step(t).numpy() for t in steps)]
+    assert len(decoder) == 9 and decoder.capacity == 48  # the context
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    for buffer, present in zip(decoder.cache, presents, strict=True):
+        np.testing.assert_allclose(buffer[:, :, :9], present, rtol=1e-5, atol=1e-5)
+
+
+def test_a_step_writes_in_place_and_copies_nothing(nbits: Path) -> None:
+    decoder = OnnxDecoder(nbits, threads=1)
+    decoder.prefill([5, 17, 200, 3, 64])
+    buffers = list(decoder.cache)
+    addresses = [b.ctypes.data for b in buffers]
+    for buffer in buffers:
+        buffer[:, :, 5:] = 7.0  # onnxruntime zeroes a present it does not share with its past
+    decoder.step(9)
+    _, presents = _plain(decoder, [5, 17, 200, 3, 64], [9])
+    assert [b.ctypes.data for b in decoder.cache] == addresses
+    assert all(b is c for b, c in zip(decoder.cache, buffers, strict=True))
+    for buffer, present in zip(decoder.cache, presents, strict=True):
+        np.testing.assert_allclose(buffer[:, :, 5], present[:, :, 5], rtol=1e-5, atol=1e-5)
+        assert np.all(buffer[:, :, 6:] == 7.0)  # the rest of the buffer untouched
+
+
+def test_prompts_and_steps_past_the_context_are_refused(nbits: Path) -> None:
+    decoder = OnnxDecoder(nbits, threads=1)
+    with pytest.raises(GenerationError, match="49 tokens do not fit the model's context of 48"):
+        decoder.prefill([1] * 49)
+    decoder.prefill([1] * 48)
+    with pytest.raises(GenerationError, match="49 tokens do not fit"):
+        decoder.step(2)
+    assert len(decoder) == 48
+
+
+def test_without_a_context_the_buffers_grow(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    # Float activations: the float file then computes what the model does (no A8 step).
+    shape = {**SHAPE, "layers": 1, "context": 0, "quantize_activations": False}
+    model = tritondsl.load_model("bitnet_b158", **shape).eval()
+    path = tmp_path / "unbounded.onnx"
+    assert export_decoder(model, path, "float").layout.context is None
+    reference = TorchDecoder(model)
+    tokens = torch.randint(0, 256, (30,), generator=torch.Generator().manual_seed(2)).tolist()
+    for prompt in (tokens[:3], tokens[:9]):  # 3 fit, 9 grow the buffers before the prefill
+        decoder = OnnxDecoder(path, threads=1, capacity=4)
+        pairs = [(decoder.prefill(prompt), reference.prefill(prompt))]
+        pairs += [(decoder.step(t), reference.step(t)) for t in tokens[len(prompt) :]]
+        assert len(decoder) == 30 and decoder.capacity == 32  # 4 -> 8 -> 16 -> 32
+        for ours, theirs in pairs:
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+class _HandWrittenAttention(torch.nn.Module):
+    """A one-head language model whose attention reads the cache with MatMul and Softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.qkv = torch.nn.Embedding(16, 32), torch.nn.Linear(32, 96)
+        self.head = torch.nn.Linear(32, 16)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        with decoding(cache):
+            q, k, v = self.qkv(self.embed(ids)).unsqueeze(1).chunk(3, dim=-1)
+            k, v = kv_cache(k, v)
+            scores = causal_mask(q @ k.transpose(-1, -2) / 32**0.5)
+            return self.head((scores.softmax(-1) @ v).squeeze(1))
+
+
+def test_attention_that_does_not_fuse_is_refused(tmp_path: Path) -> None:
+    # Unfused, it would read the stale positions of the fixed-capacity buffers.
+    with pytest.raises(DecoderExportError, match=r"attention layer\(s\) \[0\] use the KV"):
+        export_decoder(_HandWrittenAttention().eval(), tmp_path / "m.onnx", "float")
 
 
 def test_verify_compares_prefill_and_steps(nbits: Path, ternary: torch.nn.Module) -> None:
