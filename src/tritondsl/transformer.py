@@ -39,6 +39,9 @@ class KVCache:
         # subclass sets a 0-d int64 tensor, its graph's input.
         self.offset: int | Tensor = 0
         self.slot = 0  # the next kv_cache call's index within the current forward
+        # This forward's rotary (cos, sin) by (tokens, head_dim, theta, dtype, device): every
+        # layer's queries and keys rotate alike, so a traced graph computes them once.
+        self.angles: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
 
     def __len__(self) -> int:
         """How many tokens the cache holds."""
@@ -48,6 +51,7 @@ class KVCache:
         """Start a forward: new tokens take positions after the cached ones."""
         self.offset = self.keys[0].shape[-2] if self.keys else 0
         self.slot = 0
+        self.angles = {}
 
     def finish(self) -> None:
         """End a forward: a cache from another model (other layer count) is refused."""
@@ -208,13 +212,21 @@ def rotary(x: Tensor, theta: float = 10000.0, context: int = 0, where: str = "")
             f"{offset + length} positions do not fit the context of {context} tokens "
             f"(rotary(..., context={context}) at {where}); shorten the prompt"
         )
-    # Computed as transformers' LlamaRotaryEmbedding does, in float32, then cast.
-    exponent = torch.arange(0, dim, 2, dtype=torch.int64, device=x.device).float() / dim
-    inv_freq = 1.0 / (theta**exponent)
-    positions = torch.arange(length, device=x.device).float() + offset
-    freqs = positions[:, None] * inv_freq[None, :]
-    angles = torch.cat([freqs, freqs], dim=-1)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    # int(): traced, sizes are 0-d tensors, equal ones distinct objects (a decoding forward
+    # only: compiled training keeps its sizes symbolic).
+    key = (int(length), int(dim), theta, x.dtype, x.device) if cache is not None else ()
+    cos_sin = cache.angles.get(key) if cache is not None else None
+    if cos_sin is None:
+        # Computed as transformers' LlamaRotaryEmbedding does, in float32, then cast.
+        exponent = torch.arange(0, dim, 2, dtype=torch.int64, device=x.device).float() / dim
+        inv_freq = 1.0 / (theta**exponent)
+        positions = torch.arange(length, device=x.device).float() + offset
+        freqs = positions[:, None] * inv_freq[None, :]
+        angles = torch.cat([freqs, freqs], dim=-1)
+        cos_sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        if cache is not None:
+            cache.angles[key] = cos_sin
+    cos, sin = cos_sin
     first, second = x[..., : dim // 2], x[..., dim // 2 :]
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 

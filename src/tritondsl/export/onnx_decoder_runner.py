@@ -92,7 +92,10 @@ def int8_prefill_graph(proto: Any) -> Any:
 
 
 class OnnxDecoder:
-    """A ``generation.Decoder`` over an exported decoder file in onnxruntime."""
+    """A ``generation.Decoder`` over an exported decoder file in onnxruntime: ``cache`` holds
+    per layer the key then the value buffer, ``[1, kv_heads, capacity, head_dim]``, of which
+    the first ``len(self)`` positions are the cache (``capacity``: the context if the model
+    has one, else ``capacity=`` positions to start with)."""
 
     def __init__(self, path: str | Path, threads: int | None = None,
                  capacity: int = FIRST_CAPACITY) -> None:  # fmt: skip
