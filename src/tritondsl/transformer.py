@@ -87,6 +87,11 @@ class KVCache:
         self.values[i] = torch.cat([past_v, v], dim=-2)
         return self.keys[i], self.values[i]
 
+    def rotate(self, x: Tensor, cos: Tensor, sin: Tensor, theta: float) -> Tensor:
+        """``x`` rotated by ``rotary``'s angles (``theta``: their base); an exporter's subclass
+        remembers the unrotated ``x``, for an attention that rotates it itself."""
+        return rotate_half(x, cos, sin)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
         """Causal attention of ``q`` over what ``update`` returned, as one fused operation, or
         None so that PyTorch computes it (an exporter's subclass fuses it; this one never)."""
@@ -218,15 +223,25 @@ def rotary(x: Tensor, theta: float = 10000.0, context: int = 0, where: str = "")
     cos_sin = cache.angles.get(key) if cache is not None else None
     if cos_sin is None:
         # Computed as transformers' LlamaRotaryEmbedding does, in float32, then cast.
-        exponent = torch.arange(0, dim, 2, dtype=torch.int64, device=x.device).float() / dim
-        inv_freq = 1.0 / (theta**exponent)
         positions = torch.arange(length, device=x.device).float() + offset
-        freqs = positions[:, None] * inv_freq[None, :]
+        freqs = positions[:, None] * inverse_frequencies(dim, theta, x.device)[None, :]
         angles = torch.cat([freqs, freqs], dim=-1)
         cos_sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         if cache is not None:
             cache.angles[key] = cos_sin
-    cos, sin = cos_sin
+    return rotate_half(x, *cos_sin) if cache is None else cache.rotate(x, *cos_sin, theta)
+
+
+def inverse_frequencies(dim: int | Tensor, theta: float, device: torch.device) -> Tensor:
+    """Rotary's angle per position of each of the ``dim / 2`` pairs, in float32."""
+    exponent = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
+    return 1.0 / (theta**exponent)
+
+
+def rotate_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x · cos + rotate_half(x) · sin``: Llama's rotary convention (``cos``/``sin``:
+    ``[T, head_dim]``, each half the same angles)."""
+    dim = x.shape[-1]
     first, second = x[..., : dim // 2], x[..., dim // 2 :]
     return x * cos + torch.cat([-second, first], dim=-1) * sin
 

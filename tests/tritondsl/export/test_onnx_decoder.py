@@ -78,6 +78,11 @@ def test_each_attention_layer_is_one_fused_node(nbits: Path) -> None:
     assert (heads["num_heads"], heads["kv_num_heads"]) == (4, 2)
     # Nothing of the unfused attention is left: no softmax, no concatenated cache.
     assert not any(n.op_type == "Softmax" for n in nodes)
+    # The node rotates q and k itself (one cos/sin table pair for all layers): no
+    # rotate-half (Neg) is left, and the angles are computed once.
+    assert heads["do_rotary"] == 1 and fused[0].input[7:] == fused[1].input[7:]
+    assert not any(n.op_type == "Neg" for n in nodes)
+    assert sum(n.op_type == "Cos" for n in nodes) == 1
 
 
 def test_float_decoder_equals_pytorch(ternary: torch.nn.Module, tmp_path: Path) -> None:
