@@ -10,7 +10,10 @@ last positions) in one kernel, with any ratio of query heads to key/value heads.
 is as long as the past buffer (or the total length, if longer): bound to the very memory
 of the past, it is written in place and nothing is copied. ``FusedAttentionCache`` is the
 ``KVCache`` an export traces with: each ``kv_cache`` + causal ``scaled_dot_product_attention``
-pair becomes that node.
+pair becomes that node. When ``rotary`` made its queries and keys, the node rotates them
+itself (``do_rotary``) by cos/sin tables the graph computes once for all layers: traced,
+every layer's rotate-half was a dozen small nodes for q and again for k, a fixed cost of
+each step that the ternary projections do not shrink.
 """
 
 from __future__ import annotations
