@@ -77,6 +77,7 @@ def test_fp32_function_is_transformers(kind: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", None])
 def test_cached_decoding_gives_the_uncached_logits(precision: str | None) -> None:
+    torch.manual_seed(0)
     model = load_model("bitnet_b158", precision=precision, **_params("bitnet")).eval()
     ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(2))
     cache = KVCache()
@@ -86,7 +87,12 @@ def test_cached_decoding_gives_the_uncached_logits(precision: str | None) -> Non
         steps += [model(ids[:, t : t + 1], cache=cache) for t in range(7, 20)]
     assert len(cache) == 20 and len(cache.keys) == 2
     assert cache.keys[0].shape == (3, 2, 20, 16)
-    assert _relative(torch.cat(steps, dim=1), full) < 1e-5
+    # The two paths attend in a different order, so their floats differ in the last bits.
+    # With int8 activations that can move a value across a rounding boundary, and the cache
+    # carries it on (4 of 40 random models: up to 0.6% of the largest logit); a wrong
+    # position or offset in the cache costs far more.
+    tolerance = 1e-5 if precision == "fp32" else 1e-2
+    assert _relative(torch.cat(steps, dim=1), full) < tolerance
 
 
 def test_a_cache_of_another_model_is_refused() -> None:

@@ -213,7 +213,9 @@ def export_decoder(
     if verify:
         from tritondsl.export.onnx_decoder_runner import verify_decoder
 
-        export.checks = verify_decoder(deployed, path)
+        # ``deployed`` now computes with the float twins it was traced from: compare the
+        # file with the model itself, deployed afresh.
+        export.checks = verify_decoder(deployed_copy(model), path)
     return export
 
 
