@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import interleaved  # type: ignore[import-not-found]
 
 from tritondsl.export.onnx import export_onnx
 from tritondsl.export.onnx_verify import create_session
@@ -44,12 +43,6 @@ def _export(name: str, folder: Path, size: int) -> dict[str, Path]:
     return paths
 
 
-def _time_once(session: object, feed: dict[str, np.ndarray]) -> float:
-    start = time.perf_counter()
-    session.run(None, feed)  # type: ignore[attr-defined]
-    return time.perf_counter() - start
-
-
 def _measure(
     paths: dict[str, Path], batch: int, size: int, rounds: int, threads: int | None
 ) -> dict[str, float]:
@@ -63,16 +56,7 @@ def _measure(
     }
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
     feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    for name, session in sessions.items():  # warm-up: allocations, first-run caches
-        for _ in range(3):
-            session.run(None, feeds[name])
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for round_ in range(rounds):
-        shift = round_ % len(order)
-        for name in order[shift:] + order[:shift]:
-            times[name].append(_time_once(sessions[name], feeds[name]))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: median for name, (_, median) in interleaved(sessions, feeds, rounds).items()}
 
 
 def measure(quick: bool = False) -> list[tuple[str, float, float, int, int]]:
