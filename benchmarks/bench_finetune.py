@@ -8,8 +8,9 @@
    one run with `--fp32-warmup-epochs 3` (3 fp32 epochs, then the ternary one, in one run),
    against the 3-epoch fp32 run. Goal: fine-tuned + distillation within 0.5 points of fp32
    and ahead of from-scratch. The fine-tunes use the from-scratch learning rate (AdamW 3e-3):
-   swept with distillation on this setting (lr 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3 gave
-   89.0, 89.4, 89.6, 89.9, 89.6, 89.3% against fp32's 90.6%), 3e-3 did best. One more
+   swept with distillation on this setting, one run each (lr 5e-4, 1e-3, 2e-3, 3e-3, 5e-3,
+   8e-3 gave 89.0, 89.4, 89.6, 89.9, 89.6, 89.3% against fp32's 90.6%), 3e-3 did best, but
+   single runs move by +-0.3 pt with seed and thread count, so that is a tendency. One more
    fine-tune + distillation keeps the first conv in fp32 (an ablation: the 1-channel 3x3
    stem is the layer whose ternary form costs the most).
 2. The zoo ResNet18 on 32x32 inputs: 5,000 Fashion-MNIST training images resized to 32x32
