@@ -84,6 +84,10 @@ def _worker(rank: int, port: int, config: TrainConfig) -> None:
                        "GLOO_SOCKET_IFNAME": "lo"})  # fmt: skip
     torch.set_num_threads(1)
     Trainer(config).fit()
+    # A forked process ends in os._exit anyway; ending here, before the Trainer is collected,
+    # skips the DDP reducer's ProcessGroupGloo destructor, whose thread join once hung a
+    # whole CI run after training had finished and written its checkpoints.
+    os._exit(0)
 
 
 def fork_ddp(config: TrainConfig) -> None:
