@@ -26,7 +26,9 @@ def test_quick_flows_run_and_fine_tuning_beats_scratch(tmp_path: Path) -> None:
     fashion = results["fashion"]
     assert set(fashion) == {"fp32 (3 epochs)", "ternary from scratch", "ternary fine-tuned",
                             "ternary fine-tuned + distillation",
-                            "ternary, fp32 warm-up 3 epochs"}  # fmt: skip
+                            "ternary, fp32 warm-up 3 epochs", bench_finetune.ABLATION}  # fmt: skip
+    # The ablation is the all-ternary model but for its first conv.
+    assert "stem_fp32" in fashion[bench_finetune.ABLATION]["command"]
     # Three fp32 epochs are a head start one ternary epoch from scratch cannot make up.
     assert fashion["ternary fine-tuned"]["test_acc"] > fashion["ternary from scratch"]["test_acc"]
     assert "--init" in fashion["ternary fine-tuned + distillation"]["command"]
